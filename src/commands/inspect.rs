@@ -1,0 +1,183 @@
+//! `imgsync inspect LOCATION`: what an image is, without copying it.
+
+use serde::Serialize;
+
+use super::open_source;
+use crate::content::config::ConfigView;
+use crate::content::media_type::is_image_config;
+use crate::content::{Descriptor, Digest, ManifestView, Platform};
+use crate::error::{Error, Result};
+use crate::location::Location;
+use crate::store::ImageSource;
+
+#[derive(Debug, Serialize)]
+pub struct LayerInfo {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlatformInfo {
+    pub platform: String,
+    pub digest: Digest,
+    pub media_type: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImageInfo {
+    pub names: Vec<String>,
+    pub digest: Digest,
+    pub media_type: String,
+    /// Entries of an index (empty for a single manifest).
+    pub platforms: Vec<PlatformInfo>,
+    /// The manifest described below: the root, or the index entry for the
+    /// host platform (else the first).
+    pub manifest_digest: Digest,
+    pub platform: Option<String>,
+    pub config: Option<Digest>,
+    pub layers: Vec<LayerInfo>,
+    pub size: u64,
+}
+
+fn verified(source: &dyn ImageSource, desc: &Descriptor) -> Result<Vec<u8>> {
+    let bytes = source.read_manifest(desc)?;
+    if bytes.len() as u64 != desc.size
+        || Digest::sha256_of(&bytes) != desc.digest && desc.digest.algorithm() == "sha256"
+    {
+        return Err(Error::Integrity(format!(
+            "{}: manifest {} does not match its descriptor",
+            source.describe(),
+            desc.digest
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Exact bytes of the selected image's root manifest (`--raw`), or of its
+/// config (`--config`).
+pub fn raw(loc: &Location, tmpdir: &std::path::Path, config: bool) -> Result<Vec<u8>> {
+    let source = open_source(loc, tmpdir)?;
+    let images = source.images()?;
+    let image = match images.as_slice() {
+        [one] => one,
+        [] => {
+            return Err(Error::NotFound(format!(
+                "{} holds no images",
+                source.describe()
+            )));
+        }
+        many => {
+            return Err(Error::Usage(format!(
+                "{} holds {} images; select one with :NAME or :@N",
+                source.describe(),
+                many.len()
+            )));
+        }
+    };
+    let bytes = verified(source.as_ref(), &image.root)?;
+    if !config {
+        return Ok(bytes);
+    }
+    let (_, view) = descend(source.as_ref(), &image.root, bytes)?;
+    let c = view.config.ok_or_else(|| {
+        Error::NotFound(format!("{}: the image has no config", source.describe()))
+    })?;
+    verified(source.as_ref(), &c)
+}
+
+/// Goes from a root to the manifest for the host platform (or the first).
+fn descend(
+    source: &dyn ImageSource,
+    root: &Descriptor,
+    bytes: Vec<u8>,
+) -> Result<(Descriptor, ManifestView)> {
+    let mut desc = root.clone();
+    let mut view = ManifestView::parse(&bytes, Some(&root.media_type))?;
+    let host = Platform::host();
+    for _ in 0..8 {
+        if !view.kind.is_index() {
+            return Ok((desc, view));
+        }
+        let candidates: Vec<&Descriptor> = view
+            .manifests
+            .iter()
+            .filter(|d| d.platform.as_ref().is_none_or(|p| !p.is_unknown()))
+            .collect();
+        let pick = candidates
+            .iter()
+            .find(|d| d.platform.as_ref().is_some_and(|p| p.matches(&host)))
+            .or(candidates.first())
+            .map(|d| (*d).clone())
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "{}: index {} lists no manifests",
+                    source.describe(),
+                    desc.digest
+                ))
+            })?;
+        let b = verified(source, &pick)?;
+        view = ManifestView::parse(&b, Some(&pick.media_type))?;
+        desc = pick;
+    }
+    Err(Error::Format(format!(
+        "{}: indexes nested too deep",
+        source.describe()
+    )))
+}
+
+pub fn run(loc: &Location, tmpdir: &std::path::Path) -> Result<Vec<ImageInfo>> {
+    let source = open_source(loc, tmpdir)?;
+    let mut out = Vec::new();
+    for image in source.images()? {
+        let bytes = verified(source.as_ref(), &image.root)?;
+        let root_view = ManifestView::parse(&bytes, Some(&image.root.media_type))?;
+        let platforms = root_view
+            .manifests
+            .iter()
+            .map(|d| PlatformInfo {
+                platform: d
+                    .platform
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                digest: d.digest.clone(),
+                media_type: d.media_type.clone(),
+            })
+            .collect();
+        let media_type = root_view
+            .media_type
+            .clone()
+            .unwrap_or_else(|| root_view.kind.media_type().to_string());
+        let (mdesc, view) = descend(source.as_ref(), &image.root, bytes)?;
+        let platform = match &view.config {
+            Some(c) if is_image_config(&c.media_type) => {
+                let cfg = verified(source.as_ref(), c)?;
+                Some(ConfigView::parse(&cfg)?.platform.to_string())
+            }
+            _ => None,
+        };
+        let layers: Vec<LayerInfo> = view
+            .layers
+            .iter()
+            .map(|l| LayerInfo {
+                digest: l.digest.clone(),
+                media_type: l.media_type.clone(),
+                size: l.size,
+            })
+            .collect();
+        out.push(ImageInfo {
+            names: image.names.iter().map(|n| n.to_string()).collect(),
+            digest: image.root.digest.clone(),
+            media_type,
+            platforms,
+            manifest_digest: mdesc.digest,
+            platform,
+            config: view.config.as_ref().map(|c| c.digest.clone()),
+            size: layers.iter().map(|l| l.size).sum::<u64>()
+                + view.config.as_ref().map_or(0, |c| c.size),
+            layers,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,28 @@
+//! `imgsync verify LOCATION`: re-read every manifest, config and layer of
+//! every image and check sizes, digests and DiffIDs. Reports every problem,
+//! not just the first.
+
+use super::open_source;
+use crate::copy::{CopyOptions, CopyReport, ImagePlan, copy_images};
+use crate::error::Result;
+use crate::location::Location;
+use crate::progress::Progress;
+use crate::store::null::NullSink;
+
+pub fn run(loc: &Location, options: &CopyOptions, progress: &dyn Progress) -> Result<CopyReport> {
+    let source = open_source(loc, &options.tmpdir)?;
+    let plans: Vec<ImagePlan> = source
+        .images()?
+        .into_iter()
+        .map(|image| ImagePlan {
+            names: image.names.clone(),
+            image,
+        })
+        .collect();
+    let mut opts = options.clone();
+    opts.keep_going = true;
+    opts.platforms.clear();
+    opts.format = None;
+    opts.compress = None;
+    copy_images(source.as_ref(), &NullSink, &plans, &opts, progress)
+}

@@ -1,0 +1,307 @@
+//! The byte pipeline of one blob: verify size and digest while reading,
+//! check the DiffID of compressed layers on a second thread, and transcode
+//! (decompress, recompress) when asked. Buffers are bounded: memory does not
+//! depend on blob size.
+
+use std::io::{self, Read, Write};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use crate::content::media_type::Compression;
+use crate::content::{Digest, DigestHasher};
+use crate::error::Error;
+use crate::progress::Progress;
+
+/// Verifies that a stream has exactly the expected size and digest. The
+/// verdict is given on the read that reaches the end: an error there makes
+/// every consumer (file, tar entry) discard what it wrote.
+pub struct VerifyReader<'p, R> {
+    inner: R,
+    hasher: Option<DigestHasher>,
+    expected: Digest,
+    size: u64,
+    read: u64,
+    what: String,
+    progress: &'p dyn Progress,
+}
+
+impl<'p, R: Read> VerifyReader<'p, R> {
+    pub fn new(
+        inner: R,
+        expected: &Digest,
+        size: u64,
+        what: String,
+        progress: &'p dyn Progress,
+    ) -> Result<Self, Error> {
+        Ok(VerifyReader {
+            inner,
+            hasher: Some(expected.hasher()?),
+            expected: expected.clone(),
+            size,
+            read: 0,
+            what,
+            progress,
+        })
+    }
+}
+
+impl<R: Read> Read for VerifyReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(hasher) = self.hasher.as_mut() else {
+            return Ok(0);
+        };
+        let n = self.inner.read(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                Error::Integrity(format!("{}: {} is truncated", self.what, self.expected)).into_io()
+            } else {
+                e
+            }
+        })?;
+        if n == 0 {
+            let hasher = self.hasher.take().expect("checked above");
+            if self.read != self.size {
+                return Err(Error::Integrity(format!(
+                    "{}: {} has {} bytes but its descriptor says {}",
+                    self.what, self.expected, self.read, self.size
+                ))
+                .into_io());
+            }
+            let got = hasher.finish();
+            if got != self.expected {
+                return Err(Error::Integrity(format!(
+                    "{}: content of {} hashes to {got}",
+                    self.what, self.expected
+                ))
+                .into_io());
+            }
+            return Ok(0);
+        }
+        self.read += n as u64;
+        if self.read > self.size {
+            self.hasher = None;
+            return Err(Error::Integrity(format!(
+                "{}: {} is larger than the {} bytes its descriptor says",
+                self.what, self.expected, self.size
+            ))
+            .into_io());
+        }
+        hasher.update(&buf[..n]);
+        self.progress.blob_bytes(&self.expected, n as u64);
+        Ok(n)
+    }
+}
+
+/// A decoder for a layer's compression.
+pub fn decoder<'a, R: Read + 'a>(r: R, c: Compression) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match c {
+        Compression::None => Box::new(r),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
+            io::BufReader::with_capacity(128 * 1024, r),
+        )),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
+    })
+}
+
+/// Hashes what passes through.
+pub struct HashReader<R> {
+    pub inner: R,
+    pub hasher: DigestHasher,
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Hashes and counts what is written through it.
+pub struct HashWriter<W> {
+    pub inner: W,
+    pub hasher: DigestHasher,
+    pub written: u64,
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Passes bytes through unchanged while a second thread decompresses a copy
+/// and checks it against the expected DiffID. The verdict is given on the
+/// read that reaches the end.
+pub struct DiffIdTee<R> {
+    inner: R,
+    tx: Option<SyncSender<Vec<u8>>>,
+    worker: Option<JoinHandle<io::Result<Digest>>>,
+    expected: Digest,
+    what: String,
+}
+
+struct ChannelReader {
+    rx: Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl<R: Read> DiffIdTee<R> {
+    pub fn new(inner: R, compression: Compression, expected: Digest, what: String) -> DiffIdTee<R> {
+        let (tx, rx) = sync_channel::<Vec<u8>>(16);
+        let worker = std::thread::spawn(move || -> io::Result<Digest> {
+            let channel = ChannelReader {
+                rx,
+                buf: Vec::new(),
+                pos: 0,
+            };
+            let mut dec = decoder(channel, compression)?;
+            let mut h = DigestHasher::sha256();
+            io::copy(&mut dec, &mut h)?;
+            // Drain anything after the compressed stream so the sender never blocks.
+            Ok(h.finish())
+        });
+        DiffIdTee {
+            inner,
+            tx: Some(tx),
+            worker: Some(worker),
+            expected,
+            what,
+        }
+    }
+
+    fn verdict(&mut self) -> io::Result<()> {
+        self.tx = None;
+        let Some(worker) = self.worker.take() else {
+            return Ok(());
+        };
+        match worker.join() {
+            Ok(Ok(got)) if got == self.expected => Ok(()),
+            Ok(Ok(got)) => Err(Error::Integrity(format!(
+                "{}: uncompressed content hashes to {got}, but the config's DiffID is {}",
+                self.what, self.expected
+            ))
+            .into_io()),
+            Ok(Err(e)) => Err(Error::Integrity(format!(
+                "{}: cannot decompress layer: {e}",
+                self.what
+            ))
+            .into_io()),
+            Err(_) => Err(io::Error::other("DiffID worker panicked")),
+        }
+    }
+}
+
+impl<R: Read> Read for DiffIdTee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            self.verdict()?;
+            return Ok(0);
+        }
+        if let Some(tx) = &self.tx
+            && tx.send(buf[..n].to_vec()).is_err()
+        {
+            // The decoder stopped early (corrupt data): report it now.
+            self.verdict()?;
+        }
+        Ok(n)
+    }
+}
+
+impl<R> Drop for DiffIdTee<R> {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// A compressing writer.
+pub fn encoder<'a, W: Write + Send + 'a>(
+    w: W,
+    c: Compression,
+    level: Option<i32>,
+) -> io::Result<Box<dyn FinishWrite + 'a>> {
+    Ok(match c {
+        Compression::None => Box::new(Plain(w)),
+        Compression::Gzip => {
+            let level = level.unwrap_or(6).clamp(0, 9) as u32;
+            Box::new(flate2::write::GzEncoder::new(
+                w,
+                flate2::Compression::new(level),
+            ))
+        }
+        Compression::Zstd => {
+            let mut e = zstd::stream::write::Encoder::new(w, level.unwrap_or(3))?;
+            let threads = std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1);
+            if threads > 1 {
+                e.multithread(threads)?;
+            }
+            Box::new(e)
+        }
+    })
+}
+
+/// A writer that must be finished (compressors write trailers).
+pub trait FinishWrite: Write {
+    fn finish_box(self: Box<Self>) -> io::Result<()>;
+}
+
+struct Plain<W>(W);
+
+impl<W: Write> Write for Plain<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W: Write> FinishWrite for Plain<W> {
+    fn finish_box(mut self: Box<Self>) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W: Write> FinishWrite for flate2::write::GzEncoder<W> {
+    fn finish_box(self: Box<Self>) -> io::Result<()> {
+        let mut w = (*self).finish()?;
+        w.flush()
+    }
+}
+
+impl<W: Write> FinishWrite for zstd::stream::write::Encoder<'_, W> {
+    fn finish_box(self: Box<Self>) -> io::Result<()> {
+        let mut w = (*self).finish()?;
+        w.flush()
+    }
+}

@@ -1,0 +1,222 @@
+//! Everything the binary prints. stdout carries results (digests, JSON,
+//! archive bytes); stderr carries progress and messages.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use imgsync::commands::inspect::ImageInfo;
+use imgsync::content::Digest;
+use imgsync::copy::CopyReport;
+use imgsync::location::Location;
+use imgsync::progress::{BlobOutcome, Progress};
+
+/// Renders engine events: bars per blob on a terminal, one line per image
+/// otherwise, nothing with `-q`.
+pub struct Reporter {
+    quiet: bool,
+    bars: Option<MultiProgress>,
+    active: Mutex<HashMap<Digest, ProgressBar>>,
+}
+
+impl Reporter {
+    pub fn new(quiet: bool) -> Reporter {
+        let bars = (!quiet && std::io::stderr().is_terminal())
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Reporter {
+            quiet,
+            bars,
+            active: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn line(&self, msg: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.bars {
+            Some(b) => b.suspend(|| eprintln!("{msg}")),
+            None => eprintln!("{msg}"),
+        }
+    }
+
+    pub fn finish(&self) {
+        for (_, bar) in self.active.lock().unwrap().drain() {
+            bar.finish_and_clear();
+        }
+        if let Some(b) = &self.bars {
+            let _ = b.clear();
+        }
+    }
+}
+
+impl Progress for Reporter {
+    fn blob_started(&self, digest: &Digest, size: u64) {
+        let Some(multi) = &self.bars else { return };
+        let bar = multi.add(ProgressBar::new(size));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:.dim} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(digest.short());
+        self.active.lock().unwrap().insert(digest.clone(), bar);
+    }
+
+    fn blob_bytes(&self, digest: &Digest, bytes: u64) {
+        if self.bars.is_none() {
+            return;
+        }
+        if let Some(b) = self.active.lock().unwrap().get(digest) {
+            b.inc(bytes);
+        }
+    }
+
+    fn blob_done(&self, digest: &Digest, _size: u64, _outcome: BlobOutcome) {
+        if let Some(b) = self.active.lock().unwrap().remove(digest) {
+            b.finish_and_clear();
+        }
+    }
+
+    fn image_done(&self, label: &str, digest: &Digest) {
+        self.line(&format!("copied {label} {digest}"));
+    }
+
+    fn converted(&self, what: &str, old: &Digest, new: &Digest, why: &str) {
+        self.line(&format!("converted {what}: {old} -> {new} ({why})"));
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+pub fn copy_summary(report: &CopyReport, elapsed: Duration, quiet: bool, json: bool) {
+    if json {
+        let v = serde_json::json!({
+            "images": report.images,
+            "blobs_copied": report.blobs_copied,
+            "blobs_skipped": report.blobs_skipped,
+            "bytes_copied": report.bytes_copied,
+            "conversions": report.conversions,
+            "seconds": elapsed.as_secs_f64(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("JSON values serialise")
+        );
+    }
+    if !quiet {
+        eprintln!(
+            "{} image(s): {} blob(s) copied ({}), {} skipped, in {:.2}s",
+            report.images.len(),
+            report.blobs_copied,
+            mib(report.bytes_copied),
+            report.blobs_skipped,
+            elapsed.as_secs_f64()
+        );
+    }
+}
+
+pub fn verify_summary(
+    loc: &Location,
+    report: &CopyReport,
+    elapsed: Duration,
+    quiet: bool,
+    json: bool,
+) -> std::process::ExitCode {
+    for e in &report.errors {
+        eprintln!("imgsync: error: {e}");
+    }
+    if json {
+        let v = serde_json::json!({
+            "location": loc.label(),
+            "ok": report.errors.is_empty(),
+            "images": report.images,
+            "blobs_verified": report.blobs_copied,
+            "bytes_verified": report.bytes_copied,
+            "errors": report.errors.iter().map(|e| serde_json::json!({"class": e.class(), "message": e.to_string()})).collect::<Vec<_>>(),
+            "seconds": elapsed.as_secs_f64(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("JSON values serialise")
+        );
+    }
+    if report.errors.is_empty() {
+        if !quiet {
+            eprintln!(
+                "{}: {} image(s), {} blob(s) ({}) verified in {:.2}s",
+                loc.label(),
+                report.images.len(),
+                report.blobs_copied,
+                mib(report.bytes_copied),
+                elapsed.as_secs_f64()
+            );
+        }
+        std::process::ExitCode::SUCCESS
+    } else {
+        eprintln!("{}: {} problem(s) found", loc.label(), report.errors.len());
+        std::process::ExitCode::from(1)
+    }
+}
+
+pub fn inspect(infos: &[ImageInfo], json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(infos).expect("JSON values serialise")
+        );
+        return;
+    }
+    let mut out = String::new();
+    for (i, info) in infos.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let names = if info.names.is_empty() {
+            "(untagged)".to_string()
+        } else {
+            info.names.join(", ")
+        };
+        out.push_str(&format!("Names:      {names}\n"));
+        out.push_str(&format!("Digest:     {}\n", info.digest));
+        out.push_str(&format!("MediaType:  {}\n", info.media_type));
+        if !info.platforms.is_empty() {
+            out.push_str("Platforms:\n");
+            for p in &info.platforms {
+                out.push_str(&format!("  {:<16} {}\n", p.platform, p.digest));
+            }
+            out.push_str(&format!("Manifest:   {}\n", info.manifest_digest));
+        }
+        if let Some(p) = &info.platform {
+            out.push_str(&format!("Platform:   {p}\n"));
+        }
+        if let Some(c) = &info.config {
+            out.push_str(&format!("Config:     {c}\n"));
+        }
+        out.push_str(&format!(
+            "Layers:     {} ({} bytes)\n",
+            info.layers.len(),
+            info.size
+        ));
+        for l in &info.layers {
+            out.push_str(&format!(
+                "  {} {:>12}  {}\n",
+                l.digest, l.size, l.media_type
+            ));
+        }
+    }
+    write_stdout(out.as_bytes());
+}
+
+pub fn write_stdout(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(bytes);
+    let _ = out.flush();
+}

@@ -1,0 +1,298 @@
+//! Writing into an OCI layout directory.
+//!
+//! Blobs are written under a per-run temporary directory inside the layout
+//! and renamed into `blobs/<alg>/` once complete; the engine has verified
+//! their bytes by then. Nothing is named until commit: `index.json` is then
+//! re-read, merged and replaced atomically while the layout directory is
+//! locked, so concurrent writers into one layout lose no entry. A failed run
+//! removes the blobs it added (and the layout, if it created it).
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+
+use super::{INDEX_FILE, OCI_LAYOUT_FILE, blob_path};
+use crate::content::descriptor::{ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
+use crate::content::media_type::OCI_INDEX;
+use crate::content::{Descriptor, RawManifest, Reference};
+use crate::error::{Error, Result};
+use crate::store::spool::{register_cleanup, unregister_cleanup};
+use crate::store::{ImageName, ImageSink, SinkCaps};
+
+pub const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+pub struct LayoutSink {
+    root: PathBuf,
+    label: String,
+    created_root: bool,
+    tmp: PathBuf,
+    added: Mutex<Vec<PathBuf>>,
+    images: Mutex<Vec<(Descriptor, Vec<ImageName>)>>,
+}
+
+impl LayoutSink {
+    /// Opens `root` for writing: an existing layout, an empty directory, or a
+    /// path that does not exist yet.
+    pub fn open(root: &Path, label: String) -> Result<LayoutSink> {
+        let created_root = match fs::metadata(root) {
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::Usage(format!(
+                    "{label}: {} exists and is not a directory",
+                    root.display()
+                )));
+            }
+            Ok(_) => {
+                if !root.join(OCI_LAYOUT_FILE).exists() {
+                    let empty = fs::read_dir(root)
+                        .map_err(|e| Error::path("read directory", root, e))?
+                        .next()
+                        .is_none();
+                    if !empty {
+                        return Err(Error::Usage(format!(
+                            "{label}: {} is a non-empty directory without an oci-layout file; refusing to write into it",
+                            root.display()
+                        )));
+                    }
+                } else {
+                    super::read::read_layout_index(&crate::store::files::DirTree {
+                        root: root.to_path_buf(),
+                    })?;
+                }
+                false
+            }
+            Err(_) => {
+                fs::create_dir_all(root).map_err(|e| Error::path("create directory", root, e))?;
+                true
+            }
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".imgsync-tmp-")
+            .tempdir_in(root)
+            .map_err(|e| Error::path("write into", root, e))?
+            .keep();
+        register_cleanup(&tmp);
+        if created_root {
+            register_cleanup(root);
+        }
+        Ok(LayoutSink {
+            root: root.to_path_buf(),
+            label,
+            created_root,
+            tmp,
+            added: Mutex::new(Vec::new()),
+            images: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn install(&self, desc: &Descriptor, file: tempfile::NamedTempFile) -> Result<()> {
+        let dest = self.root.join(blob_path(&desc.digest));
+        let dir = dest.parent().expect("blob path has a parent");
+        fs::create_dir_all(dir).map_err(|e| Error::path("create directory", dir, e))?;
+        let existed = dest.exists();
+        file.persist(&dest)
+            .map_err(|e| Error::path("write blob", &dest, e.error))?;
+        if !existed {
+            self.added.lock().unwrap().push(dest);
+        }
+        Ok(())
+    }
+
+    fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let dest = self.root.join(name);
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp)
+            .map_err(|e| Error::path("write into", &self.tmp, e))?;
+        tmp.write_all(bytes)
+            .map_err(|e| Error::path("write", tmp.path(), e))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::path("write", tmp.path(), e))?;
+        tmp.persist(&dest)
+            .map_err(|e| Error::path("write", &dest, e.error))?;
+        Ok(())
+    }
+
+    fn merge_index(&self, existing: Option<Vec<u8>>) -> Result<Vec<u8>> {
+        let mut doc: Value = match existing {
+            Some(b) => serde_json::from_slice(&b)
+                .map_err(|e| Error::Format(format!("{}: invalid index.json: {e}", self.label)))?,
+            None => json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}),
+        };
+        let obj = doc
+            .as_object_mut()
+            .ok_or_else(|| Error::Format(format!("{}: index.json is not an object", self.label)))?;
+        let entries: Vec<Value> = match obj.remove("manifests") {
+            Some(Value::Array(a)) => a,
+            _ => Vec::new(),
+        };
+        let entries = merge_index_entries(entries, &self.images.lock().unwrap());
+        obj.insert("manifests".into(), Value::Array(entries));
+        Ok(index_bytes(&doc))
+    }
+}
+
+/// Serialises an index document the way imgsync writes `index.json`.
+pub fn index_bytes(doc: &Value) -> Vec<u8> {
+    let mut out = serde_json::to_vec(doc).expect("JSON values serialise");
+    out.push(b'\n');
+    out
+}
+
+/// Adds named images to the entries of an `index.json`. A full reference is
+/// written as `io.containerd.image.name` plus the tag as
+/// `org.opencontainers.image.ref.name` (the containerd and Docker
+/// convention) and replaces the entry with the same full name; a bare ref
+/// name replaces the entry with that ref name. An untagged entry for the
+/// same digest is dropped in favour of the new one.
+pub fn merge_index_entries(
+    mut entries: Vec<Value>,
+    images: &[(Descriptor, Vec<ImageName>)],
+) -> Vec<Value> {
+    for (root, names) in images {
+        let digest = root.digest.as_str();
+        entries.retain(|e| {
+            !(e["digest"] == digest
+                && e.get("annotations")
+                    .is_none_or(|a| a.get(ANNOTATION_REF_NAME).is_none()))
+        });
+        if names.is_empty() {
+            entries.push(entry(root, None, None));
+            continue;
+        }
+        for name in names {
+            match name {
+                ImageName::Reference(r) => {
+                    entries.retain(|e| !same_full_name(e, r));
+                    entries.push(entry(root, r.tag.as_deref(), Some(&r.to_string())));
+                }
+                ImageName::RefName(s) => {
+                    entries.retain(|e| {
+                        !(e["annotations"][ANNOTATION_REF_NAME] == s.as_str()
+                            && e["annotations"].get(ANNOTATION_CONTAINERD_NAME).is_none())
+                    });
+                    entries.push(entry(root, Some(s), None));
+                }
+            }
+        }
+    }
+    entries
+}
+
+fn same_full_name(e: &Value, r: &Reference) -> bool {
+    e["annotations"][ANNOTATION_CONTAINERD_NAME]
+        .as_str()
+        .and_then(|n| Reference::parse(n).ok())
+        .is_some_and(|n| &n.with_default_tag() == r)
+}
+
+fn entry(root: &Descriptor, ref_name: Option<&str>, full: Option<&str>) -> Value {
+    let mut d = Descriptor::new(root.media_type.clone(), root.digest.clone(), root.size);
+    if let Some(full) = full {
+        d.set_annotation(ANNOTATION_CONTAINERD_NAME, full);
+    }
+    if let Some(r) = ref_name {
+        d.set_annotation(ANNOTATION_REF_NAME, r);
+    }
+    serde_json::to_value(d).expect("descriptors serialise")
+}
+
+impl ImageSink for LayoutSink {
+    fn describe(&self) -> String {
+        self.label.clone()
+    }
+
+    fn caps(&self) -> SinkCaps {
+        SinkCaps {
+            wants_uncompressed: false,
+            single_platform: false,
+            accepts_zstd: true,
+        }
+    }
+
+    fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+        Ok(fs::metadata(self.root.join(blob_path(&desc.digest)))
+            .is_ok_and(|m| m.is_file() && m.len() == desc.size))
+    }
+
+    fn put_blob(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()> {
+        let tmp = tempfile::NamedTempFile::new_in(&self.tmp)
+            .map_err(|e| Error::path("write into", &self.tmp, e))?;
+        {
+            let mut w = BufWriter::with_capacity(256 * 1024, tmp.as_file());
+            std::io::copy(reader, &mut w)
+                .map_err(|e| Error::io(format!("copy blob {}", desc.digest), e))?;
+            w.flush().map_err(|e| Error::path("write", tmp.path(), e))?;
+        }
+        self.install(desc, tmp)
+    }
+
+    fn spool_dir(&self) -> Option<&Path> {
+        Some(&self.tmp)
+    }
+
+    fn put_blob_file(&self, desc: &Descriptor, file: tempfile::NamedTempFile) -> Result<()> {
+        if file.path().parent() == Some(self.tmp.as_path()) {
+            return self.install(desc, file);
+        }
+        let mut f = file
+            .reopen()
+            .map_err(|e| Error::path("read", file.path(), e))?;
+        self.put_blob(desc, &mut f)
+    }
+
+    fn put_manifest(&self, manifest: &RawManifest) -> Result<()> {
+        let desc = manifest.descriptor();
+        if self.has_blob(&desc)? {
+            return Ok(());
+        }
+        self.put_blob(&desc, &mut manifest.bytes.as_slice())
+    }
+
+    fn add_image(&self, root: &Descriptor, names: &[ImageName]) -> Result<()> {
+        self.images
+            .lock()
+            .unwrap()
+            .push((root.clone(), names.to_vec()));
+        Ok(())
+    }
+
+    fn commit(&self) -> Result<()> {
+        let dir = File::open(&self.root).map_err(|e| Error::path("open", &self.root, e))?;
+        dir.lock().map_err(|e| Error::path("lock", &self.root, e))?;
+        let result = (|| {
+            if !self.root.join(OCI_LAYOUT_FILE).exists() {
+                self.write_atomic(OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT)?;
+            }
+            fs::create_dir_all(self.root.join("blobs/sha256"))
+                .map_err(|e| Error::path("create directory", &self.root, e))?;
+            let existing = match fs::read(self.root.join(INDEX_FILE)) {
+                Ok(b) => Some(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::path("read", &self.root.join(INDEX_FILE), e)),
+            };
+            let merged = self.merge_index(existing)?;
+            self.write_atomic(INDEX_FILE, &merged)
+        })();
+        let _ = dir.unlock();
+        result?;
+        let _ = fs::remove_dir_all(&self.tmp);
+        unregister_cleanup(&self.tmp);
+        unregister_cleanup(&self.root);
+        Ok(())
+    }
+
+    fn abort(&self) {
+        let _ = fs::remove_dir_all(&self.tmp);
+        unregister_cleanup(&self.tmp);
+        if self.created_root {
+            let _ = fs::remove_dir_all(&self.root);
+            unregister_cleanup(&self.root);
+            return;
+        }
+        for p in self.added.lock().unwrap().drain(..) {
+            let _ = fs::remove_file(p);
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Stores: the places images live, seen through two traits.
+//!
+//! An [`ImageSource`] lists the images it holds and hands out manifests and
+//! blobs by descriptor; an [`ImageSink`] answers whether it has a blob, takes
+//! blobs and manifests, records names, and commits. Sources do not verify
+//! what they hand out: the copy engine does, for every source alike.
+//! Capabilities ([`SinkCaps`]) tell the engine what conversions a sink needs.
+//!
+//! No store knows about another store.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::content::{Descriptor, RawManifest, Reference};
+use crate::error::Result;
+
+pub mod docker_archive;
+pub mod files;
+pub mod layout;
+pub mod null;
+pub mod oci_archive;
+pub mod spool;
+pub mod tar_index;
+pub mod tar_writer;
+
+pub type BlobReader = Box<dyn Read + Send>;
+
+/// A name an image is known by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ImageName {
+    /// A full, tagged reference (`docker.io/library/busybox:latest`).
+    Reference(Reference),
+    /// An OCI layout ref name that is not a reference (`latest`, `v1.0`).
+    RefName(String),
+}
+
+impl ImageName {
+    /// The full reference, when the name has one. A ref name counts when it
+    /// reads as one (`busybox:1`, `localhost:5000/a:b`), not a bare tag.
+    pub fn reference(&self) -> Option<Reference> {
+        match self {
+            ImageName::Reference(r) => Some(r.clone()),
+            ImageName::RefName(s) if s.contains(['/', ':']) => {
+                Reference::parse(s).ok().map(Reference::with_default_tag)
+            }
+            ImageName::RefName(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ImageName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageName::Reference(r) => write!(f, "{r}"),
+            ImageName::RefName(s) => f.write_str(s),
+        }
+    }
+}
+
+/// One image of a source: its root (manifest or index) and its names.
+#[derive(Debug, Clone)]
+pub struct SourceImage {
+    pub root: Descriptor,
+    pub names: Vec<ImageName>,
+    /// The root manifest was built by the source (a docker archive without
+    /// an OCI manifest for it), not read.
+    pub synthesized: bool,
+}
+
+impl SourceImage {
+    /// A label for messages: the first name, else the digest.
+    pub fn label(&self) -> String {
+        match self.names.first() {
+            Some(n) => n.to_string(),
+            None => self.root.digest.to_string(),
+        }
+    }
+}
+
+pub trait ImageSource: Send + Sync {
+    /// What this source is, for messages (`docker-archive:app.tar`).
+    fn describe(&self) -> String;
+    /// The images selected by the location, in a stable order.
+    fn images(&self) -> Result<Vec<SourceImage>>;
+    /// The bytes of a manifest, index or config, as stored (unverified).
+    fn read_manifest(&self, desc: &Descriptor) -> Result<Vec<u8>>;
+    /// A stream of a blob's bytes, as stored (unverified).
+    fn open_blob(&self, desc: &Descriptor) -> Result<BlobReader>;
+}
+
+/// What a sink can hold; the engine plans conversions from it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SinkCaps {
+    /// Layers must be uncompressed tars (legacy docker archives).
+    pub wants_uncompressed: bool,
+    /// Only one platform per image (legacy docker archives).
+    pub single_platform: bool,
+    /// zstd layers can be stored as they are.
+    pub accepts_zstd: bool,
+}
+
+pub trait ImageSink: Send + Sync {
+    fn describe(&self) -> String;
+    fn caps(&self) -> SinkCaps;
+    /// Does the sink already hold this blob (or has this run written it)?
+    fn has_blob(&self, desc: &Descriptor) -> Result<bool>;
+    /// Stores a blob. `reader` yields exactly the descriptor's bytes or fails
+    /// with an error; on error nothing of the blob may remain visible.
+    fn put_blob(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()>;
+    /// A directory on the sink's file system where the engine may spool a
+    /// transcoded blob, so that [`ImageSink::put_blob_file`] can rename it.
+    fn spool_dir(&self) -> Option<&Path> {
+        None
+    }
+    /// Stores a blob that the engine has already written and verified to a
+    /// temporary file.
+    fn put_blob_file(&self, desc: &Descriptor, file: tempfile::NamedTempFile) -> Result<()> {
+        let mut f = file
+            .reopen()
+            .map_err(|e| crate::Error::path("read", file.path(), e))?;
+        self.put_blob(desc, &mut f)
+    }
+    /// Stores a manifest or index, exact bytes.
+    fn put_manifest(&self, manifest: &RawManifest) -> Result<()>;
+    /// Names an image whose root was put before.
+    fn add_image(&self, root: &Descriptor, names: &[ImageName]) -> Result<()>;
+    /// Makes everything visible at the destination, atomically where the
+    /// destination is one file or one index.
+    fn commit(&self) -> Result<()>;
+    /// Drops everything not committed (temporary files).
+    fn abort(&self) {}
+}
