@@ -28,6 +28,7 @@ pub struct LayoutSink {
     root: PathBuf,
     label: String,
     created_root: bool,
+    wrote_layout_file: Mutex<bool>,
     tmp: PathBuf,
     added: Mutex<Vec<PathBuf>>,
     images: Mutex<Vec<(Descriptor, Vec<ImageName>)>>,
@@ -37,37 +38,37 @@ impl LayoutSink {
     /// Opens `root` for writing: an existing layout, an empty directory, or a
     /// path that does not exist yet.
     pub fn open(root: &Path, label: String) -> Result<LayoutSink> {
-        let created_root = match fs::metadata(root) {
+        let existed = match fs::metadata(root) {
             Ok(m) if !m.is_dir() => {
-                return Err(Error::Usage(format!(
-                    "{label}: {} exists and is not a directory",
-                    root.display()
-                )));
+                return Err(Error::Usage(format!("{label}: {} exists and is not a directory", root.display())));
             }
-            Ok(_) => {
-                if !root.join(OCI_LAYOUT_FILE).exists() {
-                    let empty = fs::read_dir(root)
-                        .map_err(|e| Error::path("read directory", root, e))?
-                        .next()
-                        .is_none();
-                    if !empty {
-                        return Err(Error::Usage(format!(
-                            "{label}: {} is a non-empty directory without an oci-layout file; refusing to write into it",
-                            root.display()
-                        )));
-                    }
-                } else {
-                    super::read::read_layout_index(&crate::store::files::DirTree {
-                        root: root.to_path_buf(),
-                    })?;
-                }
-                false
-            }
-            Err(_) => {
-                fs::create_dir_all(root).map_err(|e| Error::path("create directory", root, e))?;
-                true
-            }
+            Ok(_) => true,
+            Err(_) => false,
         };
+        if existed {
+            if root.join(OCI_LAYOUT_FILE).exists() {
+                super::read::read_layout_index(&crate::store::files::DirTree { root: root.to_path_buf() })
+                    .or_else(|e| match e {
+                        // A layout another writer is creating right now.
+                        Error::Format(_) if !root.join(INDEX_FILE).exists() => Ok(Default::default()),
+                        e => Err(e),
+                    })?;
+            } else {
+                let foreign = fs::read_dir(root)
+                    .map_err(|e| Error::path("read directory", root, e))?
+                    .filter_map(|e| e.ok())
+                    .any(|e| !e.file_name().to_string_lossy().starts_with(".imgsync-tmp-"));
+                if foreign {
+                    return Err(Error::Usage(format!(
+                        "{label}: {} is a non-empty directory without an oci-layout file; refusing to write into it",
+                        root.display()
+                    )));
+                }
+            }
+        } else {
+            fs::create_dir_all(root).map_err(|e| Error::path("create directory", root, e))?;
+        }
+        let created_root = !existed;
         let tmp = tempfile::Builder::new()
             .prefix(".imgsync-tmp-")
             .tempdir_in(root)
@@ -77,14 +78,22 @@ impl LayoutSink {
         if created_root {
             register_cleanup(root);
         }
-        Ok(LayoutSink {
+        let sink = LayoutSink {
             root: root.to_path_buf(),
             label,
             created_root,
+            wrote_layout_file: Mutex::new(false),
             tmp,
             added: Mutex::new(Vec::new()),
             images: Mutex::new(Vec::new()),
-        })
+        };
+        // Claim the directory as a layout at once, so that concurrent
+        // writers creating the same new layout recognise it.
+        if !root.join(OCI_LAYOUT_FILE).exists() {
+            sink.write_atomic(OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT)?;
+            *sink.wrote_layout_file.lock().unwrap() = true;
+        }
+        Ok(sink)
     }
 
     fn install(&self, desc: &Descriptor, file: tempfile::NamedTempFile) -> Result<()> {
@@ -262,9 +271,6 @@ impl ImageSink for LayoutSink {
         let dir = File::open(&self.root).map_err(|e| Error::path("open", &self.root, e))?;
         dir.lock().map_err(|e| Error::path("lock", &self.root, e))?;
         let result = (|| {
-            if !self.root.join(OCI_LAYOUT_FILE).exists() {
-                self.write_atomic(OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT)?;
-            }
             fs::create_dir_all(self.root.join("blobs/sha256"))
                 .map_err(|e| Error::path("create directory", &self.root, e))?;
             let existing = match fs::read(self.root.join(INDEX_FILE)) {
@@ -286,13 +292,19 @@ impl ImageSink for LayoutSink {
     fn abort(&self) {
         let _ = fs::remove_dir_all(&self.tmp);
         unregister_cleanup(&self.tmp);
-        if self.created_root {
-            let _ = fs::remove_dir_all(&self.root);
-            unregister_cleanup(&self.root);
-            return;
-        }
+        unregister_cleanup(&self.root);
         for p in self.added.lock().unwrap().drain(..) {
             let _ = fs::remove_file(p);
+        }
+        // Undo the layout this run started, unless another writer has
+        // committed into it meanwhile.
+        if *self.wrote_layout_file.lock().unwrap() && !self.root.join(INDEX_FILE).exists() {
+            let _ = fs::remove_file(self.root.join(OCI_LAYOUT_FILE));
+            let _ = fs::remove_dir(self.root.join("blobs/sha256"));
+            let _ = fs::remove_dir(self.root.join("blobs"));
+            if self.created_root {
+                let _ = fs::remove_dir(&self.root);
+            }
         }
     }
 }

@@ -1,0 +1,5 @@
+mod bad_input;
+mod copy_local;
+mod harness;
+mod interop;
+mod peer_fixtures;
