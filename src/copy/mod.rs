@@ -111,6 +111,7 @@ pub struct CopyReport {
 }
 
 type JobId = usize;
+type JobResult = Result<(JobOutput, BlobOutcome)>;
 
 struct Job {
     src: Descriptor,
@@ -519,7 +520,7 @@ fn run_jobs(
     order.sort_by_key(|&i| std::cmp::Reverse(jobs[i].src.size));
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let results: Mutex<Vec<Option<Result<(JobOutput, BlobOutcome)>>>> =
+    let results: Mutex<Vec<Option<JobResult>>> =
         Mutex::new((0..jobs.len()).map(|_| None).collect());
     let workers = opts.jobs.max(1).min(jobs.len().max(1));
     std::thread::scope(|s| {
