@@ -153,7 +153,10 @@ pub fn run(loc: &Location, tmpdir: &std::path::Path) -> Result<Vec<ImageInfo>> {
         let platform = match &view.config {
             Some(c) if is_image_config(&c.media_type) => {
                 let cfg = verified(source.as_ref(), c)?;
-                Some(ConfigView::parse(&cfg)?.platform.to_string())
+                ConfigView::parse(&cfg)
+                    .ok()
+                    .filter(|v| !v.platform.os.is_empty())
+                    .map(|v| v.platform.to_string())
             }
             _ => None,
         };

@@ -165,6 +165,8 @@ struct Planner<'a> {
 impl<'a> Planner<'a> {
     fn fetch(&mut self, desc: &Descriptor, what: &str) -> Result<Vec<u8>> {
         if let Some(b) = self.manifests_read.get(&desc.digest) {
+            // The same bytes can be described wrongly by another descriptor.
+            verify_bytes(b, desc, what)?;
             return Ok(b.clone());
         }
         if desc.size > MAX_MANIFEST_BYTES {
@@ -230,7 +232,7 @@ impl<'a> Planner<'a> {
             )));
         }
         if !view.kind.is_index() {
-            return self.plan_manifest(src, raw, view, label);
+            return self.plan_manifest(src, raw, view, label, root);
         }
         // An index: keep every child, or the ones for the wanted platforms.
         let single = root && platforms.len() == 1;
@@ -313,6 +315,7 @@ impl<'a> Planner<'a> {
         raw: Vec<u8>,
         view: ManifestView,
         label: &str,
+        root: bool,
     ) -> Result<Node> {
         let caps = self.sink.caps();
         let mut diff_ids: Option<Vec<Digest>> = None;
@@ -321,7 +324,13 @@ impl<'a> Planner<'a> {
                 let inline =
                     if media_type::is_image_config(&c.media_type) || c.size <= MAX_MANIFEST_BYTES {
                         let bytes = self.fetch(c, label)?;
-                        if media_type::is_image_config(&c.media_type) {
+                        // Attestation manifests carry `{}` as an image config
+                        // and in-toto layers: no DiffIDs to check against.
+                        let image_layers = view
+                            .layers
+                            .iter()
+                            .any(|l| media_type::layer_type(&l.media_type).is_some());
+                        if media_type::is_image_config(&c.media_type) && image_layers {
                             let cfg = ConfigView::parse(&bytes).map_err(|e| {
                                 Error::Format(format!("{label}: config {}: {e}", c.digest))
                             })?;
@@ -338,12 +347,12 @@ impl<'a> Planner<'a> {
                     transcode: None,
                     inline,
                     foreign: false,
-                    what: format!("{label}: config"),
+                    what: format!("{label}: config {}", c.digest),
                 }))
             }
             None => None,
         };
-        if (caps.single_platform || caps.wants_uncompressed) && !view.is_image() {
+        if caps.images_only && root && !view.is_image() {
             return Err(Error::Unsupported(format!(
                 "{label}: {} is not a container image (artifact); this destination holds images only",
                 src.digest
@@ -402,7 +411,7 @@ impl<'a> Planner<'a> {
                 transcode: wanted,
                 inline: None,
                 foreign: lt.is_some_and(|t| t.foreign),
-                what: format!("{label}: layer {}", i + 1),
+                what: format!("{label}: layer {} ({})", i + 1, layer.digest),
             }));
         }
         Ok(Node::Manifest {
@@ -625,7 +634,7 @@ fn move_blob(
                 .spool_dir()
                 .map(PathBuf::from)
                 .unwrap_or_else(|| opts.tmpdir.clone());
-            let tmp = tempfile::NamedTempFile::new_in(&dir)
+            let tmp = crate::store::spool::destination_tempfile(&dir, ".imgsync-blob-")
                 .map_err(|e| Error::path("create a temporary file in", &dir, e))?;
             crate::store::spool::register_cleanup(tmp.path());
             let result = (|| {

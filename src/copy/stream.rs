@@ -52,7 +52,7 @@ impl<R: Read> Read for VerifyReader<'_, R> {
         };
         let n = self.inner.read(buf).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
-                Error::Integrity(format!("{}: {} is truncated", self.what, self.expected)).into_io()
+                Error::Integrity(format!("{}: the blob is truncated", self.what)).into_io()
             } else {
                 e
             }
@@ -61,18 +61,16 @@ impl<R: Read> Read for VerifyReader<'_, R> {
             let hasher = self.hasher.take().expect("checked above");
             if self.read != self.size {
                 return Err(Error::Integrity(format!(
-                    "{}: {} has {} bytes but its descriptor says {}",
-                    self.what, self.expected, self.read, self.size
+                    "{}: the blob has {} bytes but its descriptor says {}",
+                    self.what, self.read, self.size
                 ))
                 .into_io());
             }
             let got = hasher.finish();
             if got != self.expected {
-                return Err(Error::Integrity(format!(
-                    "{}: content of {} hashes to {got}",
-                    self.what, self.expected
-                ))
-                .into_io());
+                return Err(
+                    Error::Integrity(format!("{}: content hashes to {got}", self.what)).into_io(),
+                );
             }
             return Ok(0);
         }
@@ -80,8 +78,8 @@ impl<R: Read> Read for VerifyReader<'_, R> {
         if self.read > self.size {
             self.hasher = None;
             return Err(Error::Integrity(format!(
-                "{}: {} is larger than the {} bytes its descriptor says",
-                self.what, self.expected, self.size
+                "{}: the blob is larger than the {} bytes its descriptor says",
+                self.what, self.size
             ))
             .into_io());
         }

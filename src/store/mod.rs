@@ -97,6 +97,8 @@ pub struct SinkCaps {
     pub single_platform: bool,
     /// zstd layers can be stored as they are.
     pub accepts_zstd: bool,
+    /// Only container images, no artifacts (docker archives).
+    pub images_only: bool,
 }
 
 pub trait ImageSink: Send + Sync {

@@ -18,6 +18,7 @@ impl ImageSink for NullSink {
             wants_uncompressed: false,
             single_platform: false,
             accepts_zstd: true,
+            images_only: false,
         }
     }
     fn has_blob(&self, _desc: &Descriptor) -> Result<bool> {

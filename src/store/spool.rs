@@ -147,3 +147,14 @@ impl Drop for OpenedArchive {
         }
     }
 }
+
+/// A temporary file that becomes part of a destination (a layout blob, an
+/// archive): readable by others once renamed into place, as a file written
+/// by `cp` would be.
+pub fn destination_tempfile(dir: &Path, prefix: &str) -> io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)
+}

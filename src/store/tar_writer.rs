@@ -79,10 +79,10 @@ impl ArchiveSink {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let tmp = tempfile::Builder::new()
-                .prefix(&format!(".{file_name}.imgsync-"))
-                .tempfile_in(&dir)
-                .map_err(|e| Error::path("cannot write destination; create a file in", &dir, e))?;
+            let tmp = super::spool::destination_tempfile(&dir, &format!(".{file_name}.imgsync-"))
+                .map_err(|e| {
+                Error::path("cannot write destination; create a file in", &dir, e)
+            })?;
             register_cleanup(tmp.path());
             let f = tmp
                 .reopen()
@@ -259,11 +259,13 @@ impl ImageSink for ArchiveSink {
                 wants_uncompressed: false,
                 single_platform: false,
                 accepts_zstd: true,
+                images_only: self.flavor == Flavor::Docker,
             },
             Flavor::DockerLegacy => SinkCaps {
                 wants_uncompressed: true,
                 single_platform: true,
                 accepts_zstd: false,
+                images_only: true,
             },
         }
     }

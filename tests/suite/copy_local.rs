@@ -22,7 +22,12 @@ fn blob_set(layout: &std::path::Path) -> Vec<String> {
 fn oci_to_archive_and_back_keeps_every_digest() {
     let t = TestDir::new();
     let hello = fixture("hello.tar");
-    t.imgsync(&["copy", &format!("docker-archive:{}", hello.display()), "oci:a"]).ok();
+    t.imgsync(&[
+        "copy",
+        &format!("docker-archive:{}", hello.display()),
+        "oci:a",
+    ])
+    .ok();
     t.imgsync(&["copy", "oci:a", "oci-archive:b.tar"]).ok();
     t.imgsync(&["copy", "oci-archive:b.tar", "oci:c"]).ok();
     assert_eq!(layout_refs(&t.path("a")), layout_refs(&t.path("c")));
@@ -30,7 +35,10 @@ fn oci_to_archive_and_back_keeps_every_digest() {
     for hex in blob_set(&t.path("a")) {
         let a = std::fs::read(t.path("a/blobs/sha256").join(&hex)).unwrap();
         assert_eq!(sha256_hex(&a), hex, "blob named by its digest");
-        assert_eq!(a, std::fs::read(t.path("c/blobs/sha256").join(&hex)).unwrap());
+        assert_eq!(
+            a,
+            std::fs::read(t.path("c/blobs/sha256").join(&hex)).unwrap()
+        );
     }
     t.imgsync(&["verify", "oci:c"]).ok();
 }
@@ -40,46 +48,86 @@ fn multi_image_archive_shares_layers_once() {
     let t = TestDir::new();
     let hello = fixture("hello.tar");
     let run = t
-        .imgsync(&["copy", "--json", &format!("docker-archive:{}", hello.display()), "oci-archive:all.tar"])
+        .imgsync(&[
+            "copy",
+            "--json",
+            &format!("docker-archive:{}", hello.display()),
+            "oci-archive:all.tar",
+        ])
         .ok();
     let report = run.json();
     assert_eq!(report["images"].as_array().unwrap().len(), 2);
     // Two images sharing three layers: 4 layers + 2 configs + 2 manifests.
-    let blobs: Vec<String> = tar_names(&t.path("all.tar")).into_iter().filter(|n| n.starts_with("blobs/sha256/")).collect();
+    let blobs: Vec<String> = tar_names(&t.path("all.tar"))
+        .into_iter()
+        .filter(|n| n.starts_with("blobs/sha256/"))
+        .collect();
     let mut unique = blobs.clone();
     unique.sort();
     unique.dedup();
     assert_eq!(blobs.len(), unique.len(), "no blob stored twice");
     assert_eq!(unique.len(), 8);
-    let index: Value = serde_json::from_slice(&tar_entry(&t.path("all.tar"), "index.json").unwrap()).unwrap();
+    let index: Value =
+        serde_json::from_slice(&tar_entry(&t.path("all.tar"), "index.json").unwrap()).unwrap();
     let names: Vec<&str> = index["manifests"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| d["annotations"]["io.containerd.image.name"].as_str().unwrap())
+        .map(|d| {
+            d["annotations"]["io.containerd.image.name"]
+                .as_str()
+                .unwrap()
+        })
         .collect();
-    assert_eq!(names, ["docker.io/imgsync-fixture/hello:1.0", "docker.io/imgsync-fixture/hello:2.0"]);
+    assert_eq!(
+        names,
+        [
+            "docker.io/imgsync-fixture/hello:1.0",
+            "docker.io/imgsync-fixture/hello:2.0"
+        ]
+    );
 }
 
 #[test]
 fn selects_images_by_normalised_name_and_index() {
     let t = TestDir::new();
     let hello = fixture("hello.tar").display().to_string();
-    let a = t.imgsync(&["inspect", "--json", &format!("docker-archive:{hello}:{HELLO_1}")]).ok().json();
-    let b = t
-        .imgsync(&["inspect", "--json", &format!("docker-archive:{hello}:docker.io/imgsync-fixture/hello:1.0")])
+    let a = t
+        .imgsync(&[
+            "inspect",
+            "--json",
+            &format!("docker-archive:{hello}:{HELLO_1}"),
+        ])
         .ok()
         .json();
-    let c = t.imgsync(&["inspect", "--json", &format!("docker-archive:{hello}:@0")]).ok().json();
-    let d = t.imgsync(&["inspect", "--json", &format!("docker-archive:{hello}:@1")]).ok().json();
+    let b = t
+        .imgsync(&[
+            "inspect",
+            "--json",
+            &format!("docker-archive:{hello}:docker.io/imgsync-fixture/hello:1.0"),
+        ])
+        .ok()
+        .json();
+    let c = t
+        .imgsync(&["inspect", "--json", &format!("docker-archive:{hello}:@0")])
+        .ok()
+        .json();
+    let d = t
+        .imgsync(&["inspect", "--json", &format!("docker-archive:{hello}:@1")])
+        .ok()
+        .json();
     assert_eq!(a[0]["digest"], b[0]["digest"]);
     assert_eq!(a[0]["digest"], c[0]["digest"]);
     assert_ne!(a[0]["digest"], d[0]["digest"]);
     assert_eq!(d[0]["names"][0], "docker.io/imgsync-fixture/hello:2.0");
     // The same names resolve in a layout written from it.
-    t.imgsync(&["copy", &format!("docker-archive:{hello}"), "oci:l"]).ok();
+    t.imgsync(&["copy", &format!("docker-archive:{hello}"), "oci:l"])
+        .ok();
     for sel in [HELLO_1, "docker.io/imgsync-fixture/hello:1.0", "1.0"] {
-        let e = t.imgsync(&["inspect", "--json", &format!("oci:l:{sel}")]).ok().json();
+        let e = t
+            .imgsync(&["inspect", "--json", &format!("oci:l:{sel}")])
+            .ok()
+            .json();
         assert_eq!(e[0]["digest"], a[0]["digest"], "oci:l:{sel}");
     }
 }
@@ -88,26 +136,55 @@ fn selects_images_by_normalised_name_and_index() {
 fn reads_standard_input_and_compressed_archives() {
     let t = TestDir::new();
     let bytes = std::fs::read(fixture("hello.tar")).unwrap();
-    t.imgsync_stdin(&["copy", "docker-archive:-", "oci:from-stdin"], &bytes).ok();
-    t.imgsync(&["copy", &format!("docker-archive:{}", fixture("hello.tar").display()), "oci:direct"]).ok();
-    assert_eq!(layout_refs(&t.path("from-stdin")), layout_refs(&t.path("direct")));
+    t.imgsync_stdin(&["copy", "docker-archive:-", "oci:from-stdin"], &bytes)
+        .ok();
+    t.imgsync(&[
+        "copy",
+        &format!("docker-archive:{}", fixture("hello.tar").display()),
+        "oci:direct",
+    ])
+    .ok();
+    assert_eq!(
+        layout_refs(&t.path("from-stdin")),
+        layout_refs(&t.path("direct"))
+    );
 
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, &bytes).unwrap();
     std::fs::write(t.path("hello.tar.gz"), gz.finish().unwrap()).unwrap();
-    t.imgsync(&["copy", "docker-archive:hello.tar.gz", "oci:from-gz"]).ok();
-    assert_eq!(layout_refs(&t.path("from-gz")), layout_refs(&t.path("direct")));
+    t.imgsync(&["copy", "docker-archive:hello.tar.gz", "oci:from-gz"])
+        .ok();
+    assert_eq!(
+        layout_refs(&t.path("from-gz")),
+        layout_refs(&t.path("direct"))
+    );
     let zst = zstd::encode_all(&bytes[..], 3).unwrap();
-    t.imgsync_stdin(&["copy", "docker-archive:-", "oci:from-zst"], &zst).ok();
-    assert_eq!(layout_refs(&t.path("from-zst")), layout_refs(&t.path("direct")));
+    t.imgsync_stdin(&["copy", "docker-archive:-", "oci:from-zst"], &zst)
+        .ok();
+    assert_eq!(
+        layout_refs(&t.path("from-zst")),
+        layout_refs(&t.path("direct"))
+    );
     // Nothing spooled is left behind.
-    assert!(t.entries().iter().all(|e| !e.starts_with(".imgsync")), "{:?}", t.entries());
+    assert!(
+        t.entries().iter().all(|e| !e.starts_with(".imgsync")),
+        "{:?}",
+        t.entries()
+    );
 }
 
 #[test]
 fn writes_archive_to_standard_output() {
     let t = TestDir::new();
-    t.imgsync(&["copy", &format!("docker-archive:{}:{HELLO_1}", fixture("hello.tar").display()), "oci:l"]).ok();
+    t.imgsync(&[
+        "copy",
+        &format!(
+            "docker-archive:{}:{HELLO_1}",
+            fixture("hello.tar").display()
+        ),
+        "oci:l",
+    ])
+    .ok();
     let run = t.imgsync(&["copy", "-q", "oci:l", "docker-archive:-"]).ok();
     std::fs::write(t.path("out.tar"), &run.stdout).unwrap();
     let mj = read_json_bytes(&tar_entry(&t.path("out.tar"), "manifest.json").unwrap());
@@ -123,14 +200,27 @@ fn read_json_bytes(b: &[u8]) -> Value {
 fn existing_layout_gains_tags_and_reuses_blobs() {
     let t = TestDir::new();
     let hello = fixture("hello.tar").display().to_string();
-    t.imgsync(&["copy", &format!("docker-archive:{hello}:@0"), "oci:l:one"]).ok();
-    let second = t.imgsync(&["copy", "--json", &format!("docker-archive:{hello}:@1"), "oci:l:two"]).ok().json();
+    t.imgsync(&["copy", &format!("docker-archive:{hello}:@0"), "oci:l:one"])
+        .ok();
+    let second = t
+        .imgsync(&[
+            "copy",
+            "--json",
+            &format!("docker-archive:{hello}:@1"),
+            "oci:l:two",
+        ])
+        .ok()
+        .json();
     // Image 2 shares its config-independent base layers with image 1.
     assert_eq!(second["blobs_skipped"], 3, "{second}");
-    let refs: Vec<String> = layout_refs(&t.path("l")).into_iter().map(|(r, _)| r).collect();
+    let refs: Vec<String> = layout_refs(&t.path("l"))
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
     assert_eq!(refs, ["one", "two"]);
     // Replacing a tag keeps one entry for it.
-    t.imgsync(&["copy", &format!("docker-archive:{hello}:@1"), "oci:l:one"]).ok();
+    t.imgsync(&["copy", &format!("docker-archive:{hello}:@1"), "oci:l:one"])
+        .ok();
     let refs = layout_refs(&t.path("l"));
     assert_eq!(refs.len(), 2);
     assert_eq!(refs[0].1, refs[1].1);
@@ -143,7 +233,12 @@ fn concurrent_copies_into_one_layout_lose_no_entry() {
     let children: Vec<_> = (0..6)
         .map(|i| {
             std::process::Command::new(env!("CARGO_BIN_EXE_imgsync"))
-                .args(["copy", "-q", &format!("docker-archive:{hello}:@{}", i % 2), &format!("oci:l:tag{i}")])
+                .args([
+                    "copy",
+                    "-q",
+                    &format!("docker-archive:{hello}:@{}", i % 2),
+                    &format!("oci:l:tag{i}"),
+                ])
                 .current_dir(t.dir.path())
                 .spawn()
                 .unwrap()
@@ -152,28 +247,51 @@ fn concurrent_copies_into_one_layout_lose_no_entry() {
     for mut c in children {
         assert!(c.wait().unwrap().success());
     }
-    let mut refs: Vec<String> = layout_refs(&t.path("l")).into_iter().map(|(r, _)| r).collect();
+    let mut refs: Vec<String> = layout_refs(&t.path("l"))
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
     refs.sort();
     assert_eq!(refs, ["tag0", "tag1", "tag2", "tag3", "tag4", "tag5"]);
     t.imgsync(&["verify", "oci:l"]).ok();
 }
 
 fn manifest_of(layout: &std::path::Path, reference: &str) -> Value {
-    let digest = layout_refs(layout).into_iter().find(|(r, _)| r == reference).unwrap().1;
+    let digest = layout_refs(layout)
+        .into_iter()
+        .find(|(r, _)| r == reference)
+        .unwrap()
+        .1;
     serde_json::from_slice(&layout_blob(layout, &digest)).unwrap()
 }
 
 #[test]
 fn recompression_keeps_diff_ids_and_reports_new_digests() {
     let t = TestDir::new();
-    let src = format!("docker-archive:{}:{HELLO_1}", fixture("hello.tar").display());
+    let src = format!(
+        "docker-archive:{}:{HELLO_1}",
+        fixture("hello.tar").display()
+    );
     t.imgsync(&["copy", &src, "oci:plain:x"]).ok();
-    let report = t.imgsync(&["copy", "--json", "--dest-compress", "gzip", &src, "oci:gz:x"]).ok().json();
+    let report = t
+        .imgsync(&[
+            "copy",
+            "--json",
+            "--dest-compress",
+            "gzip",
+            &src,
+            "oci:gz:x",
+        ])
+        .ok()
+        .json();
     let plain = manifest_of(&t.path("plain"), "x");
     let gz = manifest_of(&t.path("gz"), "x");
     assert_eq!(plain["config"], gz["config"], "config (image ID) unchanged");
     for l in gz["layers"].as_array().unwrap() {
-        assert_eq!(l["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+        assert_eq!(
+            l["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
         let bytes = layout_blob(&t.path("gz"), l["digest"].as_str().unwrap());
         assert_eq!(&bytes[..2], &[0x1f, 0x8b]);
     }
@@ -183,26 +301,44 @@ fn recompression_keeps_diff_ids_and_reports_new_digests() {
     assert_ne!(conv["old"], conv["new"]);
     t.imgsync(&["verify", "oci:gz"]).ok();
     // zstd, then back to uncompressed: the original layer digests return.
-    t.imgsync(&["copy", "--dest-compress", "zstd", "oci:gz:x", "oci:zst:x"]).ok();
+    t.imgsync(&["copy", "--dest-compress", "zstd", "oci:gz:x", "oci:zst:x"])
+        .ok();
     let zst = manifest_of(&t.path("zst"), "x");
-    assert_eq!(zst["layers"][0]["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd");
+    assert_eq!(
+        zst["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
     t.imgsync(&["verify", "oci:zst"]).ok();
-    t.imgsync(&["copy", "--dest-compress", "none", "oci:zst:x", "oci:back:x"]).ok();
+    t.imgsync(&["copy", "--dest-compress", "none", "oci:zst:x", "oci:back:x"])
+        .ok();
     assert_eq!(manifest_of(&t.path("back"), "x"), plain);
 }
 
 #[test]
 fn format_conversion_changes_media_types_not_config() {
     let t = TestDir::new();
-    let src = format!("docker-archive:{}:{HELLO_1}", fixture("hello.tar").display());
+    let src = format!(
+        "docker-archive:{}:{HELLO_1}",
+        fixture("hello.tar").display()
+    );
     t.imgsync(&["copy", &src, "oci:oci:x"]).ok();
-    t.imgsync(&["copy", "--format", "docker", &src, "oci:docker:x"]).ok();
+    t.imgsync(&["copy", "--format", "docker", &src, "oci:docker:x"])
+        .ok();
     let o = manifest_of(&t.path("oci"), "x");
     let d = manifest_of(&t.path("docker"), "x");
-    assert_eq!(d["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
-    assert_eq!(d["config"]["mediaType"], "application/vnd.docker.container.image.v1+json");
+    assert_eq!(
+        d["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        d["config"]["mediaType"],
+        "application/vnd.docker.container.image.v1+json"
+    );
     assert_eq!(d["config"]["digest"], o["config"]["digest"]);
-    assert_eq!(d["layers"][0]["mediaType"], "application/vnd.docker.image.rootfs.diff.tar");
+    assert_eq!(
+        d["layers"][0]["mediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar"
+    );
     assert_eq!(d["layers"][0]["digest"], o["layers"][0]["digest"]);
     t.imgsync(&["verify", "oci:docker"]).ok();
 }
@@ -215,22 +351,51 @@ fn platform_selection_from_an_index() {
     t.imgsync(&["copy", "oci:multi:app", "oci:all:app"]).ok();
     assert_eq!(layout_refs(&t.path("all"))[0].1, index_digest);
     // One platform: that manifest.
-    t.imgsync(&["copy", "--platform", "linux/arm64", "oci:multi:app", "oci:one:app"]).ok();
+    t.imgsync(&[
+        "copy",
+        "--platform",
+        "linux/arm64",
+        "oci:multi:app",
+        "oci:one:app",
+    ])
+    .ok();
     let one = manifest_of(&t.path("one"), "app");
-    let cfg: Value = serde_json::from_slice(&layout_blob(&t.path("one"), one["config"]["digest"].as_str().unwrap())).unwrap();
+    let cfg: Value = serde_json::from_slice(&layout_blob(
+        &t.path("one"),
+        one["config"]["digest"].as_str().unwrap(),
+    ))
+    .unwrap();
     assert_eq!(cfg["architecture"], "arm64");
     // Two platforms: a filtered index with a new digest, attestation dropped.
     let report = t
-        .imgsync(&["copy", "--json", "--platform", "linux/arm64", "--platform", "linux/amd64", "oci:multi:app", "oci:two:app"])
+        .imgsync(&[
+            "copy",
+            "--json",
+            "--platform",
+            "linux/arm64",
+            "--platform",
+            "linux/amd64",
+            "oci:multi:app",
+            "oci:two:app",
+        ])
         .ok()
         .json();
     let two = manifest_of(&t.path("two"), "app");
     assert_eq!(two["manifests"].as_array().unwrap().len(), 2);
-    assert_ne!(report["images"][0]["digest"].as_str().unwrap(), index_digest);
+    assert_ne!(
+        report["images"][0]["digest"].as_str().unwrap(),
+        index_digest
+    );
     assert_eq!(report["conversions"][0]["old"], index_digest);
     // A platform the image lacks names what it has.
-    t.imgsync(&["copy", "--platform", "linux/s390x", "oci:multi:app", "oci:none:app"])
-        .fails(1, &["linux/s390x", "linux/amd64", "linux/arm64"]);
+    t.imgsync(&[
+        "copy",
+        "--platform",
+        "linux/s390x",
+        "oci:multi:app",
+        "oci:none:app",
+    ])
+    .fails(1, &["linux/s390x", "linux/amd64", "linux/arm64"]);
     assert!(!t.path("none").exists());
 }
 
@@ -238,30 +403,61 @@ fn platform_selection_from_an_index() {
 fn docker_archive_from_index_lists_one_platform() {
     let t = TestDir::new();
     multiarch_layout(&t.path("multi"), "app");
-    t.imgsync(&["copy", "--platform", "linux/arm64", "oci:multi:app", "docker-archive:arm.tar:app:1"]).ok();
+    t.imgsync(&[
+        "copy",
+        "--platform",
+        "linux/arm64",
+        "oci:multi:app",
+        "docker-archive:arm.tar:app:1",
+    ])
+    .ok();
     let mj = read_json_bytes(&tar_entry(&t.path("arm.tar"), "manifest.json").unwrap());
-    let cfg = read_json_bytes(&tar_entry(&t.path("arm.tar"), mj[0]["Config"].as_str().unwrap()).unwrap());
+    let cfg =
+        read_json_bytes(&tar_entry(&t.path("arm.tar"), mj[0]["Config"].as_str().unwrap()).unwrap());
     assert_eq!(cfg["architecture"], "arm64");
     assert_eq!(mj[0]["RepoTags"][0], "app:1");
     // Without --platform the whole index is kept in the OCI part and
     // manifest.json lists the host's platform.
-    t.imgsync(&["copy", "oci:multi:app", "docker-archive:host.tar:app:1"]).ok();
+    t.imgsync(&["copy", "oci:multi:app", "docker-archive:host.tar:app:1"])
+        .ok();
     let index = read_json_bytes(&tar_entry(&t.path("host.tar"), "index.json").unwrap());
-    let root = index["manifests"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
-    let root_doc = read_json_bytes(&tar_entry(&t.path("host.tar"), &format!("blobs/sha256/{root}")).unwrap());
+    let root = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let root_doc =
+        read_json_bytes(&tar_entry(&t.path("host.tar"), &format!("blobs/sha256/{root}")).unwrap());
     assert_eq!(root_doc["manifests"].as_array().unwrap().len(), 3);
     let mj = read_json_bytes(&tar_entry(&t.path("host.tar"), "manifest.json").unwrap());
-    let cfg = read_json_bytes(&tar_entry(&t.path("host.tar"), mj[0]["Config"].as_str().unwrap()).unwrap());
-    let host = if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" };
+    let cfg = read_json_bytes(
+        &tar_entry(&t.path("host.tar"), mj[0]["Config"].as_str().unwrap()).unwrap(),
+    );
+    let host = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    };
     assert_eq!(cfg["architecture"], host);
 }
 
 #[test]
 fn legacy_docker_format_has_uncompressed_layer_dirs() {
     let t = TestDir::new();
-    let src = format!("docker-archive:{}:{HELLO_1}", fixture("hello.tar").display());
-    t.imgsync(&["copy", "--dest-compress", "gzip", &src, "oci:gz"]).ok();
-    t.imgsync(&["copy", "--docker-format", "legacy", "oci:gz", "docker-archive:legacy.tar"]).ok();
+    let src = format!(
+        "docker-archive:{}:{HELLO_1}",
+        fixture("hello.tar").display()
+    );
+    t.imgsync(&["copy", "--dest-compress", "gzip", &src, "oci:gz"])
+        .ok();
+    t.imgsync(&[
+        "copy",
+        "--docker-format",
+        "legacy",
+        "oci:gz",
+        "docker-archive:legacy.tar",
+    ])
+    .ok();
     let names = tar_names(&t.path("legacy.tar"));
     assert!(!names.iter().any(|n| n.starts_with("blobs/")), "{names:?}");
     let mj = read_json_bytes(&tar_entry(&t.path("legacy.tar"), "manifest.json").unwrap());
@@ -271,7 +467,10 @@ fn legacy_docker_format_has_uncompressed_layer_dirs() {
         let l = l.as_str().unwrap();
         assert!(l.ends_with("/layer.tar"), "{l}");
         let bytes = tar_entry(&t.path("legacy.tar"), l).unwrap();
-        assert_eq!(format!("sha256:{}", sha256_hex(&bytes)), diff_ids[i].as_str().unwrap());
+        assert_eq!(
+            format!("sha256:{}", sha256_hex(&bytes)),
+            diff_ids[i].as_str().unwrap()
+        );
     }
     assert_eq!(mj[0]["RepoTags"][0], HELLO_1);
     t.imgsync(&["verify", "docker-archive:legacy.tar"]).ok();
@@ -283,27 +482,55 @@ fn inspect_raw_prints_exact_manifest_bytes() {
     let index_digest = multiarch_layout(&t.path("multi"), "app");
     let raw = t.imgsync(&["inspect", "--raw", "oci:multi:app"]).ok();
     assert_eq!(format!("sha256:{}", sha256_hex(&raw.stdout)), index_digest);
-    let info = t.imgsync(&["inspect", "--json", "oci:multi:app"]).ok().json();
-    let platforms: Vec<&str> = info[0]["platforms"].as_array().unwrap().iter().map(|p| p["platform"].as_str().unwrap()).collect();
+    let info = t
+        .imgsync(&["inspect", "--json", "oci:multi:app"])
+        .ok()
+        .json();
+    let platforms: Vec<&str> = info[0]["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["platform"].as_str().unwrap())
+        .collect();
     assert_eq!(platforms, ["linux/amd64", "linux/arm64", "unknown/unknown"]);
-    let text = t.imgsync(&["inspect", &format!("docker-archive:{}", fixture("hello.tar").display())]).ok().stdout_str();
-    assert!(text.contains("docker.io/imgsync-fixture/hello:2.0"), "{text}");
+    let text = t
+        .imgsync(&[
+            "inspect",
+            &format!("docker-archive:{}", fixture("hello.tar").display()),
+        ])
+        .ok()
+        .stdout_str();
+    assert!(
+        text.contains("docker.io/imgsync-fixture/hello:2.0"),
+        "{text}"
+    );
     assert!(text.contains("Layers:     4"), "{text}");
 }
 
 #[test]
 fn verify_names_a_corrupted_layer() {
     let t = TestDir::new();
-    t.imgsync(&["copy", &format!("docker-archive:{}:{HELLO_1}", fixture("hello.tar").display()), "oci:l:x"]).ok();
+    t.imgsync(&[
+        "copy",
+        &format!(
+            "docker-archive:{}:{HELLO_1}",
+            fixture("hello.tar").display()
+        ),
+        "oci:l:x",
+    ])
+    .ok();
     let m = manifest_of(&t.path("l"), "x");
     let digest = m["layers"][1]["digest"].as_str().unwrap().to_string();
-    let path = t.path("l/blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let path = t
+        .path("l/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[600] ^= 0x01;
     std::fs::write(&path, bytes).unwrap();
     t.imgsync(&["verify", "oci:l"]).fails(1, &[&digest]);
     // A copy from it fails the same way and writes nothing.
-    t.imgsync(&["copy", "oci:l:x", "docker-archive:out.tar"]).fails(1, &[&digest]);
+    t.imgsync(&["copy", "oci:l:x", "docker-archive:out.tar"])
+        .fails(1, &[&digest]);
     assert!(!t.path("out.tar").exists());
 }
 
@@ -319,11 +546,25 @@ fn interrupted_copy_leaves_no_destination_file() {
     let cfg = put_blob(&l, "application/vnd.oci.image.config.v1+json", &config);
     let layer_desc = serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{}", sha256_hex(&layer)), "size": layer.len()});
     let fifo = l.join("blobs/sha256").join(sha256_hex(&layer));
-    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
     let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": cfg, "layers": [layer_desc]});
-    let mut m = put_blob(&l, "application/vnd.oci.image.manifest.v1+json", &serde_json::to_vec(&manifest).unwrap());
+    let mut m = put_blob(
+        &l,
+        "application/vnd.oci.image.manifest.v1+json",
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
     m["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "x"});
-    std::fs::write(l.join("index.json"), serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [m]})).unwrap()).unwrap();
+    std::fs::write(
+        l.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [m]})).unwrap(),
+    )
+    .unwrap();
 
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_imgsync"))
         .args(["copy", "-q", "oci:src:x", "docker-archive:out.tar:x:1"])
@@ -335,12 +576,36 @@ fn interrupted_copy_leaves_no_destination_file() {
     let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
     std::io::Write::write_all(&mut w, &layer[..4096]).unwrap();
     std::io::Write::flush(&mut w).unwrap();
-    let partial: Vec<String> = t.entries().into_iter().filter(|e| e.starts_with(".out.tar.imgsync-")).collect();
-    assert_eq!(partial.len(), 1, "the archive is being written to a temporary file: {:?}", t.entries());
-    assert!(std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let partial: Vec<String> = t
+        .entries()
+        .into_iter()
+        .filter(|e| e.starts_with(".out.tar.imgsync-"))
+        .collect();
+    assert_eq!(
+        partial.len(),
+        1,
+        "the archive is being written to a temporary file: {:?}",
+        t.entries()
+    );
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
     let out = child.wait_with_output().unwrap();
     drop(w);
-    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!t.path("out.tar").exists());
-    assert!(t.entries().iter().all(|e| !e.starts_with(".out.tar")), "{:?}", t.entries());
+    assert!(
+        t.entries().iter().all(|e| !e.starts_with(".out.tar")),
+        "{:?}",
+        t.entries()
+    );
 }

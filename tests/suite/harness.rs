@@ -13,7 +13,10 @@ pub struct TestDir {
 impl TestDir {
     pub fn new() -> TestDir {
         TestDir {
-            dir: tempfile::Builder::new().prefix("imgsync-test-").tempdir().expect("temp dir"),
+            dir: tempfile::Builder::new()
+                .prefix("imgsync-test-")
+                .tempdir()
+                .expect("temp dir"),
         }
     }
 
@@ -40,7 +43,12 @@ impl TestDir {
     /// read-only and must not be written beside).
     pub fn copy_in(&self, from: &Path, name: &str) -> PathBuf {
         let to = self.path(name);
-        let status = Command::new("cp").arg("-a").arg(from).arg(&to).status().expect("cp");
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(&to)
+            .status()
+            .expect("cp");
         assert!(status.success());
         to
     }
@@ -54,7 +62,9 @@ impl TestDir {
             return out;
         }
         fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, Vec<u8>)>) {
-            let Ok(rd) = std::fs::read_dir(dir) else { return };
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                return;
+            };
             let mut entries: Vec<_> = rd.map(|e| e.unwrap().path()).collect();
             entries.sort();
             for p in entries {
@@ -107,7 +117,11 @@ impl Run {
     /// Asserts a failure with exit code `code` and an error line containing
     /// every one of `needles`; returns the error line.
     pub fn fails(self, code: i32, needles: &[&str]) -> String {
-        assert_eq!(self.code, code, "{}: expected exit {code}, got {}:\n{}", self.what, self.code, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "{}: expected exit {code}, got {}:\n{}",
+            self.what, self.code, self.stderr
+        );
         let line = self
             .stderr
             .lines()
@@ -115,7 +129,11 @@ impl Run {
             .unwrap_or_else(|| panic!("{}: no error line in:\n{}", self.what, self.stderr))
             .to_string();
         for n in needles {
-            assert!(line.contains(n), "{}: error line lacks {n:?}: {line}", self.what);
+            assert!(
+                line.contains(n),
+                "{}: error line lacks {n:?}: {line}",
+                self.what
+            );
         }
         line
     }
@@ -125,7 +143,13 @@ impl Run {
     }
 
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.stdout).unwrap_or_else(|e| panic!("{}: stdout is not JSON ({e}): {}", self.what, self.stdout_str()))
+        serde_json::from_slice(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{}: stdout is not JSON ({e}): {}",
+                self.what,
+                self.stdout_str()
+            )
+        })
     }
 }
 
@@ -134,7 +158,9 @@ pub fn tool(program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}; the README's test command installs it"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program}: {e}; the README's test command installs it")
+        });
     assert!(
         out.status.success(),
         "{program} {} failed:\n{}{}",
@@ -150,7 +176,11 @@ pub fn tool_status(program: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new(program).args(args).output().expect("run tool");
     (
         out.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 
@@ -170,7 +200,10 @@ pub fn peer(rel: &str) -> PathBuf {
 }
 
 pub fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))).unwrap()
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 /// Reads one entry of a tar file.
@@ -179,7 +212,12 @@ pub fn tar_entry(tar: &Path, name: &str) -> Option<Vec<u8>> {
     let mut a = tar::Archive::new(f);
     for e in a.entries().unwrap() {
         let mut e = e.unwrap();
-        let p = e.path().unwrap().to_string_lossy().trim_start_matches("./").to_string();
+        let p = e
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
         if p == name {
             let mut v = Vec::new();
             std::io::Read::read_to_end(&mut e, &mut v).unwrap();
@@ -232,7 +270,10 @@ pub fn layer_tar(file: &str, content: &[u8]) -> Vec<u8> {
 
 /// A docker image config for the given layers.
 pub fn config_for(layers: &[&[u8]]) -> Vec<u8> {
-    let diff_ids: Vec<String> = layers.iter().map(|l| format!("sha256:{}", sha256_hex(l))).collect();
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| format!("sha256:{}", sha256_hex(l)))
+        .collect();
     serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "config": {"Cmd": ["/hello"]},
@@ -255,8 +296,14 @@ pub fn legacy_archive(path: &Path, tag: &str, layers: &[&[u8]]) -> String {
         layer_paths.push(p);
     }
     let manifest = serde_json::json!([{"Config": format!("{id}.json"), "RepoTags": [tag], "Layers": layer_paths}]);
-    entries.push(("manifest.json".into(), serde_json::to_vec(&manifest).unwrap()));
-    let refs: Vec<(&str, &[u8])> = entries.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    entries.push((
+        "manifest.json".into(),
+        serde_json::to_vec(&manifest).unwrap(),
+    ));
+    let refs: Vec<(&str, &[u8])> = entries
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
     write_tar(path, &refs);
     id
 }
@@ -265,7 +312,10 @@ pub fn legacy_archive(path: &Path, tag: &str, layers: &[&[u8]]) -> String {
 /// README's test command starts it.
 pub fn require_docker() {
     let (ok, out) = tool_status("docker", &["version", "--format", "{{.Server.Version}}"]);
-    assert!(ok, "no docker daemon answers ({out}); run the README's test command, which starts one");
+    assert!(
+        ok,
+        "no docker daemon answers ({out}); run the README's test command, which starts one"
+    );
 }
 
 /// A tag unique to this test process and name.
@@ -311,7 +361,11 @@ pub fn put_blob(layout: &Path, media_type: &str, bytes: &[u8]) -> Value {
 /// Returns the index digest.
 pub fn multiarch_layout(layout: &Path, tag: &str) -> String {
     std::fs::create_dir_all(layout).unwrap();
-    std::fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     let mut entries = Vec::new();
     for (arch, text) in [("amd64", "x86 build\n"), ("arm64", "arm build\n")] {
         let layer = layer_tar("arch.txt", text.as_bytes());
@@ -321,7 +375,11 @@ pub fn multiarch_layout(layout: &Path, tag: &str) -> String {
         let config = put_blob(layout, "application/vnd.oci.image.config.v1+json", &cfg);
         let layer = put_blob(layout, "application/vnd.oci.image.layer.v1.tar", &layer);
         let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": config, "layers": [layer]});
-        let mut d = put_blob(layout, "application/vnd.oci.image.manifest.v1+json", &serde_json::to_vec(&manifest).unwrap());
+        let mut d = put_blob(
+            layout,
+            "application/vnd.oci.image.manifest.v1+json",
+            &serde_json::to_vec(&manifest).unwrap(),
+        );
         d["platform"] = serde_json::json!({"architecture": arch, "os": "linux"});
         entries.push(d);
     }
@@ -332,7 +390,11 @@ pub fn multiarch_layout(layout: &Path, tag: &str) -> String {
     att["annotations"] = serde_json::json!({"vnd.docker.reference.type": "attestation-manifest"});
     entries.push(att);
     let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries});
-    let mut idx = put_blob(layout, "application/vnd.oci.image.index.v1+json", &serde_json::to_vec(&index).unwrap());
+    let mut idx = put_blob(
+        layout,
+        "application/vnd.oci.image.index.v1+json",
+        &serde_json::to_vec(&index).unwrap(),
+    );
     let digest = idx["digest"].as_str().unwrap().to_string();
     idx["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": tag});
     let top = serde_json::json!({"schemaVersion": 2, "manifests": [idx]});
@@ -349,7 +411,10 @@ pub fn layout_refs(layout: &Path) -> Vec<(String, String)> {
         .iter()
         .map(|d| {
             (
-                d["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap_or("").to_string(),
+                d["annotations"]["org.opencontainers.image.ref.name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
                 d["digest"].as_str().unwrap().to_string(),
             )
         })

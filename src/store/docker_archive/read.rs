@@ -245,7 +245,13 @@ impl DockerArchiveSource {
             let Some((mut reader, size)) = self.tar.open(path)? else {
                 match source {
                     Some(d) if media_type::layer_type(&d.media_type).is_some_and(|t| t.foreign) => {
-                        layers.push(d.clone());
+                        // Described the way a present foreign layer is, so the
+                        // image has one manifest whether or not its bytes came along.
+                        let t = media_type::layer_type(&d.media_type).expect("checked above");
+                        let mut desc = d.clone();
+                        desc.media_type =
+                            media_type::layer_media_type(t.compression, true, false).to_string();
+                        layers.push(desc);
                         continue;
                     }
                     _ => {

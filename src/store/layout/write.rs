@@ -40,19 +40,24 @@ impl LayoutSink {
     pub fn open(root: &Path, label: String) -> Result<LayoutSink> {
         let existed = match fs::metadata(root) {
             Ok(m) if !m.is_dir() => {
-                return Err(Error::Usage(format!("{label}: {} exists and is not a directory", root.display())));
+                return Err(Error::Usage(format!(
+                    "{label}: {} exists and is not a directory",
+                    root.display()
+                )));
             }
             Ok(_) => true,
             Err(_) => false,
         };
         if existed {
             if root.join(OCI_LAYOUT_FILE).exists() {
-                super::read::read_layout_index(&crate::store::files::DirTree { root: root.to_path_buf() })
-                    .or_else(|e| match e {
-                        // A layout another writer is creating right now.
-                        Error::Format(_) if !root.join(INDEX_FILE).exists() => Ok(Default::default()),
-                        e => Err(e),
-                    })?;
+                super::read::read_layout_index(&crate::store::files::DirTree {
+                    root: root.to_path_buf(),
+                })
+                .or_else(|e| match e {
+                    // A layout another writer is creating right now.
+                    Error::Format(_) if !root.join(INDEX_FILE).exists() => Ok(Default::default()),
+                    e => Err(e),
+                })?;
             } else {
                 let foreign = fs::read_dir(root)
                     .map_err(|e| Error::path("read directory", root, e))?
@@ -111,7 +116,7 @@ impl LayoutSink {
 
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let dest = self.root.join(name);
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp)
+        let mut tmp = crate::store::spool::destination_tempfile(&self.tmp, ".blob-")
             .map_err(|e| Error::path("write into", &self.tmp, e))?;
         tmp.write_all(bytes)
             .map_err(|e| Error::path("write", tmp.path(), e))?;
@@ -217,6 +222,7 @@ impl ImageSink for LayoutSink {
             wants_uncompressed: false,
             single_platform: false,
             accepts_zstd: true,
+            images_only: false,
         }
     }
 
@@ -226,7 +232,7 @@ impl ImageSink for LayoutSink {
     }
 
     fn put_blob(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()> {
-        let tmp = tempfile::NamedTempFile::new_in(&self.tmp)
+        let tmp = crate::store::spool::destination_tempfile(&self.tmp, ".blob-")
             .map_err(|e| Error::path("write into", &self.tmp, e))?;
         {
             let mut w = BufWriter::with_capacity(256 * 1024, tmp.as_file());
