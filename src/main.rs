@@ -103,7 +103,8 @@ struct CopyCmd {
     /// Recompress layers (changes layer and manifest digests, never DiffIDs).
     #[arg(long, value_enum)]
     dest_compress: Option<CompressArg>,
-    /// Compression level for --dest-compress (gzip 0-9, zstd 1-22).
+    /// Compression level for --dest-compress (gzip 1-12, default 2;
+    /// zstd 1-22, default 3).
     #[arg(long, value_name = "N")]
     dest_compress_level: Option<i32>,
     /// Keep only this platform (os/arch[/variant]); repeat for several.
@@ -182,7 +183,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                     "--json prints on stdout, which the destination '-' already uses".into(),
                 ));
             }
-            let progress = output::Reporter::new(c.common.quiet);
+            let progress = output::Reporter::new(c.common.quiet, "copied");
             let report = commands::copy::run(&args, &progress)?;
             progress.finish();
             output::copy_summary(&report, started.elapsed(), c.common.quiet, c.common.json);
@@ -203,7 +204,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Verify(c) => {
             let started = Instant::now();
             let loc = Location::parse(&c.location)?;
-            let progress = output::Reporter::new(c.common.quiet);
+            let progress = output::Reporter::new(c.common.quiet, "verified");
             let report = commands::verify::run(&loc, &options(&c.common), &progress)?;
             progress.finish();
             Ok(output::verify_summary(

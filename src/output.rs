@@ -18,16 +18,19 @@ use imgsync::progress::{BlobOutcome, Progress};
 /// otherwise, nothing with `-q`.
 pub struct Reporter {
     quiet: bool,
+    verb: &'static str,
     bars: Option<MultiProgress>,
     active: Mutex<HashMap<Digest, ProgressBar>>,
 }
 
 impl Reporter {
-    pub fn new(quiet: bool) -> Reporter {
+    /// `verb` says what happened to each image ("copied", "verified").
+    pub fn new(quiet: bool, verb: &'static str) -> Reporter {
         let bars = (!quiet && std::io::stderr().is_terminal())
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         Reporter {
             quiet,
+            verb,
             bars,
             active: Mutex::new(HashMap::new()),
         }
@@ -84,7 +87,7 @@ impl Progress for Reporter {
     }
 
     fn image_done(&self, label: &str, digest: &Digest) {
-        self.line(&format!("copied {label} {digest}"));
+        self.line(&format!("{} {label} {digest}", self.verb));
     }
 
     fn converted(&self, what: &str, old: &Digest, new: &Digest, why: &str) {

@@ -650,6 +650,7 @@ fn move_blob(
                 let mut plain = HashReader {
                     inner: dec,
                     hasher: DigestHasher::sha256(),
+                    enabled: from != Compression::None,
                 };
                 {
                     let mut enc = encoder(&mut out, target, opts.compress_level)
@@ -673,7 +674,13 @@ fn move_blob(
                 use std::io::Write;
                 out.flush()
                     .map_err(|e| Error::path("write", tmp.path(), e))?;
-                let got_diff = plain.hasher.finish();
+                // An uncompressed source's digest is its DiffID, checked
+                // by the verifying reader; no need to hash it twice.
+                let got_diff = if from == Compression::None {
+                    job.src.digest.clone()
+                } else {
+                    plain.hasher.finish()
+                };
                 if let Some(expected) = &job.diff_id
                     && &got_diff != expected
                 {

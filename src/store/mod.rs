@@ -21,6 +21,7 @@ pub mod null;
 pub mod oci_archive;
 pub mod spool;
 pub mod tar_index;
+pub mod tar_out;
 pub mod tar_writer;
 
 pub type BlobReader = Box<dyn Read + Send>;

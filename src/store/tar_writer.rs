@@ -2,14 +2,14 @@
 //! Docker 25+ shape (OCI layout plus `manifest.json` and `repositories`) or
 //! the legacy shape (`<id>/layer.tar`, `<config>.json`).
 //!
-//! Entries are appended as blobs arrive, one at a time, with deterministic
-//! headers; the metadata files come last. The archive is written to a
-//! temporary file beside the destination and renamed over it on commit, so a
-//! failed or interrupted copy leaves the destination as it was. Standard
-//! output (`-`) is streamed directly.
+//! Entries are added as blobs arrive, in parallel into a file (see
+//! [`super::tar_out`]); the metadata files come last. The archive is written
+//! to a temporary file beside the destination and renamed over it on
+//! commit, so a failed or interrupted copy leaves the destination as it was.
+//! Standard output (`-`) is streamed directly.
 
-use std::collections::{HashMap, HashSet};
-use std::io::{self, BufWriter, Read, Write};
+use std::collections::HashMap;
+use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::layout::{OCI_LAYOUT_CONTENT, index_bytes, merge_index_entries};
 use super::spool::{register_cleanup, unregister_cleanup};
+use super::tar_out::TarOut;
 use super::{ImageName, ImageSink, SinkCaps};
 use crate::content::media_type::{OCI_INDEX, is_image_config};
 use crate::content::{Descriptor, Digest, MAX_MANIFEST_BYTES, Platform, RawManifest};
@@ -38,17 +39,12 @@ enum Target {
     Stdout,
 }
 
-struct State {
-    builder: Option<tar::Builder<BufWriter<Box<dyn Write + Send>>>>,
-    written: HashSet<String>,
-}
-
 pub struct ArchiveSink {
     label: String,
     flavor: Flavor,
     platform: Option<Platform>,
     target: Mutex<Option<Target>>,
-    state: Mutex<State>,
+    out: TarOut,
     manifests: Mutex<HashMap<Digest, RawManifest>>,
     configs: Mutex<HashMap<Digest, Vec<u8>>>,
     images: Mutex<Vec<(Descriptor, Vec<ImageName>)>>,
@@ -64,8 +60,11 @@ impl ArchiveSink {
         platform: Option<Platform>,
         label: String,
     ) -> Result<ArchiveSink> {
-        let (target, out): (Target, Box<dyn Write + Send>) = if path == "-" {
-            (Target::Stdout, Box::new(io::stdout()))
+        let (target, out) = if path == "-" {
+            (
+                Target::Stdout,
+                TarOut::stream(Box::new(io::stdout()), label.clone()),
+            )
         } else {
             let dest = PathBuf::from(path);
             if dest.is_dir() {
@@ -87,46 +86,18 @@ impl ArchiveSink {
             let f = tmp
                 .reopen()
                 .map_err(|e| Error::path("write", tmp.path(), e))?;
-            (Target::File { tmp, dest }, Box::new(f))
+            (Target::File { tmp, dest }, TarOut::file(f, label.clone()))
         };
-        let mut builder = tar::Builder::new(BufWriter::with_capacity(1024 * 1024, out));
-        builder.mode(tar::HeaderMode::Deterministic);
         Ok(ArchiveSink {
             label,
             flavor,
             platform,
             target: Mutex::new(Some(target)),
-            state: Mutex::new(State {
-                builder: Some(builder),
-                written: HashSet::new(),
-            }),
+            out,
             manifests: Mutex::new(HashMap::new()),
             configs: Mutex::new(HashMap::new()),
             images: Mutex::new(Vec::new()),
         })
-    }
-
-    fn append(&self, state: &mut State, path: &str, size: u64, data: &mut dyn Read) -> Result<()> {
-        let builder = state
-            .builder
-            .as_mut()
-            .ok_or_else(|| Error::Usage(format!("{}: archive already finished", self.label)))?;
-        let mut header = tar::Header::new_gnu();
-        header.set_size(size);
-        header.set_mode(0o644);
-        header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_entry_type(tar::EntryType::Regular);
-        builder
-            .append_data(&mut header, path, data)
-            .map_err(|e| Error::io(format!("write {path} into {}", self.label), e))?;
-        state.written.insert(path.to_string());
-        Ok(())
-    }
-
-    fn append_bytes(&self, state: &mut State, path: &str, bytes: &[u8]) -> Result<()> {
-        self.append(state, path, bytes.len() as u64, &mut &bytes[..])
     }
 
     fn blob_entry(&self, desc: &Descriptor) -> String {
@@ -144,28 +115,21 @@ impl ArchiveSink {
     }
 
     fn finish(&self) -> Result<()> {
-        let mut state = self.state.lock().unwrap();
         let images = self.images.lock().unwrap().clone();
         if self.flavor != Flavor::DockerLegacy {
             let entries = merge_index_entries(Vec::new(), &images);
             let doc = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries});
-            self.append_bytes(&mut state, "index.json", &index_bytes(&doc))?;
-            self.append_bytes(&mut state, "oci-layout", OCI_LAYOUT_CONTENT)?;
+            self.out.entry_bytes("index.json", &index_bytes(&doc))?;
+            self.out.entry_bytes("oci-layout", OCI_LAYOUT_CONTENT)?;
         }
         if self.flavor != Flavor::Oci {
             let (manifest_json, repositories) = self.docker_metadata(&images)?;
-            self.append_bytes(&mut state, "manifest.json", &manifest_json)?;
+            self.out.entry_bytes("manifest.json", &manifest_json)?;
             if let Some(r) = repositories {
-                self.append_bytes(&mut state, "repositories", &r)?;
+                self.out.entry_bytes("repositories", &r)?;
             }
         }
-        let builder = state.builder.take().expect("finish runs once");
-        let mut w = builder
-            .into_inner()
-            .map_err(|e| Error::io(format!("write {}", self.label), e))?;
-        w.flush()
-            .map_err(|e| Error::io(format!("write {}", self.label), e))?;
-        Ok(())
+        self.out.finish()
     }
 
     /// `manifest.json` and `repositories` for the images written.
@@ -271,12 +235,7 @@ impl ImageSink for ArchiveSink {
     }
 
     fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
-        Ok(self
-            .state
-            .lock()
-            .unwrap()
-            .written
-            .contains(&self.blob_entry(desc)))
+        Ok(self.out.contains(&self.blob_entry(desc)))
     }
 
     fn put_blob(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()> {
@@ -288,18 +247,16 @@ impl ImageSink for ArchiveSink {
             buf: capture.then(Vec::new),
         };
         let path = self.blob_entry(desc);
-        let mut state = self.state.lock().unwrap();
-        if state.written.contains(&path) {
+        if !self.out.entry(&path, desc.size, &mut r)? {
             return Ok(());
         }
-        self.append(&mut state, &path, desc.size, &mut r)?;
         if self.flavor == Flavor::DockerLegacy && !is_image_config(&desc.media_type) {
             let dir = desc.digest.encoded();
-            self.append_bytes(&mut state, &format!("{dir}/VERSION"), b"1.0")?;
+            self.out.entry_bytes(&format!("{dir}/VERSION"), b"1.0")?;
             let json = format!("{{\"id\":\"{dir}\",\"created\":\"1970-01-01T00:00:00Z\"}}");
-            self.append_bytes(&mut state, &format!("{dir}/json"), json.as_bytes())?;
+            self.out
+                .entry_bytes(&format!("{dir}/json"), json.as_bytes())?;
         }
-        drop(state);
         if let Some(b) = r.buf {
             self.configs.lock().unwrap().insert(desc.digest.clone(), b);
         }
@@ -309,11 +266,8 @@ impl ImageSink for ArchiveSink {
     fn put_manifest(&self, manifest: &RawManifest) -> Result<()> {
         if self.flavor != Flavor::DockerLegacy {
             let desc = manifest.descriptor();
-            let path = self.blob_entry(&desc);
-            let mut state = self.state.lock().unwrap();
-            if !state.written.contains(&path) {
-                self.append_bytes(&mut state, &path, &manifest.bytes)?;
-            }
+            self.out
+                .entry_bytes(&self.blob_entry(&desc), &manifest.bytes)?;
         }
         self.manifests
             .lock()

@@ -1,0 +1,179 @@
+//! The tar stream under an archive sink.
+//!
+//! Into a file, entries are written in parallel: each entry's size is known
+//! when it starts (descriptors say it), so its header and data get a region
+//! of the file at once and its bytes go there with positional writes while
+//! other entries stream into their own regions. Only the reservation is
+//! serialised. Into a pipe (standard output), entries are written one after
+//! another. Headers are deterministic (mode 0644, uid/gid 0, mtime 0).
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+
+const BLOCK: u64 = 512;
+const CHUNK: usize = 256 * 1024;
+
+enum Mode {
+    Positional {
+        file: File,
+        end: Mutex<u64>,
+    },
+    Stream {
+        out: Mutex<Option<BufWriter<Box<dyn Write + Send>>>>,
+    },
+}
+
+pub struct TarOut {
+    mode: Mode,
+    written: Mutex<HashSet<String>>,
+    label: String,
+}
+
+fn header(path: &str, size: u64) -> Result<[u8; 512]> {
+    let mut h = tar::Header::new_gnu();
+    h.set_path(path)
+        .map_err(|e| Error::Format(format!("cannot store {path:?} in a tar header: {e}")))?;
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    Ok(*h.as_bytes())
+}
+
+fn padded(size: u64) -> u64 {
+    size.div_ceil(BLOCK) * BLOCK
+}
+
+impl TarOut {
+    /// Writes into a file with parallel positional writes.
+    pub fn file(file: File, label: String) -> TarOut {
+        TarOut {
+            mode: Mode::Positional {
+                file,
+                end: Mutex::new(0),
+            },
+            written: Mutex::new(HashSet::new()),
+            label,
+        }
+    }
+
+    /// Writes sequentially into a stream.
+    pub fn stream(out: Box<dyn Write + Send>, label: String) -> TarOut {
+        TarOut {
+            mode: Mode::Stream {
+                out: Mutex::new(Some(BufWriter::with_capacity(CHUNK, out))),
+            },
+            written: Mutex::new(HashSet::new()),
+            label,
+        }
+    }
+
+    pub fn contains(&self, path: &str) -> bool {
+        self.written.lock().unwrap().contains(path)
+    }
+
+    fn io(&self, path: &str, e: io::Error) -> Error {
+        Error::io(format!("write {path} into {}", self.label), e)
+    }
+
+    /// Adds an entry of exactly `size` bytes read from `data`; `Ok(false)`
+    /// if an entry with that path was already added. A reader that yields
+    /// another number of bytes is an error.
+    pub fn entry(&self, path: &str, size: u64, data: &mut dyn Read) -> Result<bool> {
+        if !self.written.lock().unwrap().insert(path.to_string()) {
+            return Ok(false);
+        }
+        let head = header(path, size)?;
+        match &self.mode {
+            Mode::Positional { file, end } => {
+                let offset = {
+                    let mut end = end.lock().unwrap();
+                    let at = *end;
+                    *end += BLOCK + padded(size);
+                    at
+                };
+                file.write_all_at(&head, offset)
+                    .map_err(|e| self.io(path, e))?;
+                let mut pos = offset + BLOCK;
+                let mut buf = vec![0u8; CHUNK.min(size.max(1) as usize)];
+                let mut left = size;
+                loop {
+                    let n = data.read(&mut buf).map_err(|e| self.io(path, e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    if n as u64 > left {
+                        return Err(Error::Integrity(format!("{path}: more than {size} bytes")));
+                    }
+                    file.write_all_at(&buf[..n], pos)
+                        .map_err(|e| self.io(path, e))?;
+                    pos += n as u64;
+                    left -= n as u64;
+                }
+                if left != 0 {
+                    return Err(Error::Integrity(format!(
+                        "{path}: {left} bytes short of {size}"
+                    )));
+                }
+                // Padding is left as a hole: it reads as zeros.
+            }
+            Mode::Stream { out } => {
+                let mut guard = out.lock().unwrap();
+                let w = guard.as_mut().ok_or_else(|| {
+                    Error::Usage(format!("{}: archive already finished", self.label))
+                })?;
+                w.write_all(&head).map_err(|e| self.io(path, e))?;
+                let copied = io::copy(&mut data.take(size + 1), w).map_err(|e| self.io(path, e))?;
+                if copied != size {
+                    return Err(Error::Integrity(format!(
+                        "{path}: {copied} bytes, expected {size}"
+                    )));
+                }
+                // Read to the end so a verifying reader gives its verdict.
+                let mut rest = [0u8; 1];
+                if data.read(&mut rest).map_err(|e| self.io(path, e))? != 0 {
+                    return Err(Error::Integrity(format!("{path}: more than {size} bytes")));
+                }
+                let pad = (padded(size) - size) as usize;
+                w.write_all(&[0u8; BLOCK as usize][..pad])
+                    .map_err(|e| self.io(path, e))?;
+            }
+        }
+        Ok(true)
+    }
+
+    pub fn entry_bytes(&self, path: &str, bytes: &[u8]) -> Result<bool> {
+        self.entry(path, bytes.len() as u64, &mut &bytes[..])
+    }
+
+    /// Writes the end-of-archive blocks and flushes.
+    pub fn finish(&self) -> Result<()> {
+        let eof = [0u8; 2 * BLOCK as usize];
+        match &self.mode {
+            Mode::Positional { file, end } => {
+                let end = *end.lock().unwrap();
+                file.write_all_at(&eof, end)
+                    .map_err(|e| self.io("end of archive", e))?;
+                file.set_len(end + eof.len() as u64)
+                    .map_err(|e| self.io("end of archive", e))?;
+            }
+            Mode::Stream { out } => {
+                let mut w = out.lock().unwrap().take().ok_or_else(|| {
+                    Error::Usage(format!("{}: archive already finished", self.label))
+                })?;
+                w.write_all(&eof)
+                    .map_err(|e| self.io("end of archive", e))?;
+                w.flush().map_err(|e| self.io("end of archive", e))?;
+            }
+        }
+        Ok(())
+    }
+}
