@@ -182,8 +182,15 @@ impl<R: Read> DiffIdTee<R> {
             };
             let mut dec = decoder(channel, compression)?;
             let mut h = DigestHasher::sha256();
-            io::copy(&mut dec, &mut h)?;
-            // Drain anything after the compressed stream so the sender never blocks.
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                match dec.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => h.update(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
             Ok(h.finish())
         });
         DiffIdTee {
