@@ -609,3 +609,24 @@ fn interrupted_copy_leaves_no_destination_file() {
         t.entries()
     );
 }
+
+#[test]
+fn docker_archives_imgsync_writes_read_back_with_the_same_digests() {
+    let t = TestDir::new();
+    let src = format!("docker-archive:{}", fixture("hello.tar").display());
+    // Docker media types and gzip layers: a manifest that cannot be rebuilt
+    // from manifest.json alone, so reading back must use the OCI part.
+    t.imgsync(&["copy", "--format", "docker", "--dest-compress", "gzip", &src, "oci:l"]).ok();
+    t.imgsync(&["copy", "oci:l", "docker-archive:d.tar"]).ok();
+    t.imgsync(&["copy", "docker-archive:d.tar", "oci:back"]).ok();
+    let mut a = layout_refs(&t.path("l"));
+    let mut b = layout_refs(&t.path("back"));
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    // A selector by tag and by index on the same archive.
+    let by_tag = t.imgsync(&["inspect", "--json", "docker-archive:d.tar:imgsync-fixture/hello:2.0"]).ok().json();
+    let by_index = t.imgsync(&["inspect", "--json", "docker-archive:d.tar:@1"]).ok().json();
+    assert_eq!(by_tag[0]["digest"], by_index[0]["digest"]);
+    assert_eq!(by_tag[0]["media_type"], "application/vnd.docker.distribution.manifest.v2+json");
+}

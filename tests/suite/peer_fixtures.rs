@@ -563,16 +563,21 @@ fn hello_world_v25_without_its_layer() {
 
 // ---- go-containerregistry: layout/ ------------------------------------
 
+/// Copying a whole layout in one run gives the same `index.json` entries.
+fn whole_layout_keeps_its_entries(t: &TestDir, src: &std::path::Path) {
+    copy_verify(t, &oci(src), "all");
+    let want: BTreeSet<_> = index_entries(src).into_iter().collect();
+    let have: BTreeSet<_> = index_entries(&t.path("all")).into_iter().collect();
+    assert_eq!(have, want);
+}
+
 #[test]
 fn test_index_keeps_every_digest() {
     let t = TestDir::new();
     let src = peer("go-containerregistry/layout/test_index");
     copy_layout_entries(&t, &src);
     // The whole layout in one copy gives the same entries.
-    copy_verify(&t, &oci(&src), "all");
-    let want: BTreeSet<_> = index_entries(&src).into_iter().collect();
-    let have: BTreeSet<_> = index_entries(&t.path("all")).into_iter().collect();
-    assert_eq!(have, want);
+    whole_layout_keeps_its_entries(&t, &src);
 }
 
 #[test]
@@ -669,10 +674,7 @@ fn regclient_external_copies_without_its_subject() {
     let t = TestDir::new();
     let src = peer("regclient/external");
     copy_layout_entries(&t, &src);
-    copy_verify(&t, &oci(&src), "all");
-    let want: BTreeSet<_> = index_entries(&src).into_iter().collect();
-    let have: BTreeSet<_> = index_entries(&t.path("all")).into_iter().collect();
-    assert_eq!(have, want);
+    whole_layout_keeps_its_entries(&t, &src);
 }
 
 /// A bare layer tar is not an image archive.
