@@ -616,17 +616,91 @@ fn docker_archives_imgsync_writes_read_back_with_the_same_digests() {
     let src = format!("docker-archive:{}", fixture("hello.tar").display());
     // Docker media types and gzip layers: a manifest that cannot be rebuilt
     // from manifest.json alone, so reading back must use the OCI part.
-    t.imgsync(&["copy", "--format", "docker", "--dest-compress", "gzip", &src, "oci:l"]).ok();
+    t.imgsync(&[
+        "copy",
+        "--format",
+        "docker",
+        "--dest-compress",
+        "gzip",
+        &src,
+        "oci:l",
+    ])
+    .ok();
     t.imgsync(&["copy", "oci:l", "docker-archive:d.tar"]).ok();
-    t.imgsync(&["copy", "docker-archive:d.tar", "oci:back"]).ok();
+    t.imgsync(&["copy", "docker-archive:d.tar", "oci:back"])
+        .ok();
     let mut a = layout_refs(&t.path("l"));
     let mut b = layout_refs(&t.path("back"));
     a.sort();
     b.sort();
     assert_eq!(a, b);
     // A selector by tag and by index on the same archive.
-    let by_tag = t.imgsync(&["inspect", "--json", "docker-archive:d.tar:imgsync-fixture/hello:2.0"]).ok().json();
-    let by_index = t.imgsync(&["inspect", "--json", "docker-archive:d.tar:@1"]).ok().json();
+    let by_tag = t
+        .imgsync(&[
+            "inspect",
+            "--json",
+            "docker-archive:d.tar:imgsync-fixture/hello:2.0",
+        ])
+        .ok()
+        .json();
+    let by_index = t
+        .imgsync(&["inspect", "--json", "docker-archive:d.tar:@1"])
+        .ok()
+        .json();
     assert_eq!(by_tag[0]["digest"], by_index[0]["digest"]);
-    assert_eq!(by_tag[0]["media_type"], "application/vnd.docker.distribution.manifest.v2+json");
+    assert_eq!(
+        by_tag[0]["media_type"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+}
+
+#[test]
+fn containerd_store_archive_missing_other_platforms_copies_the_listed_one() {
+    let t = TestDir::new();
+    let dir = t.path("c");
+    multiarch_layout(&dir, "1");
+    // As containerd exports it: the index names the image, the arm64
+    // manifest's blobs are absent, manifest.json lists the amd64 manifest.
+    let index = read_json(&dir.join("index.json"));
+    let root = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let root_doc: Value = serde_json::from_slice(&layout_blob(&dir, &root)).unwrap();
+    let amd64 = root_doc["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let arm64 = root_doc["manifests"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(
+        dir.join("blobs/sha256")
+            .join(arm64.trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    let m: Value = serde_json::from_slice(&layout_blob(&dir, &amd64)).unwrap();
+    let path = |d: &Value| {
+        format!(
+            "blobs/sha256/{}",
+            d["digest"].as_str().unwrap().trim_start_matches("sha256:")
+        )
+    };
+    let mj = serde_json::json!([{"Config": path(&m["config"]), "RepoTags": ["app:1"], "Layers": [path(&m["layers"][0])]}]);
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&mj).unwrap()).unwrap();
+    let mut idx = index.clone();
+    idx["manifests"][0]["annotations"] = serde_json::json!({"io.containerd.image.name": "docker.io/library/app:1", "org.opencontainers.image.ref.name": "1"});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&idx).unwrap()).unwrap();
+    let mut b = tar::Builder::new(std::fs::File::create(t.path("c.tar")).unwrap());
+    b.append_dir_all(".", &dir).unwrap();
+    b.finish().unwrap();
+
+    let report = t
+        .imgsync(&["copy", "--json", "docker-archive:c.tar", "oci:out"])
+        .ok()
+        .json();
+    assert_eq!(report["images"][0]["digest"], amd64.as_str());
+    assert_eq!(report["images"][0]["names"][0], "docker.io/library/app:1");
+    t.imgsync(&["verify", "oci:out"]).ok();
 }

@@ -149,8 +149,8 @@ impl DockerArchiveSource {
             let layout = LayoutSource::open(tar.clone(), None, label.clone())?;
             let mut imgs = Vec::new();
             for img in layout.images()? {
-                let configs = reachable_configs(&layout, &img.root, 0);
-                imgs.push((img, configs));
+                let reached = reach(&layout, &img.root);
+                imgs.push((img, reached));
             }
             imgs
         } else {
@@ -176,11 +176,25 @@ impl DockerArchiveSource {
                 .collect();
             let image = match layout_images
                 .iter()
-                .position(|(_, c)| c.contains(&config_digest))
+                .position(|(_, r)| r.manifests.iter().any(|(c, _)| c == &config_digest))
             {
                 Some(k) => {
                     used_layout[k] = true;
-                    let mut img = layout_images[k].0.clone();
+                    let (img, reached) = &layout_images[k];
+                    let mut img = img.clone();
+                    // A containerd-store archive lists platforms whose blobs
+                    // it does not carry: take the manifest that manifest.json
+                    // describes rather than an index that cannot be copied.
+                    if !reached.complete {
+                        let (_, m) = reached
+                            .manifests
+                            .iter()
+                            .find(|(c, _)| c == &config_digest)
+                            .expect("matched above");
+                        img.root = m.clone();
+                        img.root.platform = None;
+                        img.root.annotations = None;
+                    }
                     for n in names {
                         if !img.names.contains(&n) {
                             img.names.push(n);
@@ -337,29 +351,37 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// Config digests reachable from a layout root (through nested indexes),
-/// skipping anything absent or unreadable.
-fn reachable_configs<F: FileTree>(
-    layout: &LayoutSource<F>,
-    root: &Descriptor,
-    depth: usize,
-) -> Vec<Digest> {
-    if depth > 8 {
-        return vec![];
-    }
-    let Ok(bytes) = layout.read_manifest(root) else {
-        return vec![];
+/// What a layout root reaches: each image manifest with its config digest,
+/// and whether every manifest it lists is present.
+struct Reach {
+    manifests: Vec<(Digest, Descriptor)>,
+    complete: bool,
+}
+
+fn reach<F: FileTree>(layout: &LayoutSource<F>, root: &Descriptor) -> Reach {
+    let mut r = Reach {
+        manifests: Vec::new(),
+        complete: true,
     };
-    let Ok(view) = ManifestView::parse(&bytes, Some(&root.media_type)) else {
-        return vec![];
+    walk(layout, root, 0, &mut r);
+    r
+}
+
+fn walk<F: FileTree>(layout: &LayoutSource<F>, desc: &Descriptor, depth: usize, r: &mut Reach) {
+    let view = (depth <= 8)
+        .then(|| layout.read_manifest(desc).ok())
+        .flatten()
+        .and_then(|b| ManifestView::parse(&b, Some(&desc.media_type)).ok());
+    let Some(view) = view else {
+        r.complete = false;
+        return;
     };
     if view.kind.is_index() {
-        view.manifests
-            .iter()
-            .flat_map(|c| reachable_configs(layout, c, depth + 1))
-            .collect()
-    } else {
-        view.config.into_iter().map(|c| c.digest).collect()
+        for child in &view.manifests {
+            walk(layout, child, depth + 1, r);
+        }
+    } else if let Some(c) = view.config {
+        r.manifests.push((c.digest, desc.clone()));
     }
 }
 
