@@ -2,7 +2,7 @@
 //!
 //! Every error names the thing at fault (a path, a digest, an archive entry)
 //! in one line. Each error has a class; the binary maps classes to exit codes
-//! (usage 2, everything else 1) so that scripts and cron can act on them.
+//! (see [`ErrorClass::exit_code`]) so that scripts and cron can act on them.
 //! Integrity errors are never downgraded to warnings.
 
 use std::io;
@@ -26,8 +26,32 @@ pub enum ErrorClass {
     Unsupported,
     /// Reading or writing the file system failed.
     Io,
+    /// Credentials missing or refused, or permission denied by a registry.
+    Auth,
+    /// A registry could not be reached or kept failing (after retries).
+    Network,
     /// The user interrupted the run.
     Interrupted,
+}
+
+impl ErrorClass {
+    /// The process exit code for a failure of this class.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorClass::Usage => 2,
+            ErrorClass::Auth => 3,
+            ErrorClass::NotFound => 4,
+            ErrorClass::Integrity => 5,
+            ErrorClass::Network => 6,
+            ErrorClass::Interrupted => 130,
+            ErrorClass::Format | ErrorClass::Unsupported | ErrorClass::Io => 1,
+        }
+    }
+
+    /// Could the same operation succeed if tried again?
+    pub fn is_transient(self) -> bool {
+        self == ErrorClass::Network
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +72,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error("{0}")]
+    Auth(String),
+    #[error("{0}")]
+    Network(String),
     #[error("interrupted")]
     Interrupted,
 }
@@ -61,6 +89,8 @@ impl Error {
             Error::Integrity(_) => ErrorClass::Integrity,
             Error::Unsupported(_) => ErrorClass::Unsupported,
             Error::Io { .. } => ErrorClass::Io,
+            Error::Auth(_) => ErrorClass::Auth,
+            Error::Network(_) => ErrorClass::Network,
             Error::Interrupted => ErrorClass::Interrupted,
         }
     }

@@ -9,12 +9,12 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use imgsync::Error;
 use imgsync::commands::{self, DockerFormat};
 use imgsync::content::Platform;
 use imgsync::content::media_type::Compression;
 use imgsync::copy::{CopyOptions, Format, default_jobs};
 use imgsync::location::Location;
-use imgsync::{Error, ErrorClass};
 
 const AFTER_HELP: &str = "Locations:
   docker-archive:PATH[:REF|:@N]   a `docker save` tar (PATH `-` = stdin/stdout)
@@ -229,11 +229,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("imgsync: error: {e}");
-            ExitCode::from(match e.class() {
-                ErrorClass::Usage => 2,
-                ErrorClass::Interrupted => 130,
-                _ => 1,
-            })
+            ExitCode::from(e.class().exit_code())
         }
     }
 }

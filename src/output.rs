@@ -165,7 +165,15 @@ pub fn verify_summary(
         std::process::ExitCode::SUCCESS
     } else {
         eprintln!("{}: {} problem(s) found", loc.label(), report.errors.len());
-        std::process::ExitCode::from(1)
+        // Integrity problems say the content is bad; anything else (a
+        // missing blob, an unreadable file) is reported by its own class.
+        let code = report
+            .errors
+            .iter()
+            .map(|e| e.class().exit_code())
+            .find(|&c| c == imgsync::ErrorClass::Integrity.exit_code())
+            .unwrap_or_else(|| report.errors[0].class().exit_code());
+        std::process::ExitCode::from(code)
     }
 }
 

@@ -209,16 +209,21 @@ fn missing_source_file() {
     rejected(
         &t,
         &format!("docker-archive:{tar}"),
-        1,
+        EXIT_NOT_FOUND,
         &[&tar, "no such file"],
     );
     let dir = t.p("nodir");
-    rejected(&t, &format!("oci:{dir}"), 1, &[&dir, "no such"]);
+    rejected(
+        &t,
+        &format!("oci:{dir}"),
+        EXIT_NOT_FOUND,
+        &[&dir, "no such"],
+    );
     let oci_tar = t.p("nope.oci.tar");
     rejected(
         &t,
         &format!("oci-archive:{oci_tar}"),
-        1,
+        EXIT_NOT_FOUND,
         &[&oci_tar, "no such file"],
     );
 }
@@ -388,7 +393,7 @@ fn manifest_json_references_missing_layer() {
     rejected(
         &t,
         &format!("docker-archive:{}", t.p("bad.tar")),
-        1,
+        EXIT_NOT_FOUND,
         &["bad.tar", &missing, "not in the archive"],
     );
 }
@@ -437,7 +442,7 @@ fn layer_does_not_match_diff_id() {
     rejected(
         &t,
         &format!("docker-archive:{}", t.p("bad.tar")),
-        1,
+        EXIT_INTEGRITY,
         &[&diff_id],
     );
 }
@@ -466,14 +471,14 @@ fn blob_size_does_not_match_descriptor() {
     rejected(
         &t,
         &format!("oci:{}:1.0.0", copy.display()),
-        1,
+        EXIT_INTEGRITY,
         &[config, "585"],
     );
 
     // verify reports it too, among whatever else it finds.
     let run = t.imgsync(&["verify", &format!("oci:{}", copy.display())]);
     assert_eq!(
-        run.code, 1,
+        run.code, EXIT_INTEGRITY,
         "verify of a layout with a size mismatch:\n{}",
         run.stderr
     );
@@ -629,7 +634,7 @@ fn selector_matching_nothing() {
     let line = rejected(
         &t,
         &format!("{}:imgsync-fixture/hello:9.9", hello()),
-        1,
+        EXIT_NOT_FOUND,
         &[
             "imgsync-fixture/hello:9.9",
             "imgsync-fixture/hello:1.0",
@@ -643,7 +648,7 @@ fn selector_matching_nothing() {
     rejected(
         &t,
         &format!("{}:@7", hello()),
-        1,
+        EXIT_NOT_FOUND,
         &["hello.tar", "@7", "2 image"],
     );
     // An OCI layout lists its names the same way.
@@ -652,7 +657,7 @@ fn selector_matching_nothing() {
     let layout = t.snapshot("layout");
     fails_once(
         t.imgsync(&["copy", &src, &format!("oci:{}", t.p("out"))]),
-        1,
+        EXIT_NOT_FOUND,
         &[
             "nope",
             "imgsync-fixture/hello:1.0",

@@ -395,7 +395,10 @@ fn platform_selection_from_an_index() {
         "oci:multi:app",
         "oci:none:app",
     ])
-    .fails(1, &["linux/s390x", "linux/amd64", "linux/arm64"]);
+    .fails(
+        EXIT_NOT_FOUND,
+        &["linux/s390x", "linux/amd64", "linux/arm64"],
+    );
     assert!(!t.path("none").exists());
 }
 
@@ -527,10 +530,11 @@ fn verify_names_a_corrupted_layer() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[600] ^= 0x01;
     std::fs::write(&path, bytes).unwrap();
-    t.imgsync(&["verify", "oci:l"]).fails(1, &[&digest]);
+    t.imgsync(&["verify", "oci:l"])
+        .fails(EXIT_INTEGRITY, &[&digest]);
     // A copy from it fails the same way and writes nothing.
     t.imgsync(&["copy", "oci:l:x", "docker-archive:out.tar"])
-        .fails(1, &[&digest]);
+        .fails(EXIT_INTEGRITY, &[&digest]);
     assert!(!t.path("out.tar").exists());
 }
 

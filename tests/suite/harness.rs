@@ -426,3 +426,9 @@ pub fn layout_blob(layout: &Path, digest: &str) -> Vec<u8> {
     let hex = digest.strip_prefix("sha256:").unwrap();
     std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()
 }
+
+/// Exit codes (README, "Exit codes").
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_NOT_FOUND: i32 = 4;
+pub const EXIT_INTEGRITY: i32 = 5;

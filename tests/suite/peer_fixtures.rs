@@ -236,7 +236,7 @@ fn multiple_images_refs_resolve_and_placeholder_layers_are_refused() {
             &format!("{}:3.17.5", oci(&src)),
             &oci(&t.path("out")),
         ],
-        1,
+        EXIT_INTEGRITY,
         &[layer],
     );
 }
@@ -298,14 +298,14 @@ fn index_only_fixtures() {
         rejected(
             &t,
             &["inspect", &format!("{}:{name}", oci(&lookups))],
-            1,
+            EXIT_NOT_FOUND,
             &[&digest, "missing"],
         );
     }
     rejected(
         &t,
         &["inspect", &format!("{}:nope", oci(&lookups))],
-        1,
+        EXIT_NOT_FOUND,
         &["nope", "a; b; c; d; invalid-mime"],
     );
 
@@ -327,7 +327,7 @@ fn index_only_fixtures() {
         rejected(
             &t,
             &["inspect", &format!("{}:@{i}", oci(&two))],
-            1,
+            EXIT_NOT_FOUND,
             &[digest, "missing"],
         );
     }
@@ -336,7 +336,7 @@ fn index_only_fixtures() {
     rejected(
         &t,
         &["inspect", &format!("{}:v0.1.1", oci(&plain))],
-        1,
+        EXIT_NOT_FOUND,
         &[
             "sha256:84afb6189c4d69f2d040c5f1dc4e0a16fed9b539ce9cfb4ac2526ae4e0576cc0",
             "missing",
@@ -555,10 +555,10 @@ fn hello_world_v25_without_its_layer() {
     rejected(
         &t,
         &["copy", &src, &oci(&t.path("out"))],
-        1,
+        EXIT_NOT_FOUND,
         &["hello-world-v25.tar", layer, "not in the archive"],
     );
-    rejected(&t, &["inspect", &src], 1, &[layer]);
+    rejected(&t, &["inspect", &src], EXIT_NOT_FOUND, &[layer]);
 }
 
 // ---- go-containerregistry: layout/ ------------------------------------
@@ -623,13 +623,13 @@ fn unknown_mediatype_without_blobs_is_a_missing_blob() {
     rejected(
         &t,
         &["copy", &oci(&src), &oci(&t.path("out"))],
-        1,
+        EXIT_NOT_FOUND,
         &[digest, "missing"],
     );
     rejected(
         &t,
         &["copy", &oci(&src), &da(&t.path("out.tar"))],
-        1,
+        EXIT_NOT_FOUND,
         &[digest, "missing"],
     );
 }
