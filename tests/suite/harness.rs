@@ -428,7 +428,5 @@ pub fn layout_blob(layout: &Path, digest: &str) -> Vec<u8> {
 }
 
 /// Exit codes (README, "Exit codes").
-pub const EXIT_FAILED: i32 = 1;
-pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_NOT_FOUND: i32 = 4;
 pub const EXIT_INTEGRITY: i32 = 5;
