@@ -19,6 +19,7 @@ pub mod copy;
 pub mod error;
 pub mod location;
 pub mod progress;
+pub mod registry;
 pub mod store;
 
 pub use error::{Error, ErrorClass, Result};

@@ -1,0 +1,630 @@
+//! One registry host: endpoint discovery (HTTPS, or HTTP where allowed),
+//! authentication, retries with backoff, and a cap on requests in flight.
+//!
+//! Retry policy: connection failures, timeouts, 408, 429 and 5xx are retried
+//! with exponential backoff and jitter, waiting at least what `Retry-After`
+//! says; other failures return at once with the registry's error code and
+//! message. Requests with a streamed body are not retried here (their body
+//! cannot be replayed); the engine retries the whole blob instead.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
+
+use super::auth::{Challenge, Token, parse_challenge, parse_token};
+use super::credentials::{self, Credential};
+use crate::error::{Error, Result};
+
+/// How to reach one registry.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrySettings {
+    /// Explicit credentials (`--src-creds`); else looked up in auth files.
+    pub creds: Option<Credential>,
+    /// `--authfile`.
+    pub authfile: Option<PathBuf>,
+    /// Verify TLS certificates (default true); false also allows plain HTTP.
+    pub tls_verify: Option<bool>,
+    /// A docker `certs.d`-style directory: `*.crt` CAs, `*.cert`/`*.key`
+    /// client certificate.
+    pub cert_dir: Option<PathBuf>,
+    /// Retries of a transient failure (default 3).
+    pub retry_times: Option<u32>,
+    /// Requests in flight to this host.
+    pub max_requests: Option<usize>,
+}
+
+/// The registries of one run, one client per host and settings.
+#[derive(Default)]
+pub struct ClientPool {
+    clients: Mutex<HashMap<String, Arc<RegistryClient>>>,
+}
+
+impl ClientPool {
+    pub fn get(&self, host: &str, settings: &RegistrySettings) -> Result<Arc<RegistryClient>> {
+        let key = format!(
+            "{host}|{:?}|{:?}|{:?}|{:?}",
+            settings.creds, settings.authfile, settings.tls_verify, settings.cert_dir
+        );
+        let mut clients = self.clients.lock().unwrap();
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(RegistryClient::new(host, settings)?);
+        clients.insert(key, c.clone());
+        Ok(c)
+    }
+
+    /// Requests sent to every registry so far.
+    pub fn requests(&self) -> u64 {
+        self.clients
+            .lock()
+            .unwrap()
+            .values()
+            .map(|c| c.requests())
+            .sum()
+    }
+}
+
+struct Endpoint {
+    base: String,
+    challenge: Challenge,
+}
+
+/// A counting semaphore for requests in flight.
+struct Slots {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Slots {
+    fn acquire(&self) -> SlotGuard<'_> {
+        let mut n = self.free.lock().unwrap();
+        while *n == 0 {
+            n = self.cv.wait(n).unwrap();
+        }
+        *n -= 1;
+        SlotGuard(self)
+    }
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap() += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+pub struct RegistryClient {
+    host: String,
+    api_host: String,
+    http: Client,
+    tls_verify: bool,
+    creds: OnceLock<Result<Option<Credential>, String>>,
+    settings: RegistrySettings,
+    endpoint: OnceLock<std::result::Result<Endpoint, String>>,
+    scopes: Mutex<BTreeSet<String>>,
+    tokens: Mutex<HashMap<String, Token>>,
+    slots: Slots,
+    retry_times: u32,
+    requests: AtomicU64,
+}
+
+/// How a request may be repeated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Transient failures are retried.
+    Yes,
+    /// The body is a stream: never repeated here.
+    No,
+}
+
+fn is_loopback(host: &str) -> bool {
+    let h = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+    matches!(h, "localhost" | "127.0.0.1" | "[::1]" | "::1") || h.starts_with("127.")
+}
+
+fn load_cert_dir(
+    mut b: reqwest::blocking::ClientBuilder,
+    dir: &Path,
+) -> Result<reqwest::blocking::ClientBuilder> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(b),
+        Err(e) => return Err(Error::path("read certificate directory", dir, e)),
+    };
+    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    files.sort();
+    let mut cas = Vec::new();
+    for f in &files {
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if name.ends_with(".crt") {
+            let pem = std::fs::read(f).map_err(|e| Error::path("read", f, e))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::Usage(format!("{}: not a PEM certificate: {e}", f.display()))
+            })?;
+            cas.extend(certs);
+        } else if let Some(stem) = name.strip_suffix(".cert") {
+            let key = dir.join(format!("{stem}.key"));
+            let mut pem = std::fs::read(f).map_err(|e| Error::path("read", f, e))?;
+            pem.extend(std::fs::read(&key).map_err(|e| Error::path("read client key", &key, e))?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                Error::Usage(format!(
+                    "{}: not a PEM certificate and key: {e}",
+                    f.display()
+                ))
+            })?;
+            b = b.identity(id);
+        }
+    }
+    if !cas.is_empty() {
+        b = b.tls_certs_merge(cas);
+    }
+    Ok(b)
+}
+
+impl RegistryClient {
+    pub fn new(host: &str, settings: &RegistrySettings) -> Result<RegistryClient> {
+        let tls_verify = settings.tls_verify.unwrap_or(true);
+        let mut b = Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .timeout(None)
+            .pool_max_idle_per_host(32)
+            .user_agent(concat!("imgsync/", env!("CARGO_PKG_VERSION")));
+        if !tls_verify {
+            b = b.tls_danger_accept_invalid_certs(true);
+        }
+        let bare = host.split(':').next().unwrap_or(host);
+        match &settings.cert_dir {
+            Some(d) => b = load_cert_dir(b, d)?,
+            None => {
+                for root in ["/etc/containers/certs.d", "/etc/docker/certs.d"] {
+                    b = load_cert_dir(b, &Path::new(root).join(host))?;
+                    if bare != host {
+                        b = load_cert_dir(b, &Path::new(root).join(bare))?;
+                    }
+                }
+            }
+        }
+        let http = b
+            .build()
+            .map_err(|e| Error::Usage(format!("{host}: cannot set up the HTTP client: {e}")))?;
+        let api_host = if host == "docker.io" {
+            "registry-1.docker.io".to_string()
+        } else {
+            host.to_string()
+        };
+        let max = settings.max_requests.unwrap_or(16).max(1);
+        Ok(RegistryClient {
+            host: host.to_string(),
+            api_host,
+            http,
+            tls_verify,
+            creds: OnceLock::new(),
+            settings: settings.clone(),
+            endpoint: OnceLock::new(),
+            scopes: Mutex::new(BTreeSet::new()),
+            tokens: Mutex::new(HashMap::new()),
+            slots: Slots {
+                free: Mutex::new(max),
+                cv: Condvar::new(),
+            },
+            retry_times: settings.retry_times.unwrap_or(3),
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn retry_times(&self) -> u32 {
+        self.retry_times
+    }
+
+    fn creds(&self) -> Result<Option<Credential>> {
+        self.creds
+            .get_or_init(|| match &self.settings.creds {
+                Some(c) => Ok(Some(c.clone())),
+                None => credentials::lookup(&self.host, self.settings.authfile.as_deref())
+                    .map_err(|e| e.to_string()),
+            })
+            .clone()
+            .map_err(Error::Auth)
+    }
+
+    /// Adds a scope (`repository:team/app:pull,push`) that tokens of this
+    /// client must carry.
+    pub fn add_scope(&self, scope: String) {
+        self.scopes.lock().unwrap().insert(scope);
+    }
+
+    /// The base URL (`https://host`), found once by `GET /v2/`.
+    fn endpoint(&self) -> Result<&Endpoint> {
+        match self
+            .endpoint
+            .get_or_init(|| self.discover().map_err(|e| e.to_string()))
+        {
+            Ok(e) => Ok(e),
+            Err(msg) => Err(Error::Network(msg.clone())),
+        }
+    }
+
+    pub fn base(&self) -> Result<String> {
+        Ok(self.endpoint()?.base.clone())
+    }
+
+    fn discover(&self) -> Result<Endpoint> {
+        let https = format!("https://{}", self.api_host);
+        let first = self.ping(&https);
+        let allow_http = !self.tls_verify || is_loopback(&self.host);
+        let (base, resp) = match first {
+            Ok(r) => (https, r),
+            Err(e) if allow_http => {
+                let http = format!("http://{}", self.api_host);
+                match self.ping(&http) {
+                    Ok(r) => (http, r),
+                    Err(_) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        let challenge = match resp.status() {
+            s if s.is_success() => Challenge::None,
+            StatusCode::UNAUTHORIZED => resp
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_challenge)
+                .map(|c| c.to_challenge())
+                .unwrap_or(Challenge::Basic),
+            s => {
+                return Err(Error::Network(format!(
+                    "{}: GET /v2/ answered {s}; is this a container registry?",
+                    self.host
+                )));
+            }
+        };
+        Ok(Endpoint { base, challenge })
+    }
+
+    fn ping(&self, base: &str) -> Result<Response> {
+        let mut attempt = 0;
+        loop {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            match self.http.get(format!("{base}/v2/")).send() {
+                Ok(r) if is_transient_status(r.status()) && attempt < self.retry_times => {
+                    sleep_backoff(attempt, retry_after(&r));
+                }
+                Ok(r) => return Ok(r),
+                Err(e) if is_tls_error(&e) => {
+                    return Err(Error::Network(format!(
+                        "{}: TLS connection failed: {}; give the registry's CA with --cert-dir, or --tls-verify=false for a registry you trust",
+                        self.host,
+                        error_chain(&e)
+                    )));
+                }
+                Err(e) if e.is_connect() && attempt >= self.retry_times => {
+                    return Err(Error::Network(format!(
+                        "cannot reach registry {}: {}",
+                        self.host,
+                        error_chain(&e)
+                    )));
+                }
+                Err(e)
+                    if attempt >= self.retry_times
+                        || !(e.is_connect() || e.is_timeout() || e.is_request()) =>
+                {
+                    return Err(Error::Network(format!(
+                        "cannot reach registry {}: {}",
+                        self.host,
+                        error_chain(&e)
+                    )));
+                }
+                Err(_) => sleep_backoff(attempt, None),
+            }
+            attempt += 1;
+        }
+    }
+
+    /// The `Authorization` header value for the current scopes, if any.
+    fn authorization(&self, refresh: bool) -> Result<Option<String>> {
+        let endpoint = self.endpoint()?;
+        match &endpoint.challenge {
+            Challenge::None => Ok(None),
+            Challenge::Basic => match self.creds()? {
+                Some(Credential::Basic { username, password }) => Ok(Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{username}:{password}"))
+                ))),
+                Some(Credential::IdentityToken(_)) => Err(Error::Auth(format!(
+                    "{}: the registry wants a user and password, but only an identity token is configured",
+                    self.host
+                ))),
+                None => Ok(None),
+            },
+            Challenge::Bearer { realm, service } => {
+                let scopes: Vec<String> = self.scopes.lock().unwrap().iter().cloned().collect();
+                let key = scopes.join(" ");
+                if !refresh
+                    && let Some(t) = self.tokens.lock().unwrap().get(&key)
+                    && t.expires > Instant::now()
+                {
+                    return Ok(Some(format!("Bearer {}", t.value)));
+                }
+                let token = self.fetch_token(realm, service.as_deref(), &scopes)?;
+                let value = format!("Bearer {}", token.value);
+                self.tokens.lock().unwrap().insert(key, token);
+                Ok(Some(value))
+            }
+        }
+    }
+
+    fn fetch_token(&self, realm: &str, service: Option<&str>, scopes: &[String]) -> Result<Token> {
+        let creds = self.creds()?;
+        let mut attempt = 0;
+        loop {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let req = match &creds {
+                Some(Credential::IdentityToken(refresh)) => {
+                    let mut form: Vec<(&str, String)> = vec![
+                        ("grant_type", "refresh_token".into()),
+                        ("refresh_token", refresh.clone()),
+                        ("client_id", "imgsync".into()),
+                        ("scope", scopes.join(" ")),
+                    ];
+                    if let Some(s) = service {
+                        form.push(("service", s.to_string()));
+                    }
+                    self.http.post(realm).form(&form)
+                }
+                other => {
+                    let mut q: Vec<(&str, &str)> = Vec::new();
+                    if let Some(s) = service {
+                        q.push(("service", s));
+                    }
+                    for s in scopes {
+                        q.push(("scope", s));
+                    }
+                    let mut r = self.http.get(realm).query(&q);
+                    if let Some(Credential::Basic { username, password }) = other {
+                        r = r.basic_auth(username, Some(password));
+                    }
+                    r
+                }
+            };
+            match req.send() {
+                Ok(r) if r.status().is_success() => {
+                    let body = r.bytes().map_err(|e| {
+                        Error::Network(format!("{}: token endpoint: {e}", self.host))
+                    })?;
+                    return parse_token(&body).ok_or_else(|| {
+                        Error::Auth(format!(
+                            "{}: the token endpoint {realm} gave no token",
+                            self.host
+                        ))
+                    });
+                }
+                Ok(r) if is_transient_status(r.status()) && attempt < self.retry_times => {
+                    sleep_backoff(attempt, retry_after(&r));
+                }
+                Ok(r) if matches!(r.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+                    return Err(Error::Auth(format!(
+                        "{}: credentials refused by the token endpoint ({}){}",
+                        self.host,
+                        r.status(),
+                        if creds.is_none() {
+                            "; log in with `imgsync login` or pass credentials"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+                Ok(r) => {
+                    return Err(Error::Auth(format!(
+                        "{}: token endpoint {realm} answered {}",
+                        self.host,
+                        r.status()
+                    )));
+                }
+                Err(e) if attempt < self.retry_times => {
+                    let _ = e;
+                    sleep_backoff(attempt, None);
+                }
+                Err(e) => {
+                    return Err(Error::Network(format!(
+                        "{}: cannot reach token endpoint {realm}: {}",
+                        self.host,
+                        error_chain(&e)
+                    )));
+                }
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Sends a request built by `build` (given the base URL), with
+    /// authentication, retries (unless `retry` is `No`) and the in-flight
+    /// cap. Returns the response whatever its status, except that 401 and
+    /// 403 become authentication errors naming `what`.
+    pub fn send(
+        &self,
+        what: &str,
+        retry: Retry,
+        build: impl Fn(&Client, &str) -> RequestBuilder,
+    ) -> Result<Response> {
+        let base = self.base()?;
+        let _slot = self.slots.acquire();
+        let mut attempt = 0;
+        let mut refreshed = false;
+        loop {
+            let mut req = build(&self.http, &base);
+            if let Some(a) = self.authorization(false)? {
+                req = req.header(AUTHORIZATION, a);
+            }
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let result = req.send();
+            match result {
+                Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
+                    let challenge = r
+                        .headers()
+                        .get(WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_challenge);
+                    if let Some(scope) = challenge.as_ref().and_then(|c| c.params.get("scope")) {
+                        for s in scope.split(' ') {
+                            self.add_scope(s.to_string());
+                        }
+                    }
+                    let bearer = matches!(self.endpoint()?.challenge, Challenge::Bearer { .. });
+                    if bearer && !refreshed && retry == Retry::Yes {
+                        refreshed = true;
+                        self.authorization(true)?;
+                        continue;
+                    }
+                    return Err(self.auth_error(what, r));
+                }
+                Ok(r) if r.status() == StatusCode::FORBIDDEN => {
+                    return Err(self.auth_error(what, r));
+                }
+                Ok(r)
+                    if is_transient_status(r.status())
+                        && retry == Retry::Yes
+                        && attempt < self.retry_times =>
+                {
+                    sleep_backoff(attempt, retry_after(&r));
+                }
+                Ok(r) => return Ok(r),
+                Err(e)
+                    if retry == Retry::Yes && attempt < self.retry_times && !is_tls_error(&e) =>
+                {
+                    sleep_backoff(attempt, None);
+                }
+                Err(e) => {
+                    return Err(Error::Network(format!(
+                        "{what} on {}: {}",
+                        self.host,
+                        error_chain(&e)
+                    )));
+                }
+            }
+            attempt += 1;
+        }
+    }
+
+    fn auth_error(&self, what: &str, r: Response) -> Error {
+        let status = r.status();
+        let body = registry_error(r);
+        let hint = match self.creds() {
+            Ok(Some(_)) => "check the credentials and their permissions",
+            _ => "log in with `imgsync login` or pass credentials",
+        };
+        Error::Auth(format!("{what} on {}: {status}{body}; {hint}", self.host))
+    }
+
+    /// A failure that is not about authentication: names the host, what was
+    /// being done, the status and the registry's error code and message.
+    pub fn failure(&self, what: &str, r: Response) -> Error {
+        let status = r.status();
+        let body = registry_error(r);
+        let msg = format!("{what} on {}: {status}{body}", self.host);
+        match status {
+            StatusCode::NOT_FOUND => Error::NotFound(msg),
+            s if is_transient_status(s) => Error::Network(msg),
+            _ => Error::Format(msg),
+        }
+    }
+}
+
+/// `: CODE message` from a registry's JSON error body, or its first line.
+pub fn registry_error(r: Response) -> String {
+    let text = r.text().unwrap_or_default();
+    #[derive(serde::Deserialize)]
+    struct Errs {
+        errors: Vec<E>,
+    }
+    #[derive(serde::Deserialize)]
+    struct E {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    if let Ok(errs) = serde_json::from_str::<Errs>(&text)
+        && let Some(e) = errs.errors.first()
+    {
+        return format!(
+            " ({}: {})",
+            e.code.as_deref().unwrap_or("UNKNOWN"),
+            e.message.as_deref().unwrap_or("")
+        );
+    }
+    let line = text.lines().next().unwrap_or("").trim();
+    if line.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", &line[..line.len().min(200)])
+    }
+}
+
+pub fn is_transient_status(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+fn is_tls_error(e: &reqwest::Error) -> bool {
+    let chain = error_chain(e).to_ascii_lowercase();
+    chain.contains("certificate")
+        || chain.contains("tls")
+        || chain.contains("unknownissuer")
+        || chain.contains("invalid peer")
+}
+
+/// The error and its sources on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn retry_after(r: &Response) -> Option<Duration> {
+    let v = r.headers().get(RETRY_AFTER)?.to_str().ok()?;
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s.min(120)))
+}
+
+/// Waits before retry `attempt` (0-based): 250 ms doubling, ±25 % jitter,
+/// at least `retry_after`.
+pub fn sleep_backoff(attempt: u32, retry_after: Option<Duration>) {
+    use std::hash::{BuildHasher, Hasher};
+    let base = Duration::from_millis(250) * 2u32.saturating_pow(attempt.min(8));
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(attempt);
+    let jitter = (h.finish() % 500) as f64 / 1000.0 - 0.25;
+    let wait = base.mul_f64(1.0 + jitter);
+    std::thread::sleep(retry_after.map_or(wait, |ra| ra.max(wait)));
+}
