@@ -137,7 +137,9 @@ impl ManifestView {
         })
     }
 
-    /// Is this an image (runnable: image config, layers), not an artifact?
+    /// Is this an image (runnable: image config, image layers), not an
+    /// artifact? Buildkit attestations carry an image config type but
+    /// in-toto layers, so the layers decide too.
     pub fn is_image(&self) -> bool {
         matches!(
             self.kind,
@@ -146,6 +148,10 @@ impl ManifestView {
             .config
             .as_ref()
             .is_some_and(|c| is_image_config(&c.media_type))
+            && self
+                .layers
+                .iter()
+                .all(|l| layer_type(&l.media_type).is_some())
     }
 }
 

@@ -62,6 +62,7 @@ pub fn rewrite_manifest(
     kind: ManifestKind,
     layers: &[(Descriptor, bool)],
     format: Format,
+    subject: Option<&Descriptor>,
 ) -> Result<RawManifest> {
     let mut doc = parse(raw)?;
     let new_kind = format.manifest_kind(false);
@@ -83,6 +84,9 @@ pub fn rewrite_manifest(
             config["mediaType"] = Value::String(new.into());
         }
     }
+    if let (Some(new), Some(slot)) = (subject, doc.get_mut("subject")) {
+        set_descriptor(slot, new);
+    }
     let slots = doc
         .get_mut("layers")
         .and_then(Value::as_array_mut)
@@ -102,6 +106,7 @@ pub fn rewrite_index(
     raw: &[u8],
     children: &[(usize, Descriptor)],
     format: Format,
+    renamed: &std::collections::HashMap<crate::content::Digest, Descriptor>,
 ) -> Result<RawManifest> {
     let mut doc = parse(raw)?;
     let new_kind = format.manifest_kind(true);
@@ -120,6 +125,14 @@ pub fn rewrite_index(
             .cloned()
             .unwrap_or_else(|| Value::Object(Default::default()));
         set_descriptor(&mut slot, desc);
+        // Buildkit attestations name the manifest they describe.
+        if let Some(Value::String(d)) = slot.pointer_mut("/annotations/vnd.docker.reference.digest")
+            && let Some(new) = crate::content::Digest::parse(d)
+                .ok()
+                .and_then(|old| renamed.get(&old))
+        {
+            *d = new.digest.to_string();
+        }
         entries.push(slot);
     }
     doc.insert("manifests".into(), Value::Array(entries));

@@ -146,6 +146,9 @@ enum Node {
         src: Descriptor,
         raw: Vec<u8>,
         kind: ManifestKind,
+        /// A container image (not an artifact): media types may be converted.
+        image: bool,
+        subject: Option<Digest>,
         config: Option<JobId>,
         layers: Vec<JobId>,
     },
@@ -182,15 +185,34 @@ impl<'a> Planner<'a> {
         Ok(bytes)
     }
 
-    fn job(&mut self, job: Job) -> JobId {
+    fn job(&mut self, job: Job) -> Result<JobId> {
         let key = (job.src.digest.clone(), job.transcode);
-        if let Some(id) = self.by_key.get(&key) {
-            return *id;
+        if let Some(&id) = self.by_key.get(&key) {
+            // The same blob described again: every description must agree.
+            let first = &self.jobs[id];
+            if first.src.size != job.src.size {
+                return Err(Error::Integrity(format!(
+                    "{}: descriptor says {} bytes, but {} says {}",
+                    job.what, job.src.size, first.what, first.src.size
+                )));
+            }
+            if let (Some(a), Some(b)) = (&first.diff_id, &job.diff_id)
+                && a != b
+            {
+                return Err(Error::Integrity(format!(
+                    "{}: its config gives DiffID {b}, but {} gives {a}",
+                    job.what, first.what
+                )));
+            }
+            if first.diff_id.is_none() && job.diff_id.is_some() {
+                self.jobs[id].diff_id = job.diff_id;
+            }
+            return Ok(id);
         }
         let id = self.jobs.len();
         self.jobs.push(job);
         self.by_key.insert(key, id);
-        id
+        Ok(id)
     }
 
     fn plan_image(&mut self, image: &SourceImage) -> Result<Node> {
@@ -239,7 +261,12 @@ impl<'a> Planner<'a> {
         let mut children = Vec::new();
         let mut filtered = false;
         for (i, child) in view.manifests.iter().enumerate() {
-            let is_manifest = is_manifest_media_type(&child.media_type);
+            // An entry without a media type is a manifest if its bytes
+            // read as one (media types were optional before OCI 1.0.2).
+            let is_manifest = is_manifest_media_type(&child.media_type)
+                || (child.media_type.is_empty()
+                    && child.size <= MAX_MANIFEST_BYTES
+                    && ManifestView::parse(&self.fetch(child, label)?, None).is_ok());
             if !platforms.is_empty() {
                 let keep = match &child.platform {
                     Some(p) => !p.is_unknown() && platforms.iter().any(|w| p.matches(w)),
@@ -264,7 +291,7 @@ impl<'a> Planner<'a> {
                     inline: None,
                     foreign: false,
                     what: format!("{label}: index entry {}", child.digest),
-                });
+                })?;
                 children.push((i, Node::Blob { job }));
                 continue;
             }
@@ -334,6 +361,22 @@ impl<'a> Planner<'a> {
                             let cfg = ConfigView::parse(&bytes).map_err(|e| {
                                 Error::Format(format!("{label}: config {}: {e}", c.digest))
                             })?;
+                            let wanted = &self.opts.platforms;
+                            if root
+                                && !wanted.is_empty()
+                                && !cfg.platform.os.is_empty()
+                                && !wanted.iter().any(|w| cfg.platform.matches(w))
+                            {
+                                return Err(Error::NotFound(format!(
+                                    "{label}: the image is for {}, not {}",
+                                    cfg.platform,
+                                    wanted
+                                        .iter()
+                                        .map(|p| p.to_string())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )));
+                            }
                             diff_ids = Some(cfg.diff_ids);
                         }
                         Some(Arc::new(bytes))
@@ -348,7 +391,7 @@ impl<'a> Planner<'a> {
                     inline,
                     foreign: false,
                     what: format!("{label}: config {}", c.digest),
-                }))
+                })?)
             }
             None => None,
         };
@@ -374,7 +417,12 @@ impl<'a> Planner<'a> {
             let diff_id = diff_ids.as_ref().map(|ids| ids[i].clone());
             let current = lt.map(|t| t.compression);
             let wanted = match (current, lt.is_some_and(|t| t.foreign)) {
-                (_, true) => None,
+                // Foreign layers keep their bytes, unless the sink needs
+                // plain tars.
+                (Some(c), true) => {
+                    (caps.wants_uncompressed && c != Compression::None).then_some(Compression::None)
+                }
+                (None, true) => None,
                 (Some(c), false) => {
                     let target = self.opts.compress.or(if caps.wants_uncompressed {
                         Some(Compression::None)
@@ -412,12 +460,14 @@ impl<'a> Planner<'a> {
                 inline: None,
                 foreign: lt.is_some_and(|t| t.foreign),
                 what: format!("{label}: layer {} ({})", i + 1, layer.digest),
-            }));
+            })?);
         }
         Ok(Node::Manifest {
             src,
             raw,
             kind: view.kind,
+            image: view.is_image(),
+            subject: view.subject.as_ref().map(|d| d.digest.clone()),
             config,
             layers,
         })
@@ -492,9 +542,14 @@ pub fn copy_images(
         format: opts.format,
         progress,
         conversions: Vec::new(),
+        renamed: HashMap::new(),
     };
     for (plan, node) in plans.iter().zip(nodes) {
         let Some(node) = node else { continue };
+        if opts.keep_going && !emitter.complete(&node) {
+            // Its failed blobs are reported already.
+            continue;
+        }
         let out = match emitter.emit(&node, &plan.image.label()) {
             Ok(d) => d,
             Err(e) if opts.keep_going => {
@@ -601,7 +656,15 @@ fn move_blob(
         Some(bytes) => Box::new(io::Cursor::new(bytes.as_ref().clone())),
         None => match source.open_blob(&job.src) {
             Ok(r) => r,
-            Err(Error::NotFound(_)) if job.foreign => return Ok((same, BlobOutcome::Absent)),
+            Err(Error::NotFound(_)) if job.foreign && !sink.caps().needs_layer_bytes => {
+                return Ok((same, BlobOutcome::Absent));
+            }
+            Err(Error::NotFound(m)) if job.foreign => {
+                return Err(Error::NotFound(format!(
+                    "{m}: it is a foreign layer the source does not carry, and {} needs its bytes",
+                    sink.describe()
+                )));
+            }
             Err(e) => return Err(e),
         },
     };
@@ -722,9 +785,24 @@ struct Emitter<'a> {
     format: Option<Format>,
     progress: &'a dyn Progress,
     conversions: Vec<Conversion>,
+    /// Manifests this run rewrote: old digest → new descriptor, so that
+    /// references to them (subjects, attestation annotations) follow.
+    renamed: HashMap<Digest, Descriptor>,
 }
 
 impl Emitter<'_> {
+    /// Did every blob of this image arrive?
+    fn complete(&self, node: &Node) -> bool {
+        match node {
+            Node::Blob { job } => self.outputs[*job].is_some(),
+            Node::Manifest { config, layers, .. } => config
+                .iter()
+                .chain(layers)
+                .all(|id| self.outputs[*id].is_some()),
+            Node::Index { children, .. } => children.iter().all(|(_, c)| self.complete(c)),
+        }
+    }
+
     fn output(&self, id: JobId) -> Result<&JobOutput> {
         self.outputs[id].as_ref().ok_or_else(|| {
             Error::Integrity(format!(
@@ -741,22 +819,29 @@ impl Emitter<'_> {
                 src,
                 raw,
                 kind,
+                image,
+                subject,
                 config,
                 layers,
             } => {
                 let _ = config.map(|c| self.output(c)).transpose()?;
-                let format = self
-                    .format
-                    .or(Format::of(*kind))
-                    .expect("schema1 is refused when planning");
+                let own = Format::of(*kind).expect("schema1 is refused when planning");
+                // Artifacts keep their media types: only images convert.
+                let format = if *image {
+                    self.format.unwrap_or(own)
+                } else {
+                    own
+                };
                 let mut new_layers = Vec::new();
-                let mut changed = Format::of(*kind) != Some(format);
+                let mut changed = own != format;
+                let new_subject = subject.as_ref().and_then(|d| self.renamed.get(d)).cloned();
+                changed |= new_subject.is_some();
                 for &id in layers {
                     let out = self.output(id)?;
                     let mut desc = out.desc.clone();
                     let transcoded = desc.digest != self.jobs[id].src.digest;
                     changed |= transcoded;
-                    if self.format.is_some() && media_type::layer_type(&desc.media_type).is_some() {
+                    if format != own && media_type::layer_type(&desc.media_type).is_some() {
                         let mt = convert::layer_media_type_for(&desc, format)?;
                         changed |= mt != desc.media_type;
                         desc.media_type = mt;
@@ -771,14 +856,21 @@ impl Emitter<'_> {
                     })?;
                     return Ok(src.clone());
                 }
-                let m = convert::rewrite_manifest(raw, *kind, &new_layers, format)
-                    .map_err(|e| Error::Format(format!("{label}: {e}")))?;
+                let m = convert::rewrite_manifest(
+                    raw,
+                    *kind,
+                    &new_layers,
+                    format,
+                    new_subject.as_ref(),
+                )
+                .map_err(|e| Error::Format(format!("{label}: {e}")))?;
                 self.sink.put_manifest(&m)?;
                 self.note(label, "manifest", &src.digest, &m.digest, format, *kind);
                 let mut desc = src.clone();
                 desc.media_type = m.media_type.clone();
                 desc.digest = m.digest.clone();
                 desc.size = m.bytes.len() as u64;
+                self.renamed.insert(src.digest.clone(), desc.clone());
                 Ok(desc)
             }
             Node::Index {
@@ -811,7 +903,7 @@ impl Emitter<'_> {
                     })?;
                     return Ok(src.clone());
                 }
-                let m = convert::rewrite_index(raw, &out, format)
+                let m = convert::rewrite_index(raw, &out, format, &self.renamed)
                     .map_err(|e| Error::Format(format!("{label}: {e}")))?;
                 self.sink.put_manifest(&m)?;
                 let why = if *filtered {
@@ -831,6 +923,7 @@ impl Emitter<'_> {
                 desc.media_type = m.media_type.clone();
                 desc.digest = m.digest.clone();
                 desc.size = m.bytes.len() as u64;
+                self.renamed.insert(src.digest.clone(), desc.clone());
                 Ok(desc)
             }
         }

@@ -100,6 +100,9 @@ pub struct SinkCaps {
     pub accepts_zstd: bool,
     /// Only container images, no artifacts (docker archives).
     pub images_only: bool,
+    /// Every layer's bytes must be stored, foreign layers too (docker
+    /// archives: `docker load` reads them).
+    pub needs_layer_bytes: bool,
 }
 
 pub trait ImageSink: Send + Sync {

@@ -19,6 +19,7 @@ impl ImageSink for NullSink {
             single_platform: false,
             accepts_zstd: true,
             images_only: false,
+            needs_layer_bytes: false,
         }
     }
     fn has_blob(&self, _desc: &Descriptor) -> Result<bool> {

@@ -224,12 +224,14 @@ impl ImageSink for ArchiveSink {
                 single_platform: false,
                 accepts_zstd: true,
                 images_only: self.flavor == Flavor::Docker,
+                needs_layer_bytes: self.flavor == Flavor::Docker,
             },
             Flavor::DockerLegacy => SinkCaps {
                 wants_uncompressed: true,
                 single_platform: true,
                 accepts_zstd: false,
                 images_only: true,
+                needs_layer_bytes: true,
             },
         }
     }

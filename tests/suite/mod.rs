@@ -3,3 +3,4 @@ mod copy_local;
 mod harness;
 mod interop;
 mod peer_fixtures;
+mod regressions;

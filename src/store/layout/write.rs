@@ -4,22 +4,26 @@
 //! and renamed into `blobs/<alg>/` once complete; the engine has verified
 //! their bytes by then. Nothing is named until commit: `index.json` is then
 //! re-read, merged and replaced atomically while the layout directory is
-//! locked, so concurrent writers into one layout lose no entry. A failed run
-//! removes the blobs it added (and the layout, if it created it).
+//! locked, so concurrent writers into one layout lose no entry.
+//!
+//! A blob in `blobs/` is never removed once renamed there: another run may
+//! already rely on it, and a verified blob is harmless. A failed or
+//! interrupted run removes its temporary directory, and the layout it
+//! started only if nobody else has written into it.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
 use super::{INDEX_FILE, OCI_LAYOUT_FILE, blob_path};
 use crate::content::descriptor::{ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
 use crate::content::media_type::OCI_INDEX;
-use crate::content::{Descriptor, RawManifest, Reference};
+use crate::content::{Descriptor, MAX_MANIFEST_BYTES, RawManifest, Reference};
 use crate::error::{Error, Result};
-use crate::store::spool::{register_cleanup, unregister_cleanup};
+use crate::store::spool::{register_hook, unregister_hook};
 use crate::store::{ImageName, ImageSink, SinkCaps};
 
 pub const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -27,11 +31,67 @@ pub const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 pub struct LayoutSink {
     root: PathBuf,
     label: String,
+    tmp: PathBuf,
+    undo: Arc<Undo>,
+    hook: usize,
+    /// Every blob the images of this run need, written or found present.
+    relied: Mutex<Vec<Descriptor>>,
+    images: Mutex<Vec<(Descriptor, Vec<ImageName>)>>,
+}
+
+/// What a failed run takes back.
+struct Undo {
+    root: PathBuf,
+    tmp: PathBuf,
     created_root: bool,
     wrote_layout_file: Mutex<bool>,
-    tmp: PathBuf,
     added: Mutex<Vec<PathBuf>>,
-    images: Mutex<Vec<(Descriptor, Vec<ImageName>)>>,
+}
+
+impl Undo {
+    fn run(&self) {
+        let _ = fs::remove_dir_all(&self.tmp);
+        if !*self
+            .wrote_layout_file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            return;
+        }
+        let Ok(dir) = File::open(&self.root) else {
+            return;
+        };
+        if dir.lock().is_err() {
+            return;
+        }
+        // The layout this run started goes, unless another run has committed
+        // into it or is writing into it now.
+        let added = self.added.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let others_writing = fs::read_dir(&self.root)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".imgsync-tmp-"))
+            })
+            .unwrap_or(true);
+        let foreign_blobs = fs::read_dir(self.root.join("blobs/sha256"))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .any(|e| !added.contains(&e.path()))
+            })
+            .unwrap_or(false);
+        if !self.root.join(INDEX_FILE).exists() && !others_writing && !foreign_blobs {
+            for p in &added {
+                let _ = fs::remove_file(p);
+            }
+            let _ = fs::remove_file(self.root.join(OCI_LAYOUT_FILE));
+            let _ = fs::remove_dir(self.root.join("blobs/sha256"));
+            let _ = fs::remove_dir(self.root.join("blobs"));
+            if self.created_root {
+                let _ = fs::remove_dir(&self.root);
+            }
+        }
+        let _ = dir.unlock();
+    }
 }
 
 impl LayoutSink {
@@ -79,24 +139,29 @@ impl LayoutSink {
             .tempdir_in(root)
             .map_err(|e| Error::path("write into", root, e))?
             .keep();
-        register_cleanup(&tmp);
-        if created_root {
-            register_cleanup(root);
-        }
+        let undo = Arc::new(Undo {
+            root: root.to_path_buf(),
+            tmp: tmp.clone(),
+            created_root,
+            wrote_layout_file: Mutex::new(false),
+            added: Mutex::new(Vec::new()),
+        });
+        let hook_undo = undo.clone();
+        let hook = register_hook(Arc::new(move || hook_undo.run()));
         let sink = LayoutSink {
             root: root.to_path_buf(),
             label,
-            created_root,
-            wrote_layout_file: Mutex::new(false),
             tmp,
-            added: Mutex::new(Vec::new()),
+            undo,
+            hook,
+            relied: Mutex::new(Vec::new()),
             images: Mutex::new(Vec::new()),
         };
         // Claim the directory as a layout at once, so that concurrent
         // writers creating the same new layout recognise it.
         if !root.join(OCI_LAYOUT_FILE).exists() {
             sink.write_atomic(OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT)?;
-            *sink.wrote_layout_file.lock().unwrap() = true;
+            *sink.undo.wrote_layout_file.lock().unwrap() = true;
         }
         Ok(sink)
     }
@@ -109,8 +174,9 @@ impl LayoutSink {
         file.persist(&dest)
             .map_err(|e| Error::path("write blob", &dest, e.error))?;
         if !existed {
-            self.added.lock().unwrap().push(dest);
+            self.undo.added.lock().unwrap().push(dest);
         }
+        self.relied.lock().unwrap().push(desc.clone());
         Ok(())
     }
 
@@ -166,11 +232,8 @@ pub fn merge_index_entries(
 ) -> Vec<Value> {
     for (root, names) in images {
         let digest = root.digest.as_str();
-        entries.retain(|e| {
-            !(e["digest"] == digest
-                && e.get("annotations")
-                    .is_none_or(|a| a.get(ANNOTATION_REF_NAME).is_none()))
-        });
+        // An unnamed entry for the same digest gives way to the new one.
+        entries.retain(|e| e["digest"] != digest || is_named(e));
         if names.is_empty() {
             entries.push(entry(root, None, None));
             continue;
@@ -179,19 +242,52 @@ pub fn merge_index_entries(
             match name {
                 ImageName::Reference(r) => {
                     entries.retain(|e| !same_full_name(e, r));
+                    if let Some(tag) = &r.tag {
+                        strip_ref_name(&mut entries, tag);
+                    }
                     entries.push(entry(root, r.tag.as_deref(), Some(&r.to_string())));
                 }
                 ImageName::RefName(s) => {
-                    entries.retain(|e| {
-                        !(e["annotations"][ANNOTATION_REF_NAME] == s.as_str()
-                            && e["annotations"].get(ANNOTATION_CONTAINERD_NAME).is_none())
-                    });
+                    strip_ref_name(&mut entries, s);
                     entries.push(entry(root, Some(s), None));
                 }
             }
         }
     }
+    // Entries left without any name are dropped when another entry already
+    // lists their digest.
+    let named: std::collections::HashSet<String> = entries
+        .iter()
+        .filter(|e| is_named(e))
+        .filter_map(|e| e["digest"].as_str().map(str::to_string))
+        .collect();
+    entries.retain(|e| is_named(e) || !e["digest"].as_str().is_some_and(|d| named.contains(d)));
     entries
+}
+
+fn is_named(e: &Value) -> bool {
+    e["annotations"].get(ANNOTATION_REF_NAME).is_some()
+        || e["annotations"].get(ANNOTATION_CONTAINERD_NAME).is_some()
+}
+
+/// A ref name names one entry: writing it takes it from any other entry
+/// (as skopeo does), which keeps its other annotations; an entry left with
+/// no name at all is dropped.
+fn strip_ref_name(entries: &mut Vec<Value>, name: &str) {
+    entries.retain_mut(|e| {
+        if e["annotations"][ANNOTATION_REF_NAME] != name {
+            return true;
+        }
+        if let Some(a) = e.get_mut("annotations").and_then(Value::as_object_mut) {
+            a.remove(ANNOTATION_REF_NAME);
+            if a.is_empty() {
+                e.as_object_mut()
+                    .expect("entries are objects")
+                    .remove("annotations");
+            }
+        }
+        is_named(e)
+    });
 }
 
 fn same_full_name(e: &Value, r: &Reference) -> bool {
@@ -223,12 +319,27 @@ impl ImageSink for LayoutSink {
             single_platform: false,
             accepts_zstd: true,
             images_only: false,
+            needs_layer_bytes: false,
         }
     }
 
     fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
-        Ok(fs::metadata(self.root.join(blob_path(&desc.digest)))
-            .is_ok_and(|m| m.is_file() && m.len() == desc.size))
+        let path = self.root.join(blob_path(&desc.digest));
+        let present = fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == desc.size);
+        // Small blobs (manifests, configs) are cheap to check whole; large
+        // ones are trusted by size, as every layout writer does.
+        let present = present
+            && (desc.size > MAX_MANIFEST_BYTES
+                || fs::read(&path).is_ok_and(|b| {
+                    desc.digest.hasher().is_ok_and(|mut h| {
+                        h.update(&b);
+                        h.finish() == desc.digest
+                    })
+                }));
+        if present {
+            self.relied.lock().unwrap().push(desc.clone());
+        }
+        Ok(present)
     }
 
     fn put_blob(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()> {
@@ -277,8 +388,19 @@ impl ImageSink for LayoutSink {
         let dir = File::open(&self.root).map_err(|e| Error::path("open", &self.root, e))?;
         dir.lock().map_err(|e| Error::path("lock", &self.root, e))?;
         let result = (|| {
+            if !self.root.join(OCI_LAYOUT_FILE).exists() {
+                self.write_atomic(OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT)?;
+            }
             fs::create_dir_all(self.root.join("blobs/sha256"))
                 .map_err(|e| Error::path("create directory", &self.root, e))?;
+            for d in self.relied.lock().unwrap().iter() {
+                if !self.root.join(blob_path(&d.digest)).exists() {
+                    return Err(Error::NotFound(format!(
+                        "{}: blob {} disappeared from the layout while copying; run the copy again",
+                        self.label, d.digest
+                    )));
+                }
+            }
             let existing = match fs::read(self.root.join(INDEX_FILE)) {
                 Ok(b) => Some(b),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -288,29 +410,13 @@ impl ImageSink for LayoutSink {
             self.write_atomic(INDEX_FILE, &merged)
         })();
         let _ = dir.unlock();
-        result?;
+        unregister_hook(self.hook);
         let _ = fs::remove_dir_all(&self.tmp);
-        unregister_cleanup(&self.tmp);
-        unregister_cleanup(&self.root);
-        Ok(())
+        result
     }
 
     fn abort(&self) {
-        let _ = fs::remove_dir_all(&self.tmp);
-        unregister_cleanup(&self.tmp);
-        unregister_cleanup(&self.root);
-        for p in self.added.lock().unwrap().drain(..) {
-            let _ = fs::remove_file(p);
-        }
-        // Undo the layout this run started, unless another writer has
-        // committed into it meanwhile.
-        if *self.wrote_layout_file.lock().unwrap() && !self.root.join(INDEX_FILE).exists() {
-            let _ = fs::remove_file(self.root.join(OCI_LAYOUT_FILE));
-            let _ = fs::remove_dir(self.root.join("blobs/sha256"));
-            let _ = fs::remove_dir(self.root.join("blobs"));
-            if self.created_root {
-                let _ = fs::remove_dir(&self.root);
-            }
-        }
+        unregister_hook(self.hook);
+        self.undo.run();
     }
 }
