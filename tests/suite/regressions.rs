@@ -92,7 +92,7 @@ fn failed_copy_does_not_remove_blobs_another_copy_committed() {
 fn blob_shared_by_two_images_is_checked_against_each_descriptor() {
     let t = TestDir::new();
     let shared = layer_tar("shared.txt", b"shared\n");
-    let m1 = image_layout(&t.path("l"), "ok", &[shared.clone()]);
+    let m1 = image_layout(&t.path("l"), "ok", std::slice::from_ref(&shared));
     // A second image lists the same layer with a wrong size.
     let cfg = config_for(&[&shared]);
     let cfg_d = put_blob(
