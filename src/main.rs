@@ -12,15 +12,18 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use imgsync::Error;
 use imgsync::commands::{self, DockerFormat};
 use imgsync::content::Platform;
+use imgsync::content::Reference;
 use imgsync::content::media_type::Compression;
 use imgsync::copy::{CopyOptions, Format, default_jobs};
 use imgsync::location::Location;
+use imgsync::registry::{ClientPool, Credential, RegistrySettings};
 
 const AFTER_HELP: &str = "Locations:
   docker-archive:PATH[:REF|:@N]   a `docker save` tar (PATH `-` = stdin/stdout)
   oci:DIR[:NAME]                  an OCI image layout directory
   oci-archive:PATH[:NAME]         a tar of an OCI image layout
-  docker://REF, REF               a registry (not supported yet)";
+  docker://REF, REF               a registry repository (host/repo:tag, host/repo@digest;
+                                  busybox = docker.io/library/busybox:latest)";
 
 #[derive(Parser)]
 #[command(name = "imgsync", version, about = "Move container images between docker archives, OCI layouts and registries", after_help = AFTER_HELP)]
@@ -46,7 +49,18 @@ enum Command {
   imgsync inspect --raw oci:layout:app | jq .
   imgsync inspect --json oci-archive:all.oci.tar")]
     Inspect(InspectCmd),
-    /// Re-hash every manifest, config and layer; exit 1 on any mismatch.
+    /// List the tags of a registry repository.
+    #[command(after_help = "Examples:
+  imgsync tags localhost:5000/team/app
+  imgsync tags --json registry.example/app")]
+    Tags(TagsCmd),
+    /// Check credentials against a registry and store them where docker does.
+    #[command(after_help = "Examples:
+  echo \"$PASSWORD\" | imgsync login localhost:5000 -u ci --password-stdin")]
+    Login(LoginCmd),
+    /// Remove stored credentials for a registry.
+    Logout(LogoutCmd),
+    /// Re-hash every manifest, config and layer; exit non-zero on any mismatch.
     #[command(after_help = "Examples:
   imgsync verify oci:layout
   imgsync verify docker-archive:app.tar")]
@@ -68,6 +82,53 @@ struct Common {
     /// Blobs moved at once.
     #[arg(long, value_name = "N", default_value_t = default_jobs())]
     jobs: usize,
+}
+
+/// Settings for one registry (`--creds`, `--tls-verify`, ...).
+#[derive(Args, Clone, Default)]
+struct RegistryArgs {
+    /// Credentials as USER:PASSWORD (else from the auth files).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    creds: Option<String>,
+    /// Verify the registry's TLS certificate (false also allows plain HTTP).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    tls_verify: Option<bool>,
+    /// Directory with the registry's CA (*.crt) and client certificate
+    /// (*.cert, *.key), as docker's certs.d.
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+    #[command(flatten)]
+    shared: SharedRegistryArgs,
+}
+
+/// Registry settings shared by both sides of a copy.
+#[derive(Args, Clone, Default)]
+struct SharedRegistryArgs {
+    /// Credentials file (docker config.json format) [default:
+    /// $REGISTRY_AUTH_FILE, then $DOCKER_CONFIG/config.json or
+    /// ~/.docker/config.json].
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
+    /// Retries of a request after a transient failure.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    retry_times: u32,
+}
+
+fn settings(
+    creds: &Option<String>,
+    tls_verify: Option<bool>,
+    cert_dir: &Option<PathBuf>,
+    shared: &SharedRegistryArgs,
+    jobs: usize,
+) -> Result<RegistrySettings, Error> {
+    Ok(RegistrySettings {
+        creds: creds.as_deref().map(Credential::parse).transpose()?,
+        authfile: shared.authfile.clone(),
+        tls_verify,
+        cert_dir: cert_dir.clone(),
+        retry_times: Some(shared.retry_times),
+        max_requests: Some(jobs.max(1) * 2),
+    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -113,8 +174,67 @@ struct CopyCmd {
     /// Shape of a docker-archive destination.
     #[arg(long, value_enum, default_value = "oci")]
     docker_format: DockerFormatArg,
+    /// Credentials for the source registry, as USER:PASSWORD.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    src_creds: Option<String>,
+    /// Credentials for the destination registry, as USER:PASSWORD.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    dest_creds: Option<String>,
+    /// Verify the source registry's TLS certificate (false also allows HTTP).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    src_tls_verify: Option<bool>,
+    /// Verify the destination registry's TLS certificate.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    dest_tls_verify: Option<bool>,
+    /// CA and client certificates for the source registry (certs.d style).
+    #[arg(long, value_name = "DIR")]
+    src_cert_dir: Option<PathBuf>,
+    /// CA and client certificates for the destination registry.
+    #[arg(long, value_name = "DIR")]
+    dest_cert_dir: Option<PathBuf>,
+    #[command(flatten)]
+    registry: SharedRegistryArgs,
     #[command(flatten)]
     common: Common,
+}
+
+#[derive(Args)]
+struct TagsCmd {
+    /// A registry repository (host/repo), without a tag.
+    repository: String,
+    /// Print a JSON list.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Args)]
+struct LoginCmd {
+    /// Registry host (host[:port]).
+    registry: String,
+    #[arg(short, long)]
+    username: String,
+    /// Password (prefer --password-stdin: arguments are visible to others).
+    #[arg(short, long, conflicts_with = "password_stdin")]
+    password: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long)]
+    password_stdin: bool,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    tls_verify: Option<bool>,
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+    #[command(flatten)]
+    shared: SharedRegistryArgs,
+}
+
+#[derive(Args)]
+struct LogoutCmd {
+    /// Registry host (host[:port]).
+    registry: String,
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -131,6 +251,8 @@ struct InspectCmd {
     json: bool,
     #[arg(long, value_name = "DIR", env = "IMGSYNC_TMPDIR")]
     tmpdir: Option<PathBuf>,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 #[derive(Args)]
@@ -138,6 +260,8 @@ struct VerifyCmd {
     location: String,
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 fn options(common: &Common) -> CopyOptions {
@@ -150,6 +274,7 @@ fn options(common: &Common) -> CopyOptions {
 
 fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
+        c @ (Command::Tags(_) | Command::Login(_) | Command::Logout(_)) => run_registry_commands(c),
         Command::Copy(c) => {
             let started = Instant::now();
             let mut opts = options(&c.common);
@@ -168,9 +293,25 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 CompressArg::None => Compression::None,
             });
             opts.compress_level = c.dest_compress_level;
+            opts.retry_times = c.registry.retry_times;
+            let jobs = opts.jobs;
             let args = commands::copy::CopyArgs {
                 source: Location::parse(&c.source)?,
                 dest: Location::parse(&c.dest)?,
+                src_registry: settings(
+                    &c.src_creds,
+                    c.src_tls_verify,
+                    &c.src_cert_dir,
+                    &c.registry,
+                    jobs,
+                )?,
+                dest_registry: settings(
+                    &c.dest_creds,
+                    c.dest_tls_verify,
+                    &c.dest_cert_dir,
+                    &c.registry,
+                    jobs,
+                )?,
                 options: opts,
                 docker_format: match c.docker_format {
                     DockerFormatArg::Oci => DockerFormat::Oci,
@@ -192,12 +333,26 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Inspect(c) => {
             let loc = Location::parse(&c.location)?;
             let tmpdir = c.tmpdir.unwrap_or_else(std::env::temp_dir);
+            let r = &c.registry;
+            let registry = settings(
+                &r.creds,
+                r.tls_verify,
+                &r.cert_dir,
+                &r.shared,
+                default_jobs(),
+            )?;
+            let pool = ClientPool::default();
+            let ctx = commands::Context {
+                tmpdir: &tmpdir,
+                pool: &pool,
+                registry: &registry,
+            };
             if c.raw || c.config {
-                let bytes = commands::inspect::raw(&loc, &tmpdir, c.config)?;
+                let bytes = commands::inspect::raw(&loc, &ctx, c.config)?;
                 output::write_stdout(&bytes);
                 return Ok(ExitCode::SUCCESS);
             }
-            let infos = commands::inspect::run(&loc, &tmpdir)?;
+            let infos = commands::inspect::run(&loc, &ctx)?;
             output::inspect(&infos, c.json);
             Ok(ExitCode::SUCCESS)
         }
@@ -205,7 +360,15 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             let started = Instant::now();
             let loc = Location::parse(&c.location)?;
             let progress = output::Reporter::new(c.common.quiet, "verified");
-            let report = commands::verify::run(&loc, &options(&c.common), &progress)?;
+            let r = &c.registry;
+            let registry = settings(
+                &r.creds,
+                r.tls_verify,
+                &r.cert_dir,
+                &r.shared,
+                c.common.jobs,
+            )?;
+            let report = commands::verify::run(&loc, &options(&c.common), &registry, &progress)?;
             progress.finish();
             Ok(output::verify_summary(
                 &loc,
@@ -215,6 +378,75 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 c.common.json,
             ))
         }
+    }
+}
+
+fn registry_ref(s: &str) -> Result<Reference, Error> {
+    match Location::parse(s)? {
+        Location::Registry(r) => Ok(r),
+        other => Err(Error::Usage(format!(
+            "{}: not a registry repository",
+            other.label()
+        ))),
+    }
+}
+
+fn run_registry_commands(cli: Command) -> Result<ExitCode, Error> {
+    match cli {
+        Command::Tags(c) => {
+            let repo = registry_ref(&c.repository)?;
+            let r = &c.registry;
+            let s = settings(
+                &r.creds,
+                r.tls_verify,
+                &r.cert_dir,
+                &r.shared,
+                default_jobs(),
+            )?;
+            let tags = commands::tags::run(&repo, &s)?;
+            if c.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&tags).expect("JSON values serialise")
+                );
+            } else {
+                let mut out = String::new();
+                for t in tags {
+                    out.push_str(&t);
+                    out.push('\n');
+                }
+                output::write_stdout(out.as_bytes());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Login(c) => {
+            let password = match (c.password, c.password_stdin) {
+                (Some(p), _) => p,
+                (None, true) => {
+                    let mut p = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut p)
+                        .map_err(|e| Error::io("read the password from standard input", e))?;
+                    p.trim_end_matches(['\n', '\r']).to_string()
+                }
+                (None, false) => {
+                    return Err(Error::Usage("give --password-stdin (or --password)".into()));
+                }
+            };
+            let cred = Credential::Basic {
+                username: c.username,
+                password,
+            };
+            let s = settings(&None, c.tls_verify, &c.cert_dir, &c.shared, default_jobs())?;
+            let file = commands::login::login(&c.registry, cred, &s)?;
+            eprintln!("Login succeeded; credentials stored in {}", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logout(c) => {
+            commands::login::logout(&c.registry, c.authfile.as_deref())?;
+            eprintln!("Removed credentials for {}", c.registry);
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => unreachable!("only registry commands come here"),
     }
 }
 

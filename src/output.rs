@@ -103,8 +103,11 @@ pub fn copy_summary(report: &CopyReport, elapsed: Duration, quiet: bool, json: b
     if json {
         let v = serde_json::json!({
             "images": report.images,
+            "images_up_to_date": report.images_up_to_date,
             "blobs_copied": report.blobs_copied,
             "blobs_skipped": report.blobs_skipped,
+            "blobs_mounted": report.blobs_mounted,
+            "requests": report.requests,
             "bytes_copied": report.bytes_copied,
             "conversions": report.conversions,
             "seconds": elapsed.as_secs_f64(),
@@ -115,14 +118,21 @@ pub fn copy_summary(report: &CopyReport, elapsed: Duration, quiet: bool, json: b
         );
     }
     if !quiet {
-        eprintln!(
-            "{} image(s): {} blob(s) copied ({}), {} skipped, in {:.2}s",
+        let mut line = format!(
+            "{} image(s) ({} up to date): {} blob(s) copied ({}), {} skipped",
             report.images.len(),
+            report.images_up_to_date,
             report.blobs_copied,
             mib(report.bytes_copied),
             report.blobs_skipped,
-            elapsed.as_secs_f64()
         );
+        if report.blobs_mounted > 0 {
+            line.push_str(&format!(", {} mounted", report.blobs_mounted));
+        }
+        if report.requests > 0 {
+            line.push_str(&format!(", {} registry requests", report.requests));
+        }
+        eprintln!("{line}, in {:.2}s", elapsed.as_secs_f64());
     }
 }
 

@@ -10,6 +10,9 @@ pub enum BlobOutcome {
     Copied,
     /// The destination already had it, or this run already moved it.
     Skipped,
+    /// Made available at the destination from another repository of the
+    /// same registry, without moving bytes.
+    Mounted,
     /// Foreign layer whose bytes the source does not have; descriptor kept.
     Absent,
 }

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::open_source;
+use super::{Context, open_source};
 use crate::content::config::ConfigView;
 use crate::content::media_type::is_image_config;
 use crate::content::{Descriptor, Digest, ManifestView, Platform};
@@ -56,8 +56,8 @@ fn verified(source: &dyn ImageSource, desc: &Descriptor) -> Result<Vec<u8>> {
 
 /// Exact bytes of the selected image's root manifest (`--raw`), or of its
 /// config (`--config`).
-pub fn raw(loc: &Location, tmpdir: &std::path::Path, config: bool) -> Result<Vec<u8>> {
-    let source = open_source(loc, tmpdir)?;
+pub fn raw(loc: &Location, ctx: &Context, config: bool) -> Result<Vec<u8>> {
+    let source = open_source(loc, ctx)?;
     let images = source.images()?;
     let image = match images.as_slice() {
         [one] => one,
@@ -126,8 +126,8 @@ fn descend(
     )))
 }
 
-pub fn run(loc: &Location, tmpdir: &std::path::Path) -> Result<Vec<ImageInfo>> {
-    let source = open_source(loc, tmpdir)?;
+pub fn run(loc: &Location, ctx: &Context) -> Result<Vec<ImageInfo>> {
+    let source = open_source(loc, ctx)?;
     let mut out = Vec::new();
     for image in source.images()? {
         let bytes = verified(source.as_ref(), &image.root)?;

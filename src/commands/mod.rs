@@ -3,6 +3,8 @@
 
 pub mod copy;
 pub mod inspect;
+pub mod login;
+pub mod tags;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
@@ -10,10 +12,12 @@ use std::path::{Path, PathBuf};
 use crate::content::Platform;
 use crate::error::{Error, Result};
 use crate::location::Location;
+use crate::registry::{ClientPool, RegistrySettings};
 use crate::store::docker_archive::DockerArchiveSource;
 use crate::store::files::DirTree;
 use crate::store::layout::{LayoutSink, LayoutSource};
 use crate::store::oci_archive::OciArchiveSource;
+use crate::store::registry::RegistrySource;
 use crate::store::tar_writer::{ArchiveSink, Flavor};
 use crate::store::{ImageSink, ImageSource};
 
@@ -27,16 +31,18 @@ pub enum DockerFormat {
     Legacy,
 }
 
-fn registry_not_yet(loc: &Location) -> Error {
-    Error::Unsupported(format!(
-        "{}: the registry transport is not supported yet; use docker-archive:, oci: or oci-archive:",
-        loc.label()
-    ))
+/// What opening a location needs besides the location: where to spool, the
+/// registry clients of the run, and the settings for this side's registry.
+pub struct Context<'a> {
+    pub tmpdir: &'a Path,
+    pub pool: &'a ClientPool,
+    pub registry: &'a RegistrySettings,
 }
 
 /// Opens a location for reading.
-pub fn open_source(loc: &Location, tmpdir: &Path) -> Result<Box<dyn ImageSource>> {
+pub fn open_source(loc: &Location, ctx: &Context) -> Result<Box<dyn ImageSource>> {
     let label = loc.label();
+    let tmpdir = ctx.tmpdir;
     Ok(match loc {
         Location::DockerArchive { path, selector } => Box::new(DockerArchiveSource::open(
             path,
@@ -71,7 +77,10 @@ pub fn open_source(loc: &Location, tmpdir: &Path) -> Result<Box<dyn ImageSource>
                 label,
             )?)
         }
-        Location::Registry(_) => return Err(registry_not_yet(loc)),
+        Location::Registry(r) => {
+            let client = ctx.pool.get(&r.domain, ctx.registry)?;
+            Box::new(RegistrySource::open(client, r.clone())?)
+        }
     })
 }
 
@@ -94,6 +103,11 @@ pub fn open_sink(
             Box::new(ArchiveSink::create(path, Flavor::Oci, platform, label)?)
         }
         Location::Oci { path, .. } => Box::new(LayoutSink::open(Path::new(path), label)?),
-        Location::Registry(_) => return Err(registry_not_yet(loc)),
+        Location::Registry(_) => {
+            return Err(Error::Usage(format!(
+                "{}: registry destinations are opened per repository",
+                loc.label()
+            )));
+        }
     })
 }

@@ -2,15 +2,26 @@
 //! every image and check sizes, digests and DiffIDs. Reports every problem,
 //! not just the first.
 
-use super::open_source;
+use super::{Context, open_source};
 use crate::copy::{CopyOptions, CopyReport, ImagePlan, copy_images};
 use crate::error::Result;
 use crate::location::Location;
 use crate::progress::Progress;
 use crate::store::null::NullSink;
 
-pub fn run(loc: &Location, options: &CopyOptions, progress: &dyn Progress) -> Result<CopyReport> {
-    let source = open_source(loc, &options.tmpdir)?;
+pub fn run(
+    loc: &Location,
+    options: &CopyOptions,
+    registry: &crate::registry::RegistrySettings,
+    progress: &dyn Progress,
+) -> Result<CopyReport> {
+    let pool = crate::registry::ClientPool::default();
+    let ctx = Context {
+        tmpdir: &options.tmpdir,
+        pool: &pool,
+        registry,
+    };
+    let source = open_source(loc, &ctx)?;
     let plans: Vec<ImagePlan> = source
         .images()?
         .into_iter()

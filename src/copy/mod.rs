@@ -49,6 +49,8 @@ pub struct CopyOptions {
     pub tmpdir: PathBuf,
     /// Collect every error instead of stopping at the first (verify).
     pub keep_going: bool,
+    /// Whole-blob retries after a transient (network) failure.
+    pub retry_times: u32,
 }
 
 impl Default for CopyOptions {
@@ -61,6 +63,7 @@ impl Default for CopyOptions {
             compress_level: None,
             tmpdir: std::env::temp_dir(),
             keep_going: false,
+            retry_times: 3,
         }
     }
 }
@@ -102,8 +105,13 @@ pub struct ImageResult {
 #[derive(Debug, Default, serde::Serialize)]
 pub struct CopyReport {
     pub images: Vec<ImageResult>,
+    /// Images the destination already held under the same names.
+    pub images_up_to_date: usize,
     pub blobs_copied: usize,
     pub blobs_skipped: usize,
+    pub blobs_mounted: usize,
+    /// Requests sent to registries (set by the command).
+    pub requests: u64,
     pub bytes_copied: u64,
     pub conversions: Vec<Conversion>,
     #[serde(skip)]
@@ -523,7 +531,37 @@ pub fn copy_images(
     };
     let mut report = CopyReport::default();
     let mut nodes = Vec::new();
-    for plan in plans {
+    // Without conversions the destination digest is the source's: an image
+    // the destination already names is up to date.
+    let caps = sink.caps();
+    let converting = opts.format.is_some()
+        || opts.compress.is_some()
+        || !opts.platforms.is_empty()
+        || caps.wants_uncompressed
+        || caps.single_platform;
+    let mut up_to_date = vec![false; plans.len()];
+    for (k, plan) in plans.iter().enumerate() {
+        if !converting && !opts.keep_going && sink.has_image(&plan.image.root, &plan.names)? {
+            up_to_date[k] = true;
+        }
+    }
+    for (k, plan) in plans.iter().enumerate() {
+        if up_to_date[k] {
+            nodes.push(None);
+            progress.image_done(
+                &format!("{} (up to date)", plan.image.label()),
+                &plan.image.root.digest,
+            );
+            report.images_up_to_date += 1;
+            report.images.push(ImageResult {
+                label: plan.image.label(),
+                source_digest: plan.image.root.digest.clone(),
+                digest: plan.image.root.digest.clone(),
+                media_type: plan.image.root.media_type.clone(),
+                names: plan.names.iter().map(|n| n.to_string()).collect(),
+            });
+            continue;
+        }
         progress.image_started(&plan.image.label(), &plan.image.root.digest);
         match planner.plan_image(&plan.image) {
             Ok(n) => nodes.push(Some(n)),
@@ -596,7 +634,21 @@ fn run_jobs(
                     }
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&id) = order.get(k) else { break };
-                    let r = move_blob(&jobs[id], source, sink, opts, progress);
+                    let mut attempt = 0;
+                    let r = loop {
+                        let r = move_blob(&jobs[id], source, sink, opts, progress);
+                        match &r {
+                            Err(e)
+                                if e.class().is_transient()
+                                    && attempt < opts.retry_times
+                                    && sink.caps().retry_blobs =>
+                            {
+                                crate::registry::client::sleep_backoff(attempt, None);
+                                attempt += 1;
+                            }
+                            _ => break r,
+                        }
+                    };
                     if r.is_err() && !opts.keep_going {
                         stop.store(true, Ordering::Relaxed);
                     }
@@ -616,6 +668,7 @@ fn run_jobs(
                         report.bytes_copied += out.desc.size;
                     }
                     BlobOutcome::Skipped => report.blobs_skipped += 1,
+                    BlobOutcome::Mounted => report.blobs_mounted += 1,
                     BlobOutcome::Absent => {}
                 }
                 progress.blob_done(&jobs[id].src.digest, out.desc.size, outcome);
@@ -650,6 +703,9 @@ fn move_blob(
     };
     if job.transcode.is_none() && sink.has_blob(&job.src)? {
         return Ok((same, BlobOutcome::Skipped));
+    }
+    if job.transcode.is_none() && sink.mount_blob(&job.src, source.registry_repo().as_ref())? {
+        return Ok((same, BlobOutcome::Mounted));
     }
     progress.blob_started(&job.src.digest, job.src.size);
     let reader: Box<dyn Read + Send> = match &job.inline {
@@ -771,6 +827,9 @@ fn move_blob(
             let out = JobOutput { desc: desc.clone() };
             if sink.has_blob(&desc)? {
                 return Ok((out, BlobOutcome::Skipped));
+            }
+            if sink.mount_blob(&desc, None)? {
+                return Ok((out, BlobOutcome::Mounted));
             }
             sink.put_blob_file(&desc, tmp)?;
             Ok((out, BlobOutcome::Copied))

@@ -272,13 +272,15 @@ impl RegistryClient {
 
     fn discover(&self) -> Result<Endpoint> {
         let https = format!("https://{}", self.api_host);
-        let first = self.ping(&https);
         let allow_http = !self.tls_verify || is_loopback(&self.host);
+        // Where plain HTTP is allowed, a failed HTTPS attempt is not retried:
+        // HTTP is tried next (as skopeo does).
+        let first = self.ping(&https, !allow_http);
         let (base, resp) = match first {
             Ok(r) => (https, r),
             Err(e) if allow_http => {
                 let http = format!("http://{}", self.api_host);
-                match self.ping(&http) {
+                match self.ping(&http, true) {
                     Ok(r) => (http, r),
                     Err(_) => return Err(e),
                 }
@@ -304,7 +306,7 @@ impl RegistryClient {
         Ok(Endpoint { base, challenge })
     }
 
-    fn ping(&self, base: &str) -> Result<Response> {
+    fn ping(&self, base: &str, retry_errors: bool) -> Result<Response> {
         let mut attempt = 0;
         loop {
             self.requests.fetch_add(1, Ordering::Relaxed);
@@ -320,7 +322,7 @@ impl RegistryClient {
                         error_chain(&e)
                     )));
                 }
-                Err(e) if e.is_connect() && attempt >= self.retry_times => {
+                Err(e) if !retry_errors || (e.is_connect() && attempt >= self.retry_times) => {
                     return Err(Error::Network(format!(
                         "cannot reach registry {}: {}",
                         self.host,

@@ -19,6 +19,7 @@ pub mod files;
 pub mod layout;
 pub mod null;
 pub mod oci_archive;
+pub mod registry;
 pub mod spool;
 pub mod tar_index;
 pub mod tar_out;
@@ -87,6 +88,11 @@ pub trait ImageSource: Send + Sync {
     fn read_manifest(&self, desc: &Descriptor) -> Result<Vec<u8>>;
     /// A stream of a blob's bytes, as stored (unverified).
     fn open_blob(&self, desc: &Descriptor) -> Result<BlobReader>;
+    /// `(registry host, repository)` when the source is a registry
+    /// repository, so a sink on the same registry can mount its blobs.
+    fn registry_repo(&self) -> Option<(String, String)> {
+        None
+    }
 }
 
 /// What a sink can hold; the engine plans conversions from it.
@@ -103,6 +109,9 @@ pub struct SinkCaps {
     /// Every layer's bytes must be stored, foreign layers too (docker
     /// archives: `docker load` reads them).
     pub needs_layer_bytes: bool,
+    /// A blob whose transfer failed may be put again (not so in a tar,
+    /// whose space for it is already taken).
+    pub retry_blobs: bool,
 }
 
 pub trait ImageSink: Send + Sync {
@@ -110,6 +119,18 @@ pub trait ImageSink: Send + Sync {
     fn caps(&self) -> SinkCaps;
     /// Does the sink already hold this blob (or has this run written it)?
     fn has_blob(&self, desc: &Descriptor) -> Result<bool>;
+    /// Does the destination already hold this image under all these names
+    /// (a registry whose tags point at this digest)? Lets a repeated copy
+    /// skip the image without looking at its blobs.
+    fn has_image(&self, _root: &Descriptor, _names: &[ImageName]) -> Result<bool> {
+        Ok(false)
+    }
+    /// Makes a blob available without moving its bytes (a cross-repository
+    /// mount on a registry), from the source's repository or one this run
+    /// already wrote to. `Ok(false)` when it cannot.
+    fn mount_blob(&self, _desc: &Descriptor, _from: Option<&(String, String)>) -> Result<bool> {
+        Ok(false)
+    }
     /// Stores a blob. `reader` yields exactly the descriptor's bytes or fails
     /// with an error; on error nothing of the blob may remain visible.
     fn put_blob(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()>;

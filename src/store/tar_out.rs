@@ -31,6 +31,9 @@ enum Mode {
 pub struct TarOut {
     mode: Mode,
     written: Mutex<HashSet<String>>,
+    /// An entry failed after its space was taken: the archive cannot be
+    /// completed, and no later entry may pretend otherwise.
+    poisoned: std::sync::atomic::AtomicBool,
     label: String,
 }
 
@@ -61,6 +64,7 @@ impl TarOut {
                 end: Mutex::new(0),
             },
             written: Mutex::new(HashSet::new()),
+            poisoned: Default::default(),
             label,
         }
     }
@@ -72,6 +76,7 @@ impl TarOut {
                 out: Mutex::new(Some(BufWriter::with_capacity(CHUNK, out))),
             },
             written: Mutex::new(HashSet::new()),
+            poisoned: Default::default(),
             label,
         }
     }
@@ -88,9 +93,31 @@ impl TarOut {
     /// if an entry with that path was already added. A reader that yields
     /// another number of bytes is an error.
     pub fn entry(&self, path: &str, size: u64, data: &mut dyn Read) -> Result<bool> {
+        self.check_poisoned()?;
         if !self.written.lock().unwrap().insert(path.to_string()) {
             return Ok(false);
         }
+        let result = self.write_entry(path, size, data);
+        if result.is_err() {
+            self.poisoned
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        result.map(|()| true)
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        if self.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Io {
+                what: format!("write {}", self.label),
+                source: io::Error::other(
+                    "an earlier entry failed; the archive cannot be completed",
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn write_entry(&self, path: &str, size: u64, data: &mut dyn Read) -> Result<()> {
         let head = header(path, size)?;
         match &self.mode {
             Mode::Positional { file, end } => {
@@ -147,7 +174,7 @@ impl TarOut {
                     .map_err(|e| self.io(path, e))?;
             }
         }
-        Ok(true)
+        Ok(())
     }
 
     pub fn entry_bytes(&self, path: &str, bytes: &[u8]) -> Result<bool> {
@@ -156,6 +183,7 @@ impl TarOut {
 
     /// Writes the end-of-archive blocks and flushes.
     pub fn finish(&self) -> Result<()> {
+        self.check_poisoned()?;
         let eof = [0u8; 2 * BLOCK as usize];
         match &self.mode {
             Mode::Positional { file, end } => {

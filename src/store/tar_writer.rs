@@ -225,6 +225,7 @@ impl ImageSink for ArchiveSink {
                 accepts_zstd: true,
                 images_only: self.flavor == Flavor::Docker,
                 needs_layer_bytes: self.flavor == Flavor::Docker,
+                retry_blobs: false,
             },
             Flavor::DockerLegacy => SinkCaps {
                 wants_uncompressed: true,
@@ -232,6 +233,7 @@ impl ImageSink for ArchiveSink {
                 accepts_zstd: false,
                 images_only: true,
                 needs_layer_bytes: true,
+                retry_blobs: false,
             },
         }
     }

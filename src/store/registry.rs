@@ -1,0 +1,642 @@
+//! Registries as stores (distribution-spec; formats reference §6): a
+//! repository as an image source, and as a sink.
+//!
+//! Pull: the root manifest is fetched once with an `Accept` list of every
+//! manifest type and checked against `Docker-Content-Digest`; configs and
+//! layers stream from `GET /blobs/<digest>` (redirects followed without
+//! credentials to another host), and an interrupted download resumes with
+//! `Range` from where it stopped. Push: `HEAD` first; a blob another
+//! repository of the same registry holds is mounted; otherwise one `POST`
+//! and a streamed monolithic `PUT`. Manifests go by digest, children first;
+//! tags are written last, on commit, so a failed copy moves no tag.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use reqwest::StatusCode;
+use reqwest::blocking::Response;
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE};
+
+use super::{BlobReader, ImageName, ImageSink, ImageSource, SinkCaps, SourceImage};
+use crate::content::manifest::is_manifest_media_type;
+use crate::content::{
+    Descriptor, Digest, MAX_MANIFEST_BYTES, ManifestView, RawManifest, Reference,
+};
+use crate::error::{Error, Result};
+use crate::registry::RegistryClient;
+use crate::registry::client::{Retry, error_chain};
+
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+fn media_type_of(r: &Response) -> Option<String> {
+    let ct = r.headers().get(CONTENT_TYPE)?.to_str().ok()?;
+    let mt = ct.split(';').next()?.trim();
+    (!mt.is_empty() && mt != "application/json" && mt != "text/plain").then(|| mt.to_string())
+}
+
+fn read_capped(r: Response, cap: u64, what: &str) -> Result<Vec<u8>> {
+    if r.content_length().is_some_and(|n| n > cap) {
+        return Err(Error::Format(format!(
+            "{what}: manifest is over the {cap}-byte limit"
+        )));
+    }
+    let mut buf = Vec::new();
+    r.take(cap + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::Network(format!("{what}: {}", error_chain(&e))))?;
+    if buf.len() as u64 > cap {
+        return Err(Error::Format(format!(
+            "{what}: manifest is over the {cap}-byte limit"
+        )));
+    }
+    Ok(buf)
+}
+
+/// A repository as a source: one image, by tag or digest.
+pub struct RegistrySource {
+    client: Arc<RegistryClient>,
+    reference: Reference,
+    root: Descriptor,
+    cache: Mutex<HashMap<Digest, Vec<u8>>>,
+}
+
+impl RegistrySource {
+    pub fn open(client: Arc<RegistryClient>, reference: Reference) -> Result<RegistrySource> {
+        client.add_scope(format!("repository:{}:pull", reference.path));
+        let reference = if reference.digest.is_none() {
+            reference.with_default_tag()
+        } else {
+            reference
+        };
+        let tag_or_digest = match (&reference.digest, &reference.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => unreachable!("a default tag was set"),
+        };
+        let what = format!("GET manifest {}:{tag_or_digest}", reference.path);
+        let path = reference.path.clone();
+        let r = client.send(&what, Retry::Yes, |http, base| {
+            http.get(format!("{base}/v2/{path}/manifests/{tag_or_digest}"))
+                .header(ACCEPT, MANIFEST_ACCEPT)
+        })?;
+        if !r.status().is_success() {
+            return Err(client.failure(&format!("{reference}: {what}"), r));
+        }
+        let header_digest = r
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Digest::parse(v).ok());
+        let media_type = media_type_of(&r);
+        let bytes = read_capped(r, MAX_MANIFEST_BYTES, &reference.to_string())?;
+        let digest = match &reference.digest {
+            Some(d) => {
+                let mut h = d.hasher()?;
+                h.update(&bytes);
+                if &h.finish() != d {
+                    return Err(Error::Integrity(format!(
+                        "{reference}: the registry sent a manifest that does not match {d}"
+                    )));
+                }
+                d.clone()
+            }
+            None => Digest::sha256_of(&bytes),
+        };
+        if let Some(h) = header_digest
+            && h.algorithm() == "sha256"
+            && h != digest
+        {
+            return Err(Error::Integrity(format!(
+                "{reference}: the registry says the manifest is {h}, but its bytes hash to {digest}"
+            )));
+        }
+        let media_type = match media_type.filter(|m| is_manifest_media_type(m)) {
+            Some(m) => m,
+            None => {
+                let view = ManifestView::parse(&bytes, None)
+                    .map_err(|e| Error::Format(format!("{reference}: {e}")))?;
+                view.media_type
+                    .unwrap_or_else(|| view.kind.media_type().to_string())
+            }
+        };
+        let root = Descriptor::new(media_type, digest.clone(), bytes.len() as u64);
+        let mut cache = HashMap::new();
+        cache.insert(digest, bytes);
+        Ok(RegistrySource {
+            client,
+            reference,
+            root,
+            cache: Mutex::new(cache),
+        })
+    }
+
+    fn blob_url_path(&self, desc: &Descriptor) -> String {
+        format!("/v2/{}/blobs/{}", self.reference.path, desc.digest)
+    }
+}
+
+impl ImageSource for RegistrySource {
+    fn describe(&self) -> String {
+        format!("docker://{}", self.reference)
+    }
+
+    fn images(&self) -> Result<Vec<SourceImage>> {
+        let names = if self.reference.tag.is_some() {
+            let mut r = self.reference.clone();
+            r.digest = None;
+            vec![ImageName::Reference(r)]
+        } else {
+            vec![]
+        };
+        Ok(vec![SourceImage {
+            root: self.root.clone(),
+            names,
+            synthesized: false,
+        }])
+    }
+
+    fn read_manifest(&self, desc: &Descriptor) -> Result<Vec<u8>> {
+        if let Some(b) = self.cache.lock().unwrap().get(&desc.digest) {
+            return Ok(b.clone());
+        }
+        let is_manifest = is_manifest_media_type(&desc.media_type) || desc.media_type.is_empty();
+        let path = if is_manifest {
+            format!("/v2/{}/manifests/{}", self.reference.path, desc.digest)
+        } else {
+            self.blob_url_path(desc)
+        };
+        let what = format!("GET {}", path.trim_start_matches("/v2/"));
+        let r = self.client.send(&what, Retry::Yes, |http, base| {
+            http.get(format!("{base}{path}"))
+                .header(ACCEPT, MANIFEST_ACCEPT)
+        })?;
+        if !r.status().is_success() {
+            return Err(self.client.failure(&what, r));
+        }
+        let bytes = read_capped(r, MAX_MANIFEST_BYTES, &what)?;
+        self.cache
+            .lock()
+            .unwrap()
+            .insert(desc.digest.clone(), bytes.clone());
+        Ok(bytes)
+    }
+
+    fn open_blob(&self, desc: &Descriptor) -> Result<BlobReader> {
+        let reader = ResumingBlob {
+            client: self.client.clone(),
+            path: self.blob_url_path(desc),
+            size: desc.size,
+            offset: 0,
+            body: None,
+            resumes: 0,
+        };
+        let mut reader = reader;
+        reader.connect()?;
+        Ok(Box::new(reader))
+    }
+
+    fn registry_repo(&self) -> Option<(String, String)> {
+        Some((self.client.host().to_string(), self.reference.path.clone()))
+    }
+}
+
+/// A blob download that picks up where it stopped when the connection
+/// breaks, with `Range: bytes=N-`.
+struct ResumingBlob {
+    client: Arc<RegistryClient>,
+    path: String,
+    size: u64,
+    offset: u64,
+    body: Option<Response>,
+    resumes: u32,
+}
+
+impl ResumingBlob {
+    fn connect(&mut self) -> Result<()> {
+        let what = format!("GET {}", self.path.trim_start_matches("/v2/"));
+        let offset = self.offset;
+        let path = self.path.clone();
+        let r = self.client.send(&what, Retry::Yes, |http, base| {
+            let req = http.get(format!("{base}{path}"));
+            if offset > 0 {
+                req.header(RANGE, format!("bytes={offset}-"))
+            } else {
+                req
+            }
+        })?;
+        match r.status() {
+            StatusCode::PARTIAL_CONTENT if offset > 0 => {}
+            s if s.is_success() => {
+                if offset > 0 {
+                    // The registry ignored the range: skip what we have.
+                    let mut r = r;
+                    io::copy(&mut (&mut r).take(offset), &mut io::sink())
+                        .map_err(|e| Error::Network(format!("{what}: {e}")))?;
+                    self.body = Some(r);
+                    return Ok(());
+                }
+            }
+            _ => return Err(self.client.failure(&what, r)),
+        }
+        self.body = Some(r);
+        Ok(())
+    }
+}
+
+impl Read for ResumingBlob {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let body = match self.body.as_mut() {
+                Some(b) => b,
+                None => return Ok(0),
+            };
+            match body.read(buf) {
+                Ok(n) => {
+                    self.offset += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if self.offset < self.size && self.resumes < self.client.retry_times() => {
+                    self.resumes += 1;
+                    self.body = None;
+                    crate::registry::client::sleep_backoff(self.resumes - 1, None);
+                    if let Err(err) = self.connect() {
+                        let _ = e;
+                        return Err(err.into_io());
+                    }
+                }
+                Err(e) => {
+                    return Err(Error::Network(format!(
+                        "GET {} on {}: download broke at byte {}: {}",
+                        self.path.trim_start_matches("/v2/"),
+                        self.client.host(),
+                        self.offset,
+                        error_chain(&e)
+                    ))
+                    .into_io());
+                }
+            }
+        }
+    }
+}
+
+/// Blobs this run knows a repository holds, per registry: where to mount
+/// them from.
+#[derive(Default)]
+pub struct MountIndex {
+    known: Mutex<HashMap<(String, Digest), String>>,
+}
+
+impl MountIndex {
+    fn note(&self, host: &str, digest: &Digest, repo: &str) {
+        self.known
+            .lock()
+            .unwrap()
+            .insert((host.to_string(), digest.clone()), repo.to_string());
+    }
+
+    fn find(&self, host: &str, digest: &Digest) -> Option<String> {
+        self.known
+            .lock()
+            .unwrap()
+            .get(&(host.to_string(), digest.clone()))
+            .cloned()
+    }
+}
+
+/// A repository as a sink.
+pub struct RegistrySink {
+    client: Arc<RegistryClient>,
+    repo: String,
+    mounts: Arc<MountIndex>,
+    manifests: Mutex<HashMap<Digest, RawManifest>>,
+    tags: Mutex<Vec<(Digest, String)>>,
+}
+
+impl RegistrySink {
+    pub fn new(client: Arc<RegistryClient>, repo: String, mounts: Arc<MountIndex>) -> RegistrySink {
+        client.add_scope(format!("repository:{repo}:pull,push"));
+        RegistrySink {
+            client,
+            repo,
+            mounts,
+            manifests: Mutex::new(HashMap::new()),
+            tags: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn label(&self) -> String {
+        format!("docker://{}/{}", self.client.host(), self.repo)
+    }
+
+    /// Starts an upload session, or mounts: `Ok(None)` when mounted.
+    fn start_upload(&self, desc: &Descriptor, from: Option<&str>) -> Result<Option<String>> {
+        let repo = self.repo.clone();
+        let (query, what) = match from {
+            Some(f) => (
+                format!("?mount={}&from={f}", desc.digest),
+                format!("mount {} from {f} into {repo}", desc.digest),
+            ),
+            None => (
+                String::new(),
+                format!("start upload of {} to {repo}", desc.digest),
+            ),
+        };
+        let r = self.client.send(&what, Retry::Yes, |http, base| {
+            http.post(format!("{base}/v2/{repo}/blobs/uploads/{query}"))
+                .header(CONTENT_LENGTH, "0")
+        })?;
+        match r.status() {
+            StatusCode::CREATED if from.is_some() => Ok(None),
+            StatusCode::ACCEPTED => {
+                let loc = r
+                    .headers()
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| {
+                        Error::Format(format!(
+                            "{what} on {}: no Location in the answer",
+                            self.client.host()
+                        ))
+                    })?;
+                Ok(Some(loc.to_string()))
+            }
+            _ => Err(self.client.failure(&what, r)),
+        }
+    }
+
+    /// Resolves an upload `Location` (maybe relative) and adds the digest
+    /// to its query, keeping the parameters already there.
+    fn finish_url(&self, location: &str, digest: &Digest) -> Result<String> {
+        let base = self.client.base()?;
+        let abs = if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else {
+            format!("{base}{location}")
+        };
+        let sep = if abs.contains('?') { '&' } else { '?' };
+        Ok(format!(
+            "{abs}{sep}digest={}",
+            digest.as_str().replace(':', "%3A")
+        ))
+    }
+}
+
+/// Feeds a request body from a channel, so a borrowed reader can stream
+/// into an upload running on another thread.
+struct ChannelBody {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelBody {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(Ok(b)) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl ImageSink for RegistrySink {
+    fn describe(&self) -> String {
+        self.label()
+    }
+
+    fn caps(&self) -> SinkCaps {
+        SinkCaps {
+            wants_uncompressed: false,
+            single_platform: false,
+            accepts_zstd: true,
+            images_only: false,
+            needs_layer_bytes: false,
+            retry_blobs: true,
+        }
+    }
+
+    fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+        let repo = self.repo.clone();
+        let what = format!("HEAD blob {} in {repo}", desc.digest);
+        let digest = desc.digest.clone();
+        let r = self.client.send(&what, Retry::Yes, |http, base| {
+            http.head(format!("{base}/v2/{repo}/blobs/{digest}"))
+        })?;
+        match r.status() {
+            s if s.is_success() => {
+                self.mounts
+                    .note(self.client.host(), &desc.digest, &self.repo);
+                Ok(true)
+            }
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.client.failure(&what, r)),
+        }
+    }
+
+    fn has_image(&self, root: &Descriptor, names: &[ImageName]) -> Result<bool> {
+        let mut refs: Vec<String> = names
+            .iter()
+            .filter_map(|n| match n {
+                ImageName::Reference(r) => r.tag.clone(),
+                ImageName::RefName(_) => None,
+            })
+            .collect();
+        if refs.is_empty() {
+            refs.push(root.digest.to_string());
+        }
+        for reference in refs {
+            let repo = self.repo.clone();
+            let what = format!("HEAD manifest {repo}:{reference}");
+            let r = self.client.send(&what, Retry::Yes, |http, base| {
+                http.head(format!("{base}/v2/{repo}/manifests/{reference}"))
+                    .header(ACCEPT, MANIFEST_ACCEPT)
+            })?;
+            if r.status() == StatusCode::NOT_FOUND {
+                return Ok(false);
+            }
+            if !r.status().is_success() {
+                return Err(self.client.failure(&what, r));
+            }
+            let digest = r
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| Digest::parse(v).ok());
+            if digest.as_ref() != Some(&root.digest) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn mount_blob(&self, desc: &Descriptor, from: Option<&(String, String)>) -> Result<bool> {
+        let source_repo = from
+            .filter(|(host, repo)| host == self.client.host() && repo != &self.repo)
+            .map(|(_, repo)| repo.clone())
+            .or_else(|| {
+                self.mounts
+                    .find(self.client.host(), &desc.digest)
+                    .filter(|r| r != &self.repo)
+            });
+        let Some(source_repo) = source_repo else {
+            return Ok(false);
+        };
+        self.client
+            .add_scope(format!("repository:{source_repo}:pull"));
+        match self.start_upload(desc, Some(&source_repo))? {
+            None => {
+                self.mounts
+                    .note(self.client.host(), &desc.digest, &self.repo);
+                Ok(true)
+            }
+            // Not mounted: the registry opened an upload session instead;
+            // let it lapse and upload normally.
+            Some(_) => Ok(false),
+        }
+    }
+
+    fn put_blob(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()> {
+        let location = self
+            .start_upload(desc, None)?
+            .ok_or_else(|| Error::Format(format!("{}: upload session not opened", self.label())))?;
+        let url = self.finish_url(&location, &desc.digest)?;
+        let what = format!("upload {} to {}", desc.digest, self.repo);
+        let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(4);
+        let body = Mutex::new(Some(ChannelBody {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        }));
+        let size = desc.size;
+        std::thread::scope(|s| {
+            // The request runs on its own thread; this one reads (and
+            // verifies) the source and feeds it.
+            let upload = s.spawn(|| {
+                self.client.send(&what, Retry::No, |http, _| {
+                    let req = http
+                        .put(url.as_str())
+                        .header(CONTENT_TYPE, "application/octet-stream");
+                    match body.lock().unwrap().take() {
+                        Some(b) => req.body(reqwest::blocking::Body::sized(b, size)),
+                        None => req.body(Vec::new()),
+                    }
+                })
+            });
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut failed = None;
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if tx.send(Ok(buf[..n].to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(io::Error::other("the source stream failed")));
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            let response = upload
+                .join()
+                .map_err(|_| Error::Network(format!("{what}: upload thread panicked")))?;
+            if let Some(e) = failed {
+                return Err(Error::io(what.clone(), e));
+            }
+            let r = response?;
+            if r.status() != StatusCode::CREATED && !r.status().is_success() {
+                return Err(self.client.failure(&what, r));
+            }
+            self.mounts
+                .note(self.client.host(), &desc.digest, &self.repo);
+            Ok(())
+        })
+    }
+
+    fn put_manifest(&self, manifest: &RawManifest) -> Result<()> {
+        self.manifests
+            .lock()
+            .unwrap()
+            .insert(manifest.digest.clone(), manifest.clone());
+        self.push_manifest(manifest, manifest.digest.as_str())
+    }
+
+    fn add_image(&self, root: &Descriptor, names: &[ImageName]) -> Result<()> {
+        let mut tags = self.tags.lock().unwrap();
+        for n in names {
+            if let ImageName::Reference(r) = n
+                && let Some(t) = &r.tag
+            {
+                tags.push((root.digest.clone(), t.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&self) -> Result<()> {
+        let tags = self.tags.lock().unwrap().clone();
+        for (digest, tag) in tags {
+            let m = self
+                .manifests
+                .lock()
+                .unwrap()
+                .get(&digest)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "{}: manifest {digest} was not pushed",
+                        self.label()
+                    ))
+                })?;
+            self.push_manifest(&m, &tag)?;
+        }
+        Ok(())
+    }
+}
+
+impl RegistrySink {
+    fn push_manifest(&self, m: &RawManifest, reference: &str) -> Result<()> {
+        let repo = self.repo.clone();
+        let what = format!("PUT manifest {repo}:{reference}");
+        let body = m.bytes.clone();
+        let mt = m.media_type.clone();
+        let r = self.client.send(&what, Retry::Yes, |http, base| {
+            http.put(format!("{base}/v2/{repo}/manifests/{reference}"))
+                .header(CONTENT_TYPE, mt.as_str())
+                .body(body.clone())
+        })?;
+        if !r.status().is_success() {
+            return Err(self.client.failure(&what, r));
+        }
+        if let Some(d) = r
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Digest::parse(v).ok())
+            && d.algorithm() == "sha256"
+            && d != m.digest
+        {
+            return Err(Error::Integrity(format!(
+                "{what} on {}: the registry stored {d}, not {}",
+                self.client.host(),
+                m.digest
+            )));
+        }
+        Ok(())
+    }
+}
