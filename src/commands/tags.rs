@@ -69,6 +69,8 @@ pub fn run(repo: &Reference, settings: &RegistrySettings) -> Result<Vec<String>>
             .map_err(|e| Error::Format(format!("{what} on {}: {e}", repo.domain)))?;
         tags.extend(body.tags.unwrap_or_default());
     }
+    tags.sort();
+    tags.dedup();
     Ok(tags)
 }
 

@@ -46,10 +46,7 @@ impl Reference {
         }
         let (domain, path) = match name.split_once('/') {
             Some((first, remainder))
-                if first.contains('.')
-                    || first.contains(':')
-                    || first == "localhost"
-                    || first.chars().any(|c| c.is_ascii_uppercase()) =>
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
             {
                 (first.to_string(), remainder.to_string())
             }

@@ -278,7 +278,9 @@ impl RegistryClient {
         let first = self.ping(&https, !allow_http);
         let (base, resp) = match first {
             Ok(r) => (https, r),
-            Err(e) if allow_http => {
+            // A registry that speaks TLS with a certificate we cannot verify
+            // is reported as such, not retried over HTTP.
+            Err(e) if allow_http && !e.to_string().contains("TLS connection failed") => {
                 let http = format!("http://{}", self.api_host);
                 match self.ping(&http, true) {
                     Ok(r) => (http, r),
@@ -315,7 +317,7 @@ impl RegistryClient {
                     sleep_backoff(attempt, retry_after(&r));
                 }
                 Ok(r) => return Ok(r),
-                Err(e) if is_tls_error(&e) => {
+                Err(e) if is_certificate_error(&e) => {
                     return Err(Error::Network(format!(
                         "{}: TLS connection failed: {}; give the registry's CA with --cert-dir, or --tls-verify=false for a registry you trust",
                         self.host,
@@ -586,6 +588,14 @@ pub fn registry_error(r: Response) -> String {
 
 pub fn is_transient_status(s: StatusCode) -> bool {
     matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+/// The server spoke TLS, but its certificate did not verify.
+fn is_certificate_error(e: &reqwest::Error) -> bool {
+    let chain = error_chain(e).to_ascii_lowercase();
+    chain.contains("certificate")
+        || chain.contains("unknownissuer")
+        || chain.contains("invalid peer")
 }
 
 fn is_tls_error(e: &reqwest::Error) -> bool {

@@ -754,22 +754,3 @@ fn valid_archive_is_accepted() {
     .ok();
     t.imgsync(&["verify", &format!("oci:{}", t.p("out"))]).ok();
 }
-
-#[test]
-fn registry_locations_are_recognised_but_not_supported_yet() {
-    let t = TestDir::new();
-    for src in [
-        "docker://localhost:5000/team/app:1.0",
-        "localhost:5000/team/app:1.0",
-        "busybox",
-    ] {
-        rejected(&t, src, 1, &["registry transport is not supported yet"]);
-    }
-    let entries = t.entries();
-    fails_once(
-        t.imgsync(&["copy", &hello(), "docker://localhost:5000/team/app:1.0"]),
-        1,
-        &["docker://localhost:5000/team/app:1.0", "not supported yet"],
-    );
-    assert_eq!(t.entries(), entries);
-}

@@ -430,3 +430,21 @@ pub fn layout_blob(layout: &Path, digest: &str) -> Vec<u8> {
 /// Exit codes (README, "Exit codes").
 pub const EXIT_NOT_FOUND: i32 = 4;
 pub const EXIT_INTEGRITY: i32 = 5;
+
+impl TestDir {
+    /// Runs `imgsync` with extra environment variables.
+    pub fn imgsync_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsync"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("IMGSYNC_TMPDIR", self.dir.path());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run imgsync");
+        Run::from(out, format!("imgsync {}", args.join(" ")))
+    }
+}
+
+pub const EXIT_AUTH: i32 = 3;
+pub const EXIT_NETWORK: i32 = 6;

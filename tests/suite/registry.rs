@@ -1,0 +1,443 @@
+//! The registry transport against real registries (see registry_harness):
+//! push, pull, registry to registry, mounts, repeated copies, docker
+//! interop, TLS, basic and token auth, and the failures around them.
+
+use serde_json::Value;
+
+use super::harness::*;
+use super::registry_harness::{Kind, PASSWORD, READER, Registry, USER};
+
+const HELLO: &str = "imgsync-fixture/hello";
+
+fn hello() -> String {
+    format!("docker-archive:{}", fixture("hello.tar").display())
+}
+
+fn skopeo_digest(reference: &str, extra: &[&str]) -> String {
+    let mut args = vec!["inspect", "--raw"];
+    args.extend(extra);
+    let r = format!("docker://{reference}");
+    args.push(&r);
+    format!("sha256:{}", sha256_hex(tool("skopeo", &args).as_bytes()))
+}
+
+#[test]
+fn push_then_pull_keeps_every_digest() {
+    let reg = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    t.imgsync(&["copy", &hello(), "oci:local"]).ok();
+    let pushed = t
+        .imgsync(&[
+            "copy",
+            "--json",
+            &hello(),
+            &format!("{}/imported", reg.host),
+        ])
+        .ok()
+        .json();
+    assert_eq!(pushed["images"].as_array().unwrap().len(), 2);
+    for (tag, digest) in layout_refs(&t.path("local")) {
+        let remote = format!("{}/imported/{HELLO}:{tag}", reg.host);
+        assert_eq!(
+            skopeo_digest(&remote, &["--tls-verify=false"]),
+            digest,
+            "{remote}"
+        );
+        t.imgsync(&["copy", &remote, &format!("oci:pulled:{tag}")])
+            .ok();
+    }
+    let mut a = layout_refs(&t.path("local"));
+    let mut b = layout_refs(&t.path("pulled"));
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    t.imgsync(&["verify", "oci:pulled"]).ok();
+    let tags = t
+        .imgsync(&["tags", &format!("{}/imported/{HELLO}", reg.host)])
+        .ok()
+        .stdout_str();
+    assert_eq!(tags, "1.0\n2.0\n");
+}
+
+#[test]
+fn second_copy_uploads_nothing() {
+    let reg = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let dest = format!("{}/team/app:1", reg.host);
+    let src = format!("{}:{HELLO}:2.0", hello());
+    let first = t.imgsync(&["copy", "--json", &src, &dest]).ok().json();
+    assert_eq!(first["blobs_copied"], 5);
+    let second = t.imgsync(&["copy", "--json", &src, &dest]);
+    assert!(second.stderr.contains("up to date"), "{}", second.stderr);
+    let second = second.ok().json();
+    assert_eq!(second["images_up_to_date"], 1);
+    assert_eq!(second["blobs_copied"], 0);
+    assert_eq!(second["bytes_copied"], 0);
+    // Endpoint check (HTTPS then HTTP on loopback) and one HEAD of the tag.
+    assert!(second["requests"].as_u64().unwrap() <= 3, "{second}");
+}
+
+#[test]
+fn requests_per_pushed_blob_and_mounts_between_repositories() {
+    let reg = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let first = t
+        .imgsync(&[
+            "copy",
+            "--json",
+            &format!("{}:{HELLO}:2.0", hello()),
+            &format!("{}/a/app:1", reg.host),
+        ])
+        .ok()
+        .json();
+    let blobs = first["blobs_copied"].as_u64().unwrap();
+    assert_eq!(blobs, 5);
+    // 2 to find the endpoint, 1 HEAD of the tag, HEAD + POST + PUT per
+    // blob, the manifest and the tag.
+    assert_eq!(
+        first["requests"].as_u64().unwrap(),
+        2 + 1 + 3 * blobs + 2,
+        "{first}"
+    );
+    // Registry to registry on the same host: every blob is mounted.
+    let second = t
+        .imgsync(&[
+            "copy",
+            "--json",
+            &format!("{}/a/app:1", reg.host),
+            &format!("{}/b/app:1", reg.host),
+        ])
+        .ok()
+        .json();
+    assert_eq!(second["blobs_mounted"], 5, "{second}");
+    assert_eq!(second["bytes_copied"], 0);
+    assert_eq!(
+        skopeo_digest(&format!("{}/b/app:1", reg.host), &["--tls-verify=false"]),
+        first["images"][0]["digest"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn registry_to_registry_and_multi_platform_index() {
+    let a = Registry::start(Kind::Plain);
+    let b = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let index = multiarch_layout(&t.path("multi"), "app");
+    t.imgsync(&["copy", "oci:multi:app", &format!("{}/m/app:1", a.host)])
+        .ok();
+    t.imgsync(&[
+        "copy",
+        &format!("{}/m/app:1", a.host),
+        &format!("{}/mirror/app:1", b.host),
+    ])
+    .ok();
+    assert_eq!(
+        skopeo_digest(&format!("{}/mirror/app:1", b.host), &["--tls-verify=false"]),
+        index
+    );
+    // Without a tag, a registry source keeps its tag.
+    t.imgsync(&[
+        "copy",
+        &format!("{}/m/app:1", a.host),
+        &format!("{}/other", b.host),
+    ])
+    .ok();
+    assert_eq!(
+        skopeo_digest(&format!("{}/other:1", b.host), &["--tls-verify=false"]),
+        index
+    );
+    let one = t
+        .imgsync(&[
+            "copy",
+            "--json",
+            "--platform",
+            "linux/arm64",
+            &format!("{}/m/app:1", a.host),
+            "oci:arm:x",
+        ])
+        .ok()
+        .json();
+    assert_ne!(one["images"][0]["digest"], index.as_str());
+    t.imgsync(&["verify", "oci:arm"]).ok();
+}
+
+#[test]
+fn docker_pulls_what_imgsync_pushed_and_imgsync_pulls_what_docker_pushed() {
+    require_docker();
+    let reg = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let remote = format!("{}/interop/hello:1", reg.host);
+    t.imgsync(&[
+        "copy",
+        "--dest-compress",
+        "gzip",
+        &format!("{}:{HELLO}:1.0", hello()),
+        &remote,
+    ])
+    .ok();
+    tool("docker", &["pull", "-q", &remote]);
+    let id = tool(
+        "docker",
+        &["image", "inspect", "--format", "{{.Id}}", &remote],
+    )
+    .trim()
+    .to_string();
+    let info = t.imgsync(&["inspect", "--json", &remote]).ok().json();
+    assert_eq!(info[0]["config"], id.as_str());
+    // docker push, then imgsync copies it back out.
+    let pushed = format!("{}/interop/pushed:2", reg.host);
+    tool("docker", &["tag", &remote, &pushed]);
+    tool("docker", &["push", "-q", &pushed]);
+    t.imgsync(&["copy", &pushed, "docker-archive:back.tar"])
+        .ok();
+    let _ = tool_status("docker", &["rmi", "-f", &remote, &pushed]);
+    let loaded = tool("docker", &["load", "-i", &t.p("back.tar")]);
+    assert!(loaded.contains(&pushed), "{loaded}");
+    assert_eq!(
+        tool(
+            "docker",
+            &["image", "inspect", "--format", "{{.Id}}", &pushed]
+        )
+        .trim(),
+        id
+    );
+    let _ = tool_status("docker", &["rmi", "-f", &pushed]);
+}
+
+#[test]
+fn tls_registry_needs_its_ca() {
+    let reg = Registry::start(Kind::Tls);
+    let t = TestDir::new();
+    let dest = format!("{}/tls/app:1", reg.host);
+    let src = format!("{}:{HELLO}:1.0", hello());
+    t.imgsync(&["copy", &src, &dest])
+        .fails(EXIT_NETWORK, &[&reg.host, "certificate"]);
+    t.imgsync(&["copy", "--dest-cert-dir", &reg.cert_dir(), &src, &dest])
+        .ok();
+    t.imgsync(&["copy", "--src-tls-verify=false", &dest, "oci:l"])
+        .ok();
+    let ca = format!("{}/ca.crt", reg.cert_dir());
+    assert_eq!(
+        skopeo_digest(&dest, &["--cert-dir", &reg.cert_dir()]),
+        layout_refs(&t.path("l"))[0].1
+    );
+    let _ = ca;
+}
+
+#[test]
+fn basic_auth_registry() {
+    let reg = Registry::start(Kind::Basic);
+    let t = TestDir::new();
+    let cfg = t.path("docker-config");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let env = [("DOCKER_CONFIG", cfg.to_str().unwrap())];
+    let dest = format!("{}/private/app:1", reg.host);
+    let src = format!("{}:{HELLO}:1.0", hello());
+    let certs = reg.cert_dir();
+    let line = t
+        .imgsync_env(&["copy", "--dest-cert-dir", &certs, &src, &dest], &env)
+        .fails(EXIT_AUTH, &[&reg.host]);
+    assert!(
+        line.contains("login") || line.contains("credentials"),
+        "{line}"
+    );
+    let wrong = format!("{USER}:wrong");
+    let line = t
+        .imgsync_env(
+            &[
+                "copy",
+                "--dest-cert-dir",
+                &certs,
+                "--dest-creds",
+                &wrong,
+                &src,
+                &dest,
+            ],
+            &env,
+        )
+        .fails(EXIT_AUTH, &[&reg.host]);
+    assert!(
+        !line.contains("wrong"),
+        "the password must not be shown: {line}"
+    );
+    let good = format!("{USER}:{PASSWORD}");
+    t.imgsync_env(
+        &[
+            "copy",
+            "--dest-cert-dir",
+            &certs,
+            "--dest-creds",
+            &good,
+            &src,
+            &dest,
+        ],
+        &env,
+    )
+    .ok();
+    // login stores the credentials where docker does; later commands use them.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgsync"))
+        .args([
+            "login",
+            &reg.host,
+            "-u",
+            USER,
+            "--password-stdin",
+            "--cert-dir",
+            &certs,
+        ])
+        .env("DOCKER_CONFIG", &cfg)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            std::io::Write::write_all(
+                c.stdin.as_mut().unwrap(),
+                format!("{PASSWORD}\n").as_bytes(),
+            )?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored = read_json(&cfg.join("config.json"));
+    assert!(stored["auths"][&reg.host]["auth"].is_string(), "{stored}");
+    t.imgsync_env(&["inspect", "--cert-dir", &certs, &dest], &env)
+        .ok();
+    t.imgsync_env(&["logout", &reg.host], &env).ok();
+    t.imgsync_env(&["inspect", "--cert-dir", &certs, &dest], &env)
+        .fails(EXIT_AUTH, &[&reg.host]);
+}
+
+#[test]
+fn token_auth_registry_enforces_scopes() {
+    let reg = Registry::start(Kind::Token);
+    let t = TestDir::new();
+    let certs = reg.cert_dir();
+    let dest = format!("{}/tok/app:1", reg.host);
+    let src = format!("{}:{HELLO}:1.0", hello());
+    let pusher = format!("{USER}:{PASSWORD}");
+    let reader = format!("{READER}:{PASSWORD}");
+    let cfg = t.path("empty-config");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let env = [("DOCKER_CONFIG", cfg.to_str().unwrap())];
+    t.imgsync_env(
+        &[
+            "copy",
+            "--dest-cert-dir",
+            &certs,
+            "--dest-creds",
+            &pusher,
+            &src,
+            &dest,
+        ],
+        &env,
+    )
+    .ok();
+    // A user with pull rights only cannot push: nothing moves.
+    let other = format!("{}/tok/app:2", reg.host);
+    t.imgsync_env(
+        &[
+            "copy",
+            "--dest-cert-dir",
+            &certs,
+            "--dest-creds",
+            &reader,
+            &src,
+            &other,
+        ],
+        &env,
+    )
+    .fails(EXIT_AUTH, &[&reg.host]);
+    t.imgsync_env(&["inspect", "--cert-dir", &certs, &other], &env)
+        .fails(EXIT_NOT_FOUND, &["tok/app"]);
+    // Anonymous pull works, and a copy between repositories mounts with
+    // one token carrying both scopes.
+    t.imgsync_env(&["copy", "--src-cert-dir", &certs, &dest, "oci:l"], &env)
+        .ok();
+    let mounted = t
+        .imgsync_env(
+            &[
+                "copy",
+                "--json",
+                "--src-cert-dir",
+                &certs,
+                "--dest-cert-dir",
+                &certs,
+                "--src-creds",
+                &pusher,
+                "--dest-creds",
+                &pusher,
+                &dest,
+                &format!("{}/tok2/app:1", reg.host),
+            ],
+            &env,
+        )
+        .ok()
+        .json();
+    assert_eq!(mounted["blobs_mounted"], 4, "{mounted}");
+    let tags = t
+        .imgsync_env(
+            &[
+                "tags",
+                "--cert-dir",
+                &certs,
+                &format!("{}/tok/app", reg.host),
+            ],
+            &env,
+        )
+        .ok()
+        .stdout_str();
+    assert_eq!(tags, "1\n");
+}
+
+#[test]
+fn registry_failures_are_named_and_classed() {
+    let reg = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    // Nothing listens on port 1.
+    t.imgsync(&["copy", "127.0.0.1:1/x/y:1", "oci:out"])
+        .fails(EXIT_NETWORK, &["127.0.0.1:1"]);
+    t.imgsync(&["copy", &format!("{}/no/such:1", reg.host), "oci:out"])
+        .fails(EXIT_NOT_FOUND, &["no/such", &reg.host]);
+    t.imgsync(&["copy", "UPPER/case:1", "oci:out"])
+        .fails(2, &["UPPER/case"]);
+    t.imgsync(&["copy", "a:b:c", "oci:out"])
+        .fails(2, &["a:b:c"]);
+    assert!(!t.path("out").exists());
+    // A failed push moves no tag.
+    t.imgsync(&[
+        "copy",
+        &format!("{}:{HELLO}:1.0", hello()),
+        &format!("{}/keep/app:1", reg.host),
+    ])
+    .ok();
+    let before = skopeo_digest(&format!("{}/keep/app:1", reg.host), &["--tls-verify=false"]);
+    multiarch_layout(&t.path("bad"), "x");
+    let index = read_json(&t.path("bad/index.json"));
+    let root = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let doc: Value = serde_json::from_slice(&layout_blob(&t.path("bad"), &root)).unwrap();
+    let child = doc["manifests"][1]["digest"].as_str().unwrap().to_string();
+    let m: Value = serde_json::from_slice(&layout_blob(&t.path("bad"), &child)).unwrap();
+    let layer = m["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let p = t.path("bad/blobs/sha256").join(&layer);
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&p, bytes).unwrap();
+    t.imgsync(&["copy", "oci:bad:x", &format!("{}/keep/app:1", reg.host)])
+        .fails(EXIT_INTEGRITY, &[&layer]);
+    assert_eq!(
+        skopeo_digest(&format!("{}/keep/app:1", reg.host), &["--tls-verify=false"]),
+        before
+    );
+}
