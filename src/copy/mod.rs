@@ -171,6 +171,8 @@ struct Planner<'a> {
     jobs: Vec<Job>,
     by_key: HashMap<(Digest, Option<Compression>), JobId>,
     manifests_read: HashMap<Digest, Vec<u8>>,
+    /// The image being planned was built by its source (no digest to keep).
+    synthesized: bool,
 }
 
 impl<'a> Planner<'a> {
@@ -224,6 +226,7 @@ impl<'a> Planner<'a> {
     }
 
     fn plan_image(&mut self, image: &SourceImage) -> Result<Node> {
+        self.synthesized = image.synthesized;
         let label = image.label();
         let platforms: Vec<Platform> =
             if self.opts.platforms.is_empty() && self.sink.caps().single_platform {
@@ -419,12 +422,15 @@ impl<'a> Planner<'a> {
                 ids.len()
             )));
         }
+        let is_image = view.is_image();
         let mut layers = Vec::new();
         for (i, layer) in view.layers.iter().enumerate() {
             let lt = media_type::layer_type(&layer.media_type);
             let diff_id = diff_ids.as_ref().map(|ids| ids[i].clone());
             let current = lt.map(|t| t.compression);
+            // Artifacts (attestations, charts) are copied as they are.
             let wanted = match (current, lt.is_some_and(|t| t.foreign)) {
+                _ if !is_image => None,
                 // Foreign layers keep their bytes, unless the sink needs
                 // plain tars.
                 (Some(c), true) => {
@@ -435,6 +441,8 @@ impl<'a> Planner<'a> {
                     let target = self.opts.compress.or(if caps.wants_uncompressed {
                         Some(Compression::None)
                     } else if !caps.accepts_zstd && c == Compression::Zstd {
+                        Some(Compression::Gzip)
+                    } else if caps.compress_layers && self.synthesized && c == Compression::None {
                         Some(Compression::Gzip)
                     } else {
                         None
@@ -480,6 +488,18 @@ impl<'a> Planner<'a> {
             layers,
         })
     }
+}
+
+/// The config digest of a root that is a single image manifest.
+fn single_manifest_config(source: &dyn ImageSource, root: &Descriptor) -> Option<Digest> {
+    let bytes = source.read_manifest(root).ok()?;
+    if verify_bytes(&bytes, root, "").is_err() {
+        return None;
+    }
+    let view = ManifestView::parse(&bytes, Some(&root.media_type)).ok()?;
+    view.is_image()
+        .then(|| view.config.map(|c| c.digest))
+        .flatten()
 }
 
 fn first_manifest(node: Node) -> Node {
@@ -528,6 +548,7 @@ pub fn copy_images(
         jobs: Vec::new(),
         by_key: HashMap::new(),
         manifests_read: HashMap::new(),
+        synthesized: false,
     };
     let mut report = CopyReport::default();
     let mut nodes = Vec::new();
@@ -541,7 +562,13 @@ pub fn copy_images(
         || caps.single_platform;
     let mut up_to_date = vec![false; plans.len()];
     for (k, plan) in plans.iter().enumerate() {
-        if !converting && !opts.keep_going && sink.has_image(&plan.image.root, &plan.names)? {
+        if converting || opts.keep_going {
+            break;
+        }
+        // The sink may recompress (registries gzip plain layers): an image
+        // with the same config there is the same image.
+        let config = single_manifest_config(source, &plan.image.root);
+        if sink.has_image(&plan.image.root, config.as_ref(), &plan.names)? {
             up_to_date[k] = true;
         }
     }

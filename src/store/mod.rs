@@ -11,7 +11,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use crate::content::{Descriptor, RawManifest, Reference};
+use crate::content::{Descriptor, Digest, RawManifest, Reference};
 use crate::error::Result;
 
 pub mod docker_archive;
@@ -109,6 +109,11 @@ pub struct SinkCaps {
     /// Every layer's bytes must be stored, foreign layers too (docker
     /// archives: `docker load` reads them).
     pub needs_layer_bytes: bool,
+    /// Uncompressed layers of images their source built (a docker archive
+    /// without OCI manifests: no digest to keep) are gzip-compressed on the
+    /// way in (registries: fewer bytes over the network), unless the user
+    /// chose otherwise.
+    pub compress_layers: bool,
     /// A blob whose transfer failed may be put again (not so in a tar,
     /// whose space for it is already taken).
     pub retry_blobs: bool,
@@ -120,9 +125,15 @@ pub trait ImageSink: Send + Sync {
     /// Does the sink already hold this blob (or has this run written it)?
     fn has_blob(&self, desc: &Descriptor) -> Result<bool>;
     /// Does the destination already hold this image under all these names
-    /// (a registry whose tags point at this digest)? Lets a repeated copy
+    /// (a registry whose tags point at this digest, or at a manifest of the
+    /// same `config`, which pins every layer's DiffID)? Lets a repeated copy
     /// skip the image without looking at its blobs.
-    fn has_image(&self, _root: &Descriptor, _names: &[ImageName]) -> Result<bool> {
+    fn has_image(
+        &self,
+        _root: &Descriptor,
+        _config: Option<&Digest>,
+        _names: &[ImageName],
+    ) -> Result<bool> {
         Ok(false)
     }
     /// Makes a blob available without moving its bytes (a cross-repository

@@ -422,6 +422,7 @@ impl ImageSink for RegistrySink {
             accepts_zstd: true,
             images_only: false,
             needs_layer_bytes: false,
+            compress_layers: true,
             retry_blobs: true,
         }
     }
@@ -444,7 +445,12 @@ impl ImageSink for RegistrySink {
         }
     }
 
-    fn has_image(&self, root: &Descriptor, names: &[ImageName]) -> Result<bool> {
+    fn has_image(
+        &self,
+        root: &Descriptor,
+        config: Option<&Digest>,
+        names: &[ImageName],
+    ) -> Result<bool> {
         let mut refs: Vec<String> = names
             .iter()
             .filter_map(|n| match n {
@@ -473,7 +479,28 @@ impl ImageSink for RegistrySink {
                 .get("docker-content-digest")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| Digest::parse(v).ok());
-            if digest.as_ref() != Some(&root.digest) {
+            if digest.as_ref() == Some(&root.digest) {
+                continue;
+            }
+            // Another manifest of the same image (its layers compressed on
+            // the way in): same config, same DiffIDs.
+            let Some(config) = config else {
+                return Ok(false);
+            };
+            let what = format!("GET manifest {repo}:{reference}");
+            let r = self.client.send(&what, Retry::Yes, |http, base| {
+                http.get(format!("{base}/v2/{repo}/manifests/{reference}"))
+                    .header(ACCEPT, MANIFEST_ACCEPT)
+            })?;
+            if !r.status().is_success() {
+                return Ok(false);
+            }
+            let bytes = read_capped(r, MAX_MANIFEST_BYTES, &what)?;
+            let same = ManifestView::parse(&bytes, None)
+                .ok()
+                .and_then(|v| v.config)
+                .is_some_and(|c| &c.digest == config);
+            if !same {
                 return Ok(false);
             }
         }

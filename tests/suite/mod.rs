@@ -1,5 +1,6 @@
 mod bad_input;
 mod copy_local;
+mod faults;
 mod harness;
 mod interop;
 mod peer_fixtures;

@@ -320,6 +320,7 @@ impl ImageSink for LayoutSink {
             accepts_zstd: true,
             images_only: false,
             needs_layer_bytes: false,
+            compress_layers: false,
             retry_blobs: true,
         }
     }
