@@ -440,9 +440,9 @@ impl<'a> Planner<'a> {
                 (Some(c), false) => {
                     let target = self.opts.compress.or(if caps.wants_uncompressed {
                         Some(Compression::None)
-                    } else if !caps.accepts_zstd && c == Compression::Zstd {
-                        Some(Compression::Gzip)
-                    } else if caps.compress_layers && self.synthesized && c == Compression::None {
+                    } else if (!caps.accepts_zstd && c == Compression::Zstd)
+                        || (caps.compress_layers && self.synthesized && c == Compression::None)
+                    {
                         Some(Compression::Gzip)
                     } else {
                         None
