@@ -28,6 +28,10 @@ const AFTER_HELP: &str = "Locations:
 #[derive(Parser)]
 #[command(name = "imgsync", version, about = "Move container images between docker archives, OCI layouts and registries", after_help = AFTER_HELP)]
 struct Cli {
+    /// Print every registry request and its status on stderr (never
+    /// headers, credentials or tokens).
+    #[arg(long, global = true)]
+    debug: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -273,6 +277,7 @@ fn options(common: &Common) -> CopyOptions {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Error> {
+    imgsync::registry::client::set_debug(cli.debug);
     match cli.command {
         c @ (Command::Tags(_) | Command::Login(_) | Command::Logout(_)) => run_registry_commands(c),
         Command::Copy(c) => {

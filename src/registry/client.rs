@@ -484,7 +484,17 @@ impl RegistryClient {
                 req = req.header(AUTHORIZATION, a);
             }
             self.requests.fetch_add(1, Ordering::Relaxed);
-            let result = req.send();
+            let (req_client, built) = req.build_split();
+            let built = built.map_err(|e| Error::Usage(format!("{what} on {}: {e}", self.host)))?;
+            let line =
+                debug_enabled().then(|| format!("{} {}", built.method(), redact_url(built.url())));
+            let result = req_client.execute(built);
+            if let Some(line) = line {
+                match &result {
+                    Ok(r) => eprintln!("imgsync: debug: {line} -> {}", r.status()),
+                    Err(e) => eprintln!("imgsync: debug: {line} -> {}", error_chain(e)),
+                }
+            }
             match result {
                 Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
                     let challenge = r
@@ -555,6 +565,41 @@ impl RegistryClient {
             _ => Error::Format(msg),
         }
     }
+}
+
+static DEBUG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints every registry request and its status on stderr (`--debug`).
+/// Headers, and with them every credential and token, are never printed.
+pub fn set_debug(on: bool) {
+    DEBUG.store(on, Ordering::Relaxed);
+}
+
+fn debug_enabled() -> bool {
+    DEBUG.load(Ordering::Relaxed)
+}
+
+/// A URL for the debug log: user info and query values that carry upload
+/// state are left out.
+fn redact_url(u: &reqwest::Url) -> String {
+    let mut u = u.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    if u.query().is_some() {
+        let kept: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "digest" || k == "mount" || k == "from" || k == "n" || k == "last" {
+                    v.into_owned()
+                } else {
+                    "…".to_string()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    u.to_string()
 }
 
 /// `: CODE message` from a registry's JSON error body, or its first line.

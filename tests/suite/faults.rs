@@ -452,3 +452,252 @@ fn serve(client: TcpStream, state: &State) -> io::Result<()> {
     }
     Ok(())
 }
+
+const HELLO: &str = "imgsync-fixture/hello";
+const MIB: u64 = 1 << 20;
+
+fn hello(tag: &str) -> String {
+    format!(
+        "docker-archive:{}:{HELLO}:{tag}",
+        fixture("hello.tar").display()
+    )
+}
+
+/// A docker archive of one image with an incompressible layer of 2 MiB;
+/// returns its location and the layer's digest.
+fn big_image(t: &TestDir) -> (String, String) {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let data: Vec<u8> = (0..2 * MIB)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let layer = layer_tar("random.bin", &data);
+    legacy_archive(&t.path("big.tar"), "big/app:1", &[&layer]);
+    let location = format!("docker-archive:{}", t.p("big.tar"));
+    (location, format!("sha256:{}", sha256_hex(&layer)))
+}
+
+/// Copies `src` to `dst` and returns the digest of the (first) image.
+fn push(t: &TestDir, src: &str, dst: &str) -> String {
+    let out = t.imgsync(&["copy", "--json", src, dst]).ok().json();
+    out["images"][0]["digest"].as_str().unwrap().to_string()
+}
+
+/// The digest a registry tag points to, asked without the proxy.
+fn tag_digest(t: &TestDir, reference: &str) -> String {
+    let info = t.imgsync(&["inspect", "--json", reference]).ok().json();
+    info[0]["digest"].as_str().unwrap().to_string()
+}
+
+/// Asserts a network failure (exit 6) reported on one line naming `host`.
+fn network_failure(run: Run, host: &str) -> String {
+    let errors: Vec<&str> = run.stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected:\n{}", run.stderr);
+    run.fails(EXIT_NETWORK, &[host])
+}
+
+/// The `digest` query parameter of an upload target, decoded.
+fn upload_digest(target: &str) -> String {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let d = query.split('&').find_map(|kv| kv.strip_prefix("digest="));
+    d.unwrap_or("").replace("%3A", ":").replace("%3a", ":")
+}
+
+#[test]
+fn download_cut_mid_blob_resumes_with_range() {
+    let reg = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let (big, layer) = big_image(&t);
+    let digest = push(&t, &big, &format!("{}/big/app:1", reg.host));
+    let proxy = Proxy::start(&reg.host);
+    let cut = proxy.rule("GET", &[Path::Blob], 1, Fault::CutResponse(MIB));
+    let pulled = push(&t, &format!("{}/big/app:1", proxy.host), "oci:pulled:app");
+    assert_eq!(pulled, digest);
+    t.imgsync(&["verify", "oci:pulled"]).ok();
+    assert_eq!(
+        layout_refs(&t.path("pulled")),
+        [("app".to_string(), digest)]
+    );
+    let hits = proxy.hits(cut);
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert!(hits[0].ends_with(&layer), "{hits:?}");
+    // The layer was asked for twice: whole, then from where it broke.
+    let gets: Vec<Seen> = proxy
+        .seen("GET", Path::Blob)
+        .into_iter()
+        .filter(|s| s.target.ends_with(&layer))
+        .collect();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert_eq!(gets[0].range, None);
+    assert_eq!(gets[1].range.as_deref(), Some(&*format!("bytes={MIB}-")));
+}
+
+#[test]
+fn upload_cut_mid_put_is_retried() {
+    let reg = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let (big, layer) = big_image(&t);
+    let proxy = Proxy::start(&reg.host);
+    let cut = proxy.rule("PUT", &[Path::Upload], 1, Fault::CutRequest(MIB));
+    let out = t
+        .imgsync(&["copy", "--json", &big, &format!("{}/big/app:1", proxy.host)])
+        .ok()
+        .json();
+    let digest = out["images"][0]["digest"].as_str().unwrap().to_string();
+    assert_eq!(out["blobs_copied"], 2, "{out}");
+    assert_eq!(proxy.hits(cut).len(), 1);
+    // One more POST and PUT than blobs: the broken upload was redone.
+    let puts = proxy.seen("PUT", Path::Upload);
+    assert_eq!(puts.len(), 3, "{puts:?}");
+    assert_eq!(
+        puts.iter()
+            .filter(|s| upload_digest(&s.target) == layer)
+            .count(),
+        2
+    );
+    assert_eq!(proxy.seen("POST", Path::Upload).len(), 3);
+    // The registry holds the image, byte for byte.
+    let raw = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{}/big/app:1", reg.host),
+        ],
+    );
+    assert_eq!(format!("sha256:{}", sha256_hex(raw.as_bytes())), digest);
+    push(&t, &format!("{}/big/app:1", reg.host), "oci:back:app");
+    t.imgsync(&["verify", "oci:back"]).ok();
+}
+
+#[test]
+fn too_many_requests_are_retried_after_waiting() {
+    let reg = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let digest = push(&t, &hello("1.0"), &format!("{}/hello/app:1", reg.host));
+    let proxy = Proxy::start(&reg.host);
+    let busy = Fault::Status(429, Some(1));
+    let manifests = proxy.rule("GET", &[Path::Manifest], 1, busy);
+    let blobs = proxy.rule("GET", &[Path::Blob], 2, busy);
+    let pulled = push(&t, &format!("{}/hello/app:1", proxy.host), "oci:pulled:app");
+    assert_eq!(pulled, digest);
+    t.imgsync(&["verify", "oci:pulled"]).ok();
+    assert_eq!(proxy.hits(manifests).len(), 1);
+    assert_eq!(proxy.hits(blobs).len(), 2);
+    // Each refused request was made again.
+    assert_eq!(proxy.seen("GET", Path::Manifest).len(), 2);
+    let gets = proxy.seen("GET", Path::Blob);
+    for refused in proxy.hits(blobs) {
+        assert!(
+            gets.iter().filter(|s| s.target == refused).count() >= 2,
+            "{gets:?}"
+        );
+    }
+}
+
+#[test]
+fn dropped_connections_are_retried() {
+    let reg = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let digest = push(&t, &hello("1.0"), &format!("{}/hello/app:1", reg.host));
+    let proxy = Proxy::start(&reg.host);
+    let manifests = proxy.rule("GET", &[Path::Manifest], 1, Fault::Drop);
+    let blobs = proxy.rule("GET", &[Path::Blob], 2, Fault::Drop);
+    let pulled = push(&t, &format!("{}/hello/app:1", proxy.host), "oci:pulled:app");
+    assert_eq!(pulled, digest);
+    t.imgsync(&["verify", "oci:pulled"]).ok();
+    assert_eq!(proxy.hits(manifests).len(), 1);
+    assert_eq!(proxy.hits(blobs).len(), 2);
+    assert_eq!(proxy.seen("GET", Path::Manifest).len(), 2);
+}
+
+#[test]
+fn a_burst_of_server_errors_is_retried() {
+    let reg = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let dest = format!("{}/keep/app:1", reg.host);
+    let old = push(&t, &hello("1.0"), &dest);
+    let proxy = Proxy::start(&reg.host);
+    let paths = &[Path::Blob, Path::Upload, Path::Manifest];
+    let burst = proxy.rule("", paths, 3, Fault::Status(503, None));
+    let new = push(&t, &hello("2.0"), &format!("{}/keep/app:1", proxy.host));
+    assert_ne!(new, old);
+    assert_eq!(proxy.hits(burst).len(), 3);
+    assert_eq!(tag_digest(&t, &dest), new);
+}
+
+#[test]
+fn server_errors_that_last_fail_as_network_errors_and_move_no_tag() {
+    let reg = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let dest = format!("{}/keep/app:1", reg.host);
+    let old = push(&t, &hello("1.0"), &dest);
+
+    // Every upload refused: each attempt of a blob is a POST and a PUT;
+    // a blob is tried once and retried three times.
+    let proxy = Proxy::start(&reg.host);
+    let refuse = proxy.rule("PUT", &[Path::Upload], usize::MAX, Fault::Status(503, None));
+    let via = format!("{}/keep/app:1", proxy.host);
+    let line = network_failure(t.imgsync(&["copy", &hello("2.0"), &via]), &proxy.host);
+    assert!(line.contains("503"), "{line}");
+    let hits = proxy.hits(refuse);
+    let most = hits
+        .iter()
+        .map(|h| {
+            hits.iter()
+                .filter(|o| upload_digest(o) == upload_digest(h))
+                .count()
+        })
+        .max();
+    assert_eq!(most, Some(4), "{hits:?}");
+    assert_eq!(tag_digest(&t, &dest), old);
+    assert!(proxy.seen("PUT", Path::Manifest).is_empty());
+
+    // With --retry-times 0, one 503 on the manifest fails the copy at once.
+    let proxy = Proxy::start(&reg.host);
+    let once = proxy.rule("PUT", &[Path::Manifest], 1, Fault::Status(503, None));
+    let via = format!("{}/keep/app:1", proxy.host);
+    let run = t.imgsync(&["copy", "--retry-times", "0", &hello("2.0"), &via]);
+    network_failure(run, &proxy.host);
+    assert_eq!(proxy.hits(once).len(), 1);
+    assert_eq!(proxy.seen("PUT", Path::Manifest).len(), 1);
+    assert_eq!(tag_digest(&t, &dest), old);
+}
+
+#[test]
+fn corrupt_download_fails_integrity_and_writes_nothing() {
+    let reg = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let (big, layer) = big_image(&t);
+    push(&t, &big, &format!("{}/big/app:1", reg.host));
+    let proxy = Proxy::start(&reg.host);
+    let corrupt = proxy.rule("GET", &[Path::Blob], 1, Fault::Corrupt(MIB + 7));
+    t.imgsync(&["copy", &format!("{}/big/app:1", proxy.host), "oci:out:app"])
+        .fails(EXIT_INTEGRITY, &[&layer]);
+    assert_eq!(proxy.hits(corrupt).len(), 1);
+    assert!(!t.path("out").exists());
+}
+
+#[test]
+fn slow_link_still_copies_exactly() {
+    let reg = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let (big, layer) = big_image(&t);
+    let digest = push(&t, &big, &format!("{}/big/app:1", reg.host));
+    let proxy = Proxy::start(&reg.host);
+    let slow = proxy.rule(
+        "GET",
+        &[Path::Blob],
+        usize::MAX,
+        Fault::Throttle(768 * 1024),
+    );
+    let pulled = push(&t, &format!("{}/big/app:1", proxy.host), "oci:pulled:app");
+    assert_eq!(pulled, digest);
+    t.imgsync(&["verify", "oci:pulled"]).ok();
+    assert!(proxy.hits(slow).iter().any(|h| h.ends_with(&layer)));
+}

@@ -465,3 +465,32 @@ fn registry_failures_are_named_and_classed() {
         before
     );
 }
+
+#[test]
+fn debug_output_shows_requests_but_never_secrets() {
+    let reg = Registry::start(Kind::Basic);
+    let t = TestDir::new();
+    let certs = reg.cert_dir();
+    let good = format!("{USER}:{PASSWORD}");
+    let run = t
+        .imgsync(&[
+            "--debug",
+            "copy",
+            "--dest-cert-dir",
+            &certs,
+            "--dest-creds",
+            &good,
+            &format!("{}:{HELLO}:1.0", hello()),
+            &format!("{}/dbg/app:1", reg.host),
+        ])
+        .ok();
+    assert!(run.stderr.contains("imgsync: debug: PUT"), "{}", run.stderr);
+    assert!(!run.stderr.contains(PASSWORD), "{}", run.stderr);
+    let encoded = base64_of(&good);
+    assert!(!run.stderr.contains(&encoded), "{}", run.stderr);
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
