@@ -54,6 +54,52 @@ fn read_capped(r: Response, cap: u64, what: &str) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// A small document (manifest, config) fetched whole: the response and its
+/// body are read again after a transient failure, the body too.
+struct Small {
+    bytes: Vec<u8>,
+    digest_header: Option<Digest>,
+    media_type: Option<String>,
+}
+
+fn get_small(client: &RegistryClient, what: &str, path: &str) -> Result<Small> {
+    let mut attempt = 0;
+    loop {
+        let result = (|| {
+            let r = client.send(what, Retry::Yes, |http, base| {
+                http.get(format!("{base}{path}"))
+                    .header(ACCEPT, MANIFEST_ACCEPT)
+            })?;
+            if !r.status().is_success() {
+                return Err(client.failure(what, r));
+            }
+            let digest_header = r
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| Digest::parse(v).ok());
+            let media_type = media_type_of(&r);
+            let bytes = read_capped(
+                r,
+                MAX_MANIFEST_BYTES,
+                &format!("{what} on {}", client.host()),
+            )?;
+            Ok(Small {
+                bytes,
+                digest_header,
+                media_type,
+            })
+        })();
+        match result {
+            Err(e) if e.class().is_transient() && attempt < client.retry_times() => {
+                crate::registry::client::sleep_backoff(attempt, None);
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A repository as a source: one image, by tag or digest.
 pub struct RegistrySource {
     client: Arc<RegistryClient>,
@@ -76,21 +122,12 @@ impl RegistrySource {
             (None, None) => unreachable!("a default tag was set"),
         };
         let what = format!("GET manifest {}:{tag_or_digest}", reference.path);
-        let path = reference.path.clone();
-        let r = client.send(&what, Retry::Yes, |http, base| {
-            http.get(format!("{base}/v2/{path}/manifests/{tag_or_digest}"))
-                .header(ACCEPT, MANIFEST_ACCEPT)
-        })?;
-        if !r.status().is_success() {
-            return Err(client.failure(&format!("{reference}: {what}"), r));
-        }
-        let header_digest = r
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| Digest::parse(v).ok());
-        let media_type = media_type_of(&r);
-        let bytes = read_capped(r, MAX_MANIFEST_BYTES, &reference.to_string())?;
+        let path = format!("/v2/{}/manifests/{tag_or_digest}", reference.path);
+        let Small {
+            bytes,
+            digest_header: header_digest,
+            media_type,
+        } = get_small(&client, &what, &path)?;
         let digest = match &reference.digest {
             Some(d) => {
                 let mut h = d.hasher()?;
@@ -168,14 +205,7 @@ impl ImageSource for RegistrySource {
             self.blob_url_path(desc)
         };
         let what = format!("GET {}", path.trim_start_matches("/v2/"));
-        let r = self.client.send(&what, Retry::Yes, |http, base| {
-            http.get(format!("{base}{path}"))
-                .header(ACCEPT, MANIFEST_ACCEPT)
-        })?;
-        if !r.status().is_success() {
-            return Err(self.client.failure(&what, r));
-        }
-        let bytes = read_capped(r, MAX_MANIFEST_BYTES, &what)?;
+        let bytes = get_small(&self.client, &what, &path)?.bytes;
         self.cache
             .lock()
             .unwrap()

@@ -1,9 +1,9 @@
-//! Network faults between imgsync and a real registry: a small HTTP/1.1
+//! Network faults between imgsync and a real registry. A small HTTP/1.1
 //! proxy forwards to the registry and, by counted rules, answers 429 or
 //! 503, drops connections, cuts request or response bodies, corrupts a
-//! byte or throttles bodies. It records every request (method, path kind,
-//! target, `Range`) so the tests can assert which retries and resumes
-//! happened without measuring time.
+//! byte, ignores `Range` or throttles bodies. It records every request
+//! (method, path kind, target, `Range`), so the tests assert which retries
+//! and resumes happened without measuring time.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -17,7 +17,6 @@ use super::registry_harness::{Kind, Registry};
 /// What a request is about, from its path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Path {
-    Ping,
     Blob,
     Upload,
     Manifest,
@@ -27,23 +26,18 @@ enum Path {
 impl Path {
     fn of(target: &str) -> Path {
         let path = target.split('?').next().unwrap_or("");
-        if path == "/v2/" {
-            Path::Ping
-        } else if path.contains("/blobs/uploads/") {
-            Path::Upload
-        } else if path.contains("/blobs/") {
-            Path::Blob
-        } else if path.contains("/manifests/") {
-            Path::Manifest
-        } else {
-            Path::Other
+        match () {
+            _ if path.contains("/blobs/uploads/") => Path::Upload,
+            _ if path.contains("/blobs/") => Path::Blob,
+            _ if path.contains("/manifests/") => Path::Manifest,
+            _ => Path::Other,
         }
     }
 }
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
-    /// Answer this status (with `Retry-After: N` if given) instead of the
+    /// Answer this status (with `Retry-After: N` if given) in place of the
     /// registry.
     Status(u16, Option<u32>),
     /// Close the connection without answering.
@@ -54,6 +48,9 @@ enum Fault {
     CutResponse(u64),
     /// Flip every bit of the response body's byte at this offset.
     Corrupt(u64),
+    /// Forward a request without its `Range` header, as a registry that
+    /// ignores ranges would see it.
+    IgnoreRange,
     /// Send response bodies at this many bytes a second.
     Throttle(u64),
 }
@@ -67,7 +64,7 @@ struct Rule {
     hits: Vec<String>,
 }
 
-/// One request as the proxy saw it.
+/// One request as the proxy received it.
 #[derive(Clone, Debug)]
 struct Seen {
     method: String,
@@ -84,42 +81,36 @@ struct State {
 }
 
 impl State {
-    /// Rules that may still apply to this request.
-    fn matching(&self, method: &str, path: Path) -> Vec<usize> {
+    /// Rules with uses left for this request: (id, fault).
+    fn matching(&self, method: &str, path: Path) -> Vec<(usize, Fault)> {
         let rules = self.rules.lock().unwrap();
-        (0..rules.len())
-            .filter(|&i| {
-                let r = &rules[i];
-                (r.method.is_empty() || r.method == method)
-                    && r.paths.contains(&path)
-                    && r.hits.len() < r.times
-            })
-            .collect()
+        let applies = |r: &Rule| {
+            (r.method.is_empty() || r.method == method)
+                && r.paths.contains(&path)
+                && r.hits.len() < r.times
+        };
+        let ids = (0..rules.len()).filter(|&i| applies(&rules[i]));
+        ids.map(|i| (i, rules[i].fault)).collect()
     }
 
-    /// Applies rule `i` once more if it has uses left.
-    fn fire(&self, i: usize, target: &str) -> bool {
-        let mut rules = self.rules.lock().unwrap();
-        let r = &mut rules[i];
-        let ok = r.hits.len() < r.times;
-        if ok {
-            r.hits.push(target.to_string());
+    /// Uses rule `id` once more, if it has uses left.
+    fn fire(&self, id: usize, target: &str) -> bool {
+        let rule = &mut self.rules.lock().unwrap()[id];
+        let left = rule.hits.len() < rule.times;
+        if left {
+            rule.hits.push(target.to_string());
         }
-        ok
-    }
-
-    fn fault(&self, i: usize) -> Fault {
-        self.rules.lock().unwrap()[i].fault
+        left
     }
 }
 
-pub struct Proxy {
-    pub host: String,
+struct Proxy {
+    host: String,
     state: Arc<State>,
 }
 
 impl Proxy {
-    pub fn start(upstream: &str) -> Proxy {
+    fn start(upstream: &str) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let host = listener.local_addr().unwrap().to_string();
         let state = Arc::new(State {
@@ -143,8 +134,8 @@ impl Proxy {
         Proxy { host, state }
     }
 
-    /// Applies `fault` to the first `times` requests with this method (""
-    /// for any) and path kind that it can apply to; returns the rule's id.
+    /// Applies `fault` to the first `times` requests with `method` (""
+    /// for any) on `paths` it can apply to; returns the rule's id.
     fn rule(
         &self,
         method: &'static str,
@@ -153,12 +144,13 @@ impl Proxy {
         fault: Fault,
     ) -> usize {
         let mut rules = self.state.rules.lock().unwrap();
+        let hits = Vec::new();
         rules.push(Rule {
             method,
             paths,
             times,
             fault,
-            hits: Vec::new(),
+            hits,
         });
         rules.len() - 1
     }
@@ -170,10 +162,8 @@ impl Proxy {
 
     fn seen(&self, method: &str, path: Path) -> Vec<Seen> {
         let seen = self.state.seen.lock().unwrap();
-        seen.iter()
-            .filter(|s| s.method == method && s.path == path)
-            .cloned()
-            .collect()
+        let hits = seen.iter().filter(|s| s.method == method && s.path == path);
+        hits.cloned().collect()
     }
 }
 
@@ -184,78 +174,53 @@ impl Drop for Proxy {
     }
 }
 
-/// A request or response head: the first line and the header lines.
-struct Head {
-    line: String,
-    headers: Vec<(String, String)>,
-}
+/// A request or response head: the start line, then `Name: value` lines.
+struct Head(Vec<String>);
 
 impl Head {
     fn read(r: &mut impl BufRead) -> io::Result<Option<Head>> {
-        let mut line = String::new();
-        if r.read_line(&mut line)? == 0 {
-            return Ok(None);
-        }
-        let mut headers = Vec::new();
+        let mut lines = Vec::new();
         loop {
-            let mut h = String::new();
-            if r.read_line(&mut h)? == 0 {
+            let mut line = String::new();
+            if r.read_line(&mut line)? == 0 && lines.is_empty() {
+                return Ok(None);
+            } else if line.is_empty() {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.push((k.trim().to_string(), v.trim().to_string()));
+            match line.trim_end() {
+                "" => return Ok(Some(Head(lines))),
+                l => lines.push(l.to_string()),
             }
         }
-        let line = line.trim_end().to_string();
-        Ok(Some(Head { line, headers }))
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        let h = self
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name));
-        h.map(|(_, v)| v.as_str())
+        self.0[1..].iter().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
     }
 
     fn word(&self, n: usize) -> &str {
-        self.line.split(' ').nth(n).unwrap_or("")
+        self.0[0].split(' ').nth(n).unwrap_or("")
     }
 
     fn write(&self, w: &mut impl Write) -> io::Result<()> {
-        let mut out = format!("{}\r\n", self.line);
-        for (k, v) in &self.headers {
-            out.push_str(&format!("{k}: {v}\r\n"));
-        }
-        out.push_str("\r\n");
-        w.write_all(out.as_bytes())
+        w.write_all(format!("{}\r\n\r\n", self.0.join("\r\n")).as_bytes())
     }
 
-    /// How the body after this head is delimited; `request_method` is set
-    /// for a response.
+    /// How the body after this head ends; `request_method` is given for a
+    /// response.
     fn framing(&self, request_method: Option<&str>) -> Framing {
-        if let Some(method) = request_method {
-            let status: u16 = self.word(1).parse().unwrap_or(0);
-            if method == "HEAD" || status / 100 == 1 || status == 204 || status == 304 {
-                return Framing::Length(0);
-            }
-        }
+        let status: u16 = self.word(1).parse().unwrap_or(0);
         let te = self.get("transfer-encoding").unwrap_or("");
-        match self.get("content-length") {
+        match (request_method, self.get("content-length")) {
+            (Some(m), _) if m == "HEAD" || [204, 304].contains(&status) => Framing::Length(0),
             _ if te.to_ascii_lowercase().contains("chunked") => Framing::Chunked,
-            Some(n) => Framing::Length(n.parse().unwrap_or(0)),
-            None if request_method.is_some() => Framing::UntilClose,
-            None => Framing::Length(0),
+            (_, Some(n)) => Framing::Length(n.parse().unwrap_or(0)),
+            (Some(_), None) => Framing::UntilClose,
+            (None, None) => Framing::Length(0),
         }
-    }
-
-    fn closes(&self) -> bool {
-        self.get("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
     }
 }
 
@@ -266,12 +231,12 @@ enum Framing {
     UntilClose,
 }
 
-/// Sees each piece of a body (offset in the body, bytes) before it is
-/// forwarded; may change the bytes, or return how many of them to send
+/// Sees each piece of a body (its offset in the body, its bytes) before it
+/// is forwarded; may change the bytes, or return how many of them to send
 /// before the connection is cut.
 type Hook<'a> = dyn FnMut(u64, &mut [u8]) -> Option<usize> + 'a;
 
-/// Forwards `n` bytes (all until end of stream if `None`). False: cut.
+/// Forwards `n` bytes, or all until the end of the stream. False: cut.
 fn copy_n(
     src: &mut impl Read,
     dst: &mut impl Write,
@@ -279,31 +244,30 @@ fn copy_n(
     off: &mut u64,
     hook: &mut Hook,
 ) -> io::Result<bool> {
-    let mut buf = [0u8; 16 * 1024];
+    const PIECE: u64 = 16 * 1024;
+    let mut buf = [0u8; PIECE as usize];
     let mut left = n.unwrap_or(u64::MAX);
     while left > 0 {
-        let want = left.min(buf.len() as u64) as usize;
-        let got = src.read(&mut buf[..want])?;
+        let got = src.read(&mut buf[..left.min(PIECE) as usize])?;
         if got == 0 && n.is_some() {
             return Err(io::ErrorKind::UnexpectedEof.into());
         } else if got == 0 {
             break;
         }
         let cut = hook(*off, &mut buf[..got]);
-        let send = cut.unwrap_or(got);
-        dst.write_all(&buf[..send])?;
-        *off += send as u64;
+        dst.write_all(&buf[..cut.unwrap_or(got)])?;
         if cut.is_some() {
             dst.flush()?;
             return Ok(false);
         }
+        *off += got as u64;
         left -= got as u64;
     }
     Ok(true)
 }
 
-/// Forwards one body in its framing (chunked bodies re-chunked, hook
-/// offsets counted in decoded bytes). False: cut.
+/// Forwards one body in its framing; chunked bodies are re-chunked (trailer
+/// fields dropped) and the hook sees their decoded bytes. False: cut.
 fn pump(
     src: &mut impl BufRead,
     dst: &mut impl Write,
@@ -312,38 +276,40 @@ fn pump(
 ) -> io::Result<bool> {
     let mut off = 0;
     match framing {
-        Framing::Length(n) => copy_n(src, dst, Some(n), &mut off, hook),
-        Framing::UntilClose => copy_n(src, dst, None, &mut off, hook),
-        Framing::Chunked => loop {
-            let mut line = String::new();
-            src.read_line(&mut line)?;
-            let hex = line.split(';').next().unwrap_or("").trim();
-            let size = u64::from_str_radix(hex, 16)
-                .map_err(|_| io::Error::other(format!("bad chunk size {line:?}")))?;
-            if size == 0 {
-                while src.read_line(&mut line)? > 0 && !matches!(line.as_str(), "\r\n" | "\n") {
-                    line.clear();
-                }
-                dst.write_all(b"0\r\n\r\n")?;
-                return Ok(true);
-            }
-            write!(dst, "{size:x}\r\n")?;
-            if !copy_n(src, dst, Some(size), &mut off, hook)? {
-                return Ok(false);
-            }
-            src.read_line(&mut line)?;
-            dst.write_all(b"\r\n")?;
-        },
+        Framing::Length(n) => return copy_n(src, dst, Some(n), &mut off, hook),
+        Framing::UntilClose => return copy_n(src, dst, None, &mut off, hook),
+        Framing::Chunked => {}
+    }
+    let mut line = String::new();
+    loop {
+        line.clear();
+        src.read_line(&mut line)?;
+        let hex = line.split(';').next().unwrap_or("").trim();
+        let size = u64::from_str_radix(hex, 16)
+            .map_err(|_| io::Error::other(format!("bad chunk size line {line:?}")))?;
+        if size == 0 {
+            // Trailer fields are dropped, up to the empty line that ends
+            // the body.
+            while src.read_line(&mut line)? > 0 && !line.ends_with("\n\r\n") {}
+            dst.write_all(b"0\r\n\r\n")?;
+            return Ok(true);
+        }
+        write!(dst, "{size:x}\r\n")?;
+        if !copy_n(src, dst, Some(size), &mut off, hook)? {
+            return Ok(false);
+        }
+        src.read_line(&mut line)?;
+        dst.write_all(b"\r\n")?;
     }
 }
 
 fn answer(w: &mut impl Write, code: u16, retry_after: Option<u32>, method: &str) -> io::Result<()> {
     let body = format!(r#"{{"errors":[{{"code":"UNAVAILABLE","message":"injected {code}"}}]}}"#);
     let retry = retry_after.map_or(String::new(), |s| format!("Retry-After: {s}\r\n"));
+    let len = body.len();
     write!(
         w,
-        "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry}\r\n",
-        body.len()
+        "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n{retry}\r\n"
     )?;
     if method != "HEAD" {
         w.write_all(body.as_bytes())?;
@@ -354,7 +320,7 @@ fn answer(w: &mut impl Write, code: u16, retry_after: Option<u32>, method: &str)
 /// One client connection, forwarded over one registry connection.
 fn serve(client: TcpStream, state: &State) -> io::Result<()> {
     let mut first = [0u8; 1];
-    // imgsync tries HTTPS first: a TLS ClientHello starts with 0x16.
+    // HTTPS is tried first on loopback: a TLS ClientHello starts with 0x16.
     if client.peek(&mut first)? == 0 || first[0] == 0x16 {
         return Ok(());
     }
@@ -367,48 +333,46 @@ fn serve(client: TcpStream, state: &State) -> io::Result<()> {
         let _ = b.shutdown(Shutdown::Both);
         Ok(())
     };
-    'requests: while let Some(req) = Head::read(&mut from_client)? {
-        let method = req.word(0).to_string();
-        let target = req.word(1).to_string();
+    'requests: while let Some(mut req) = Head::read(&mut from_client)? {
+        let (method, target) = (req.word(0).to_string(), req.word(1).to_string());
         let path = Path::of(&target);
-        state.seen.lock().unwrap().push(Seen {
+        let range = req.get("range").map(str::to_string);
+        let seen = Seen {
             method: method.clone(),
             path,
             target: target.clone(),
-            range: req.get("range").map(str::to_string),
-        });
+            range,
+        };
+        state.seen.lock().unwrap().push(seen);
         let rules = state.matching(&method, path);
-        for &i in &rules {
-            match state.fault(i) {
-                Fault::Drop if state.fire(i, &target) => return cut(&to_client, &to_upstream),
-                Fault::Status(code, retry_after) if state.fire(i, &target) => {
-                    pump(
-                        &mut from_client,
-                        &mut io::sink(),
-                        req.framing(None),
-                        &mut |_, _| None,
-                    )?;
+        for &(id, fault) in &rules {
+            match fault {
+                Fault::Drop if state.fire(id, &target) => return cut(&to_client, &to_upstream),
+                Fault::Status(code, retry_after) if state.fire(id, &target) => {
+                    let framing = req.framing(None);
+                    pump(&mut from_client, &mut io::sink(), framing, &mut |_, _| None)?;
                     answer(&mut to_client, code, retry_after, &method)?;
                     continue 'requests;
+                }
+                Fault::IgnoreRange if req.get("range").is_some() && state.fire(id, &target) => {
+                    req.0
+                        .retain(|l| !l.to_ascii_lowercase().starts_with("range:"));
                 }
                 _ => {}
             }
         }
         req.write(&mut to_upstream)?;
         let mut on_request = |off: u64, bytes: &mut [u8]| {
-            rules.iter().find_map(|&i| match state.fault(i) {
-                Fault::CutRequest(n) if off + bytes.len() as u64 > n && state.fire(i, &target) => {
+            let end = off + bytes.len() as u64;
+            rules.iter().find_map(|&(id, fault)| match fault {
+                Fault::CutRequest(n) if end > n && state.fire(id, &target) => {
                     Some((n - off) as usize)
                 }
                 _ => None,
             })
         };
-        if !pump(
-            &mut from_client,
-            &mut to_upstream,
-            req.framing(None),
-            &mut on_request,
-        )? {
+        let framing = req.framing(None);
+        if !pump(&mut from_client, &mut to_upstream, framing, &mut on_request)? {
             return cut(&to_client, &to_upstream);
         }
         let Some(resp) = Head::read(&mut from_upstream)? else {
@@ -419,17 +383,17 @@ fn serve(client: TcpStream, state: &State) -> io::Result<()> {
         let start = Instant::now();
         let mut on_response = |off: u64, bytes: &mut [u8]| {
             let end = off + bytes.len() as u64;
-            rules.iter().find_map(|&i| match state.fault(i) {
-                Fault::CutResponse(n) if end > n && state.fire(i, &target) => {
+            rules.iter().find_map(|&(id, fault)| match fault {
+                Fault::CutResponse(n) if end > n && state.fire(id, &target) => {
                     Some((n - off) as usize)
                 }
-                Fault::Corrupt(at) if (off..end).contains(&at) && state.fire(i, &target) => {
+                Fault::Corrupt(at) if (off..end).contains(&at) && state.fire(id, &target) => {
                     bytes[(at - off) as usize] ^= 0xff;
                     None
                 }
                 Fault::Throttle(rate) => {
                     if off == 0 {
-                        state.fire(i, &target);
+                        state.fire(id, &target);
                     }
                     let due = Duration::from_secs_f64(end as f64 / rate as f64);
                     std::thread::sleep(due.saturating_sub(start.elapsed()));
@@ -443,14 +407,28 @@ fn serve(client: TcpStream, state: &State) -> io::Result<()> {
             &mut to_client,
             framing,
             &mut on_response,
-        )? {
-            return cut(&to_client, &to_upstream);
-        }
-        if framing == Framing::UntilClose || req.closes() || resp.closes() {
+        )? || framing == Framing::UntilClose
+        {
             return cut(&to_client, &to_upstream);
         }
     }
     Ok(())
+}
+
+#[test]
+fn proxy_rechunks_chunked_bodies_and_stops_at_their_end() {
+    let input = b"5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: t\r\n\r\nNEXT";
+    let mut src = io::Cursor::new(&input[..]);
+    let (mut out, mut offsets) = (Vec::new(), Vec::new());
+    let mut hook = |off: u64, bytes: &mut [u8]| {
+        offsets.push(off);
+        bytes[0] = bytes[0].to_ascii_uppercase();
+        None
+    };
+    assert!(pump(&mut src, &mut out, Framing::Chunked, &mut hook).unwrap());
+    assert_eq!(out, b"5\r\nHello\r\n6\r\n world\r\n0\r\n\r\n");
+    assert_eq!(offsets, [0, 5]);
+    assert_eq!(src.position() as usize, input.len() - 4);
 }
 
 const HELLO: &str = "imgsync-fixture/hello";
@@ -463,9 +441,8 @@ fn hello(tag: &str) -> String {
     )
 }
 
-/// A docker archive of one image with an incompressible layer of 2 MiB;
-/// returns its location and the layer's digest.
-fn big_image(t: &TestDir) -> (String, String) {
+/// A docker archive of one image with an incompressible layer of 2 MiB.
+fn big_image(t: &TestDir) -> String {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let data: Vec<u8> = (0..2 * MIB)
         .map(|_| {
@@ -475,14 +452,27 @@ fn big_image(t: &TestDir) -> (String, String) {
             x as u8
         })
         .collect();
-    let layer = layer_tar("random.bin", &data);
-    legacy_archive(&t.path("big.tar"), "big/app:1", &[&layer]);
-    let location = format!("docker-archive:{}", t.p("big.tar"));
-    (location, format!("sha256:{}", sha256_hex(&layer)))
+    legacy_archive(
+        &t.path("big.tar"),
+        "big/app:1",
+        &[&layer_tar("random.bin", &data)],
+    );
+    format!("docker-archive:{}", t.p("big.tar"))
+}
+
+/// The digest of the (gzip-compressed) layer of the big image at `reference`.
+fn big_layer(t: &TestDir, reference: &str) -> String {
+    let info = t.imgsync(&["inspect", "--json", reference]).ok().json();
+    let layers = info[0]["layers"].as_array().unwrap();
+    assert!(
+        layers[0]["size"].as_u64().unwrap() > 2 * MIB - 4096,
+        "{info}"
+    );
+    layers[0]["digest"].as_str().unwrap().to_string()
 }
 
 /// Copies `src` to `dst` and returns the digest of the (first) image.
-fn push(t: &TestDir, src: &str, dst: &str) -> String {
+fn copy(t: &TestDir, src: &str, dst: &str) -> String {
     let out = t.imgsync(&["copy", "--json", src, dst]).ok().json();
     out["images"][0]["digest"].as_str().unwrap().to_string()
 }
@@ -511,11 +501,11 @@ fn upload_digest(target: &str) -> String {
 fn download_cut_mid_blob_resumes_with_range() {
     let reg = Registry::start(Kind::Plain);
     let t = TestDir::new();
-    let (big, layer) = big_image(&t);
-    let digest = push(&t, &big, &format!("{}/big/app:1", reg.host));
+    let digest = copy(&t, &big_image(&t), &format!("{}/big/app:1", reg.host));
+    let layer = big_layer(&t, &format!("{}/big/app:1", reg.host));
     let proxy = Proxy::start(&reg.host);
     let cut = proxy.rule("GET", &[Path::Blob], 1, Fault::CutResponse(MIB));
-    let pulled = push(&t, &format!("{}/big/app:1", proxy.host), "oci:pulled:app");
+    let pulled = copy(&t, &format!("{}/big/app:1", proxy.host), "oci:pulled:app");
     assert_eq!(pulled, digest);
     t.imgsync(&["verify", "oci:pulled"]).ok();
     assert_eq!(
@@ -537,10 +527,87 @@ fn download_cut_mid_blob_resumes_with_range() {
 }
 
 #[test]
+fn download_that_keeps_breaking_resumes_then_restarts_whole() {
+    let reg = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let digest = copy(&t, &big_image(&t), &format!("{}/big/app:1", reg.host));
+    let layer = big_layer(&t, &format!("{}/big/app:1", reg.host));
+    let proxy = Proxy::start(&reg.host);
+    // Every response breaks after 512 KiB, four times: the first download
+    // and its three resumes; the engine then fetches the blob again.
+    let cut = proxy.rule("GET", &[Path::Blob], 4, Fault::CutResponse(MIB / 2));
+    let pulled = copy(&t, &format!("{}/big/app:1", proxy.host), "oci:pulled:app");
+    assert_eq!(pulled, digest);
+    t.imgsync(&["verify", "oci:pulled"]).ok();
+    assert_eq!(proxy.hits(cut).len(), 4);
+    let ranges: Vec<Option<String>> = proxy
+        .seen("GET", Path::Blob)
+        .into_iter()
+        .filter(|s| s.target.ends_with(&layer))
+        .map(|s| s.range)
+        .collect();
+    let from = |n: u64| Some(format!("bytes={}-", n * MIB / 2));
+    assert_eq!(ranges, [None, from(1), from(2), from(3), None]);
+}
+
+#[test]
+fn resume_from_a_registry_that_ignores_range() {
+    let reg = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let digest = copy(&t, &big_image(&t), &format!("{}/big/app:1", reg.host));
+    let proxy = Proxy::start(&reg.host);
+    let cut = proxy.rule("GET", &[Path::Blob], 1, Fault::CutResponse(MIB));
+    let ignore = proxy.rule("GET", &[Path::Blob], 1, Fault::IgnoreRange);
+    let pulled = copy(&t, &format!("{}/big/app:1", proxy.host), "oci:pulled:app");
+    assert_eq!(pulled, digest);
+    t.imgsync(&["verify", "oci:pulled"]).ok();
+    assert_eq!(proxy.hits(cut).len(), 1);
+    // The resume asked for a range and got the whole blob.
+    assert_eq!(proxy.hits(ignore), proxy.hits(cut));
+}
+
+#[test]
+fn interrupted_manifest_and_config_downloads_are_retried() {
+    let reg = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let digest = copy(&t, &hello("1.0"), &format!("{}/hello/app:1", reg.host));
+    let info = t.imgsync(&["inspect", "--json", &format!("{}/hello/app:1", reg.host)]);
+    let config = info.ok().json()[0]["config"].as_str().unwrap().to_string();
+    let proxy = Proxy::start(&reg.host);
+    // The manifest and the config are a few hundred bytes: each breaks once
+    // after 50.
+    let manifest_cut = proxy.rule("GET", &[Path::Manifest], 1, Fault::CutResponse(50));
+    let config_cut = proxy.rule("GET", &[Path::Blob], 1, Fault::CutResponse(50));
+    let from = format!("{}/hello/app:1", proxy.host);
+    let run = t.imgsync(&["copy", &from, "oci:pulled:app"]);
+    assert_eq!(proxy.hits(manifest_cut).len(), 1);
+    run.ok();
+    assert!(proxy.hits(config_cut)[0].ends_with(&config));
+    assert_eq!(layout_refs(&t.path("pulled")), [("app".into(), digest)]);
+    t.imgsync(&["verify", "oci:pulled"]).ok();
+}
+
+#[test]
+fn broken_config_download_names_the_registry() {
+    let reg = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    copy(&t, &hello("1.0"), &format!("{}/hello/app:1", reg.host));
+    let proxy = Proxy::start(&reg.host);
+    let cut = proxy.rule("GET", &[Path::Blob], 1, Fault::CutResponse(50));
+    let from = format!("{}/hello/app:1", proxy.host);
+    let run = t.imgsync(&["copy", "--retry-times", "0", &from, "oci:pulled:app"]);
+    let line = network_failure(run, &proxy.host);
+    let hits = proxy.hits(cut);
+    let config = hits[0].rsplit('/').next().unwrap();
+    assert!(line.contains(config), "{line}");
+    assert!(!t.path("pulled").exists());
+}
+
+#[test]
 fn upload_cut_mid_put_is_retried() {
     let reg = Registry::start(Kind::Plain);
     let t = TestDir::new();
-    let (big, layer) = big_image(&t);
+    let big = big_image(&t);
     let proxy = Proxy::start(&reg.host);
     let cut = proxy.rule("PUT", &[Path::Upload], 1, Fault::CutRequest(MIB));
     let out = t
@@ -551,6 +618,7 @@ fn upload_cut_mid_put_is_retried() {
     assert_eq!(out["blobs_copied"], 2, "{out}");
     assert_eq!(proxy.hits(cut).len(), 1);
     // One more POST and PUT than blobs: the broken upload was redone.
+    let layer = big_layer(&t, &format!("{}/big/app:1", reg.host));
     let puts = proxy.seen("PUT", Path::Upload);
     assert_eq!(puts.len(), 3, "{puts:?}");
     assert_eq!(
@@ -571,7 +639,7 @@ fn upload_cut_mid_put_is_retried() {
         ],
     );
     assert_eq!(format!("sha256:{}", sha256_hex(raw.as_bytes())), digest);
-    push(&t, &format!("{}/big/app:1", reg.host), "oci:back:app");
+    copy(&t, &format!("{}/big/app:1", reg.host), "oci:back:app");
     t.imgsync(&["verify", "oci:back"]).ok();
 }
 
@@ -579,24 +647,23 @@ fn upload_cut_mid_put_is_retried() {
 fn too_many_requests_are_retried_after_waiting() {
     let reg = Registry::start(Kind::Plain);
     let t = TestDir::new();
-    let digest = push(&t, &hello("1.0"), &format!("{}/hello/app:1", reg.host));
+    let digest = copy(&t, &hello("1.0"), &format!("{}/hello/app:1", reg.host));
     let proxy = Proxy::start(&reg.host);
     let busy = Fault::Status(429, Some(1));
     let manifests = proxy.rule("GET", &[Path::Manifest], 1, busy);
     let blobs = proxy.rule("GET", &[Path::Blob], 2, busy);
-    let pulled = push(&t, &format!("{}/hello/app:1", proxy.host), "oci:pulled:app");
+    let pulled = copy(&t, &format!("{}/hello/app:1", proxy.host), "oci:pulled:app");
     assert_eq!(pulled, digest);
     t.imgsync(&["verify", "oci:pulled"]).ok();
     assert_eq!(proxy.hits(manifests).len(), 1);
     assert_eq!(proxy.hits(blobs).len(), 2);
-    // Each refused request was made again.
+    // Each refused request was made again, once per refusal.
     assert_eq!(proxy.seen("GET", Path::Manifest).len(), 2);
-    let gets = proxy.seen("GET", Path::Blob);
-    for refused in proxy.hits(blobs) {
-        assert!(
-            gets.iter().filter(|s| s.target == refused).count() >= 2,
-            "{gets:?}"
-        );
+    let (gets, refused) = (proxy.seen("GET", Path::Blob), proxy.hits(blobs));
+    for target in &refused {
+        let made = gets.iter().filter(|s| &s.target == target).count();
+        let refusals = refused.iter().filter(|r| r == &target).count();
+        assert_eq!(made, refusals + 1, "{target}: {gets:?}");
     }
 }
 
@@ -604,11 +671,11 @@ fn too_many_requests_are_retried_after_waiting() {
 fn dropped_connections_are_retried() {
     let reg = Registry::start(Kind::Plain);
     let t = TestDir::new();
-    let digest = push(&t, &hello("1.0"), &format!("{}/hello/app:1", reg.host));
+    let digest = copy(&t, &hello("1.0"), &format!("{}/hello/app:1", reg.host));
     let proxy = Proxy::start(&reg.host);
     let manifests = proxy.rule("GET", &[Path::Manifest], 1, Fault::Drop);
     let blobs = proxy.rule("GET", &[Path::Blob], 2, Fault::Drop);
-    let pulled = push(&t, &format!("{}/hello/app:1", proxy.host), "oci:pulled:app");
+    let pulled = copy(&t, &format!("{}/hello/app:1", proxy.host), "oci:pulled:app");
     assert_eq!(pulled, digest);
     t.imgsync(&["verify", "oci:pulled"]).ok();
     assert_eq!(proxy.hits(manifests).len(), 1);
@@ -621,11 +688,11 @@ fn a_burst_of_server_errors_is_retried() {
     let reg = Registry::start(Kind::Plain);
     let t = TestDir::new();
     let dest = format!("{}/keep/app:1", reg.host);
-    let old = push(&t, &hello("1.0"), &dest);
+    let old = copy(&t, &hello("1.0"), &dest);
     let proxy = Proxy::start(&reg.host);
     let paths = &[Path::Blob, Path::Upload, Path::Manifest];
     let burst = proxy.rule("", paths, 3, Fault::Status(503, None));
-    let new = push(&t, &hello("2.0"), &format!("{}/keep/app:1", proxy.host));
+    let new = copy(&t, &hello("2.0"), &format!("{}/keep/app:1", proxy.host));
     assert_ne!(new, old);
     assert_eq!(proxy.hits(burst).len(), 3);
     assert_eq!(tag_digest(&t, &dest), new);
@@ -636,7 +703,7 @@ fn server_errors_that_last_fail_as_network_errors_and_move_no_tag() {
     let reg = Registry::start(Kind::Plain);
     let t = TestDir::new();
     let dest = format!("{}/keep/app:1", reg.host);
-    let old = push(&t, &hello("1.0"), &dest);
+    let old = copy(&t, &hello("1.0"), &dest);
 
     // Every upload refused: each attempt of a blob is a POST and a PUT;
     // a blob is tried once and retried three times.
@@ -673,8 +740,8 @@ fn server_errors_that_last_fail_as_network_errors_and_move_no_tag() {
 fn corrupt_download_fails_integrity_and_writes_nothing() {
     let reg = Registry::start(Kind::Plain);
     let t = TestDir::new();
-    let (big, layer) = big_image(&t);
-    push(&t, &big, &format!("{}/big/app:1", reg.host));
+    copy(&t, &big_image(&t), &format!("{}/big/app:1", reg.host));
+    let layer = big_layer(&t, &format!("{}/big/app:1", reg.host));
     let proxy = Proxy::start(&reg.host);
     let corrupt = proxy.rule("GET", &[Path::Blob], 1, Fault::Corrupt(MIB + 7));
     t.imgsync(&["copy", &format!("{}/big/app:1", proxy.host), "oci:out:app"])
@@ -687,8 +754,8 @@ fn corrupt_download_fails_integrity_and_writes_nothing() {
 fn slow_link_still_copies_exactly() {
     let reg = Registry::start(Kind::Plain);
     let t = TestDir::new();
-    let (big, layer) = big_image(&t);
-    let digest = push(&t, &big, &format!("{}/big/app:1", reg.host));
+    let digest = copy(&t, &big_image(&t), &format!("{}/big/app:1", reg.host));
+    let layer = big_layer(&t, &format!("{}/big/app:1", reg.host));
     let proxy = Proxy::start(&reg.host);
     let slow = proxy.rule(
         "GET",
@@ -696,7 +763,7 @@ fn slow_link_still_copies_exactly() {
         usize::MAX,
         Fault::Throttle(768 * 1024),
     );
-    let pulled = push(&t, &format!("{}/big/app:1", proxy.host), "oci:pulled:app");
+    let pulled = copy(&t, &format!("{}/big/app:1", proxy.host), "oci:pulled:app");
     assert_eq!(pulled, digest);
     t.imgsync(&["verify", "oci:pulled"]).ok();
     assert!(proxy.hits(slow).iter().any(|h| h.ends_with(&layer)));
