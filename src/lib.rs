@@ -21,5 +21,6 @@ pub mod location;
 pub mod progress;
 pub mod registry;
 pub mod store;
+pub mod sync;
 
 pub use error::{Error, ErrorClass, Result};

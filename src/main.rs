@@ -2,6 +2,7 @@
 //! renders progress, prints results, maps errors to exit codes.
 
 mod output;
+mod sync_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +54,13 @@ enum Command {
   imgsync inspect --raw oci:layout:app | jq .
   imgsync inspect --json oci-archive:all.oci.tar")]
     Inspect(InspectCmd),
+    /// Mirror repositories and tags between registries from a config file.
+    #[command(after_help = "Examples:
+  imgsync sync --config mirror.yaml
+  imgsync sync --config mirror.yaml --dry-run
+  imgsync sync --config mirror.yaml --lock /run/imgsync.lock --report report.json --metrics /var/lib/node_exporter/imgsync.prom
+  imgsync sync --config mirror.yaml --every 15m")]
+    Sync(sync_cmd::SyncCmd),
     /// List the tags of a registry repository.
     #[command(after_help = "Examples:
   imgsync tags localhost:5000/team/app
@@ -280,6 +288,10 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
     imgsync::registry::client::set_debug(cli.debug);
     match cli.command {
         c @ (Command::Tags(_) | Command::Login(_) | Command::Logout(_)) => run_registry_commands(c),
+        Command::Sync(c) => {
+            let progress = output::Reporter::new(true, "copied");
+            sync_cmd::run(c, &progress)
+        }
         Command::Copy(c) => {
             let started = Instant::now();
             let mut opts = options(&c.common);

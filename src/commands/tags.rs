@@ -6,12 +6,7 @@ use reqwest::header::LINK;
 use crate::content::Reference;
 use crate::error::{Error, Result};
 use crate::registry::client::Retry;
-use crate::registry::{ClientPool, RegistrySettings};
-
-#[derive(serde::Deserialize)]
-struct TagList {
-    tags: Option<Vec<String>>,
-}
+use crate::registry::{ClientPool, RegistryClient, RegistrySettings};
 
 /// The `next` target of a `Link` header, if any.
 fn next_link(value: &str) -> Option<String> {
@@ -37,19 +32,64 @@ pub fn run(repo: &Reference, settings: &RegistrySettings) -> Result<Vec<String>>
     }
     let pool = ClientPool::default();
     let client = pool.get(&repo.domain, settings)?;
-    client.add_scope(format!("repository:{}:pull", repo.path));
-    let mut tags = Vec::new();
-    let mut next = Some(format!("/v2/{}/tags/list?n=1000", repo.path));
+    list_tags(&client, &repo.path)
+}
+
+/// Every tag of a repository, sorted.
+pub fn list_tags(client: &RegistryClient, repo: &str) -> Result<Vec<String>> {
+    client.add_scope(format!("repository:{repo}:pull"));
+    #[derive(serde::Deserialize)]
+    struct TagList {
+        tags: Option<Vec<String>>,
+    }
+    let mut tags: Vec<String> = paginate(
+        client,
+        &format!("/v2/{repo}/tags/list?n=1000"),
+        &format!("list tags of {repo}"),
+        |b| {
+            serde_json::from_slice::<TagList>(b)
+                .map(|t| t.tags.unwrap_or_default())
+                .map_err(|e| format!("invalid tag list: {e}"))
+        },
+    )?;
+    tags.sort();
+    tags.dedup();
+    Ok(tags)
+}
+
+/// Every repository of a registry's catalog (`GET /v2/_catalog`).
+pub fn list_repositories(client: &RegistryClient) -> Result<Vec<String>> {
+    client.add_scope("registry:catalog:*".to_string());
+    #[derive(serde::Deserialize)]
+    struct Catalog {
+        repositories: Option<Vec<String>>,
+    }
+    paginate(client, "/v2/_catalog?n=1000", "list repositories", |b| {
+        serde_json::from_slice::<Catalog>(b)
+            .map(|c| c.repositories.unwrap_or_default())
+            .map_err(|e| format!("invalid catalog: {e}"))
+    })
+}
+
+/// Follows `Link: <...>; rel="next"` through every page.
+fn paginate(
+    client: &RegistryClient,
+    first: &str,
+    what: &str,
+    parse: impl Fn(&[u8]) -> std::result::Result<Vec<String>, String>,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut next = Some(first.to_string());
     let mut pages = 0;
     while let Some(path) = next.take() {
         pages += 1;
-        if pages > 10_000 {
+        if pages > 100_000 {
             return Err(Error::Format(format!(
-                "{repo}: tag list pagination does not end"
+                "{what} on {}: pagination does not end",
+                client.host()
             )));
         }
-        let what = format!("list tags of {}", repo.path);
-        let r = client.send(&what, Retry::Yes, |http, base| {
+        let r = client.send(what, Retry::Yes, |http, base| {
             if path.starts_with("http://") || path.starts_with("https://") {
                 http.get(path.as_str())
             } else {
@@ -57,32 +97,21 @@ pub fn run(repo: &Reference, settings: &RegistrySettings) -> Result<Vec<String>>
             }
         })?;
         if !r.status().is_success() {
-            return Err(client.failure(&what, r));
+            return Err(client.failure(what, r));
         }
         next = r
             .headers()
             .get(LINK)
             .and_then(|v| v.to_str().ok())
             .and_then(next_link);
-        let body: TagList = r
-            .json_body()
-            .map_err(|e| Error::Format(format!("{what} on {}: {e}", repo.domain)))?;
-        tags.extend(body.tags.unwrap_or_default());
+        let body = r
+            .bytes()
+            .map_err(|e| Error::Network(format!("{what} on {}: {e}", client.host())))?;
+        out.extend(
+            parse(&body).map_err(|e| Error::Format(format!("{what} on {}: {e}", client.host())))?,
+        );
     }
-    tags.sort();
-    tags.dedup();
-    Ok(tags)
-}
-
-trait JsonBody {
-    fn json_body<T: serde::de::DeserializeOwned>(self) -> std::result::Result<T, String>;
-}
-
-impl JsonBody for reqwest::blocking::Response {
-    fn json_body<T: serde::de::DeserializeOwned>(self) -> std::result::Result<T, String> {
-        let b = self.bytes().map_err(|e| e.to_string())?;
-        serde_json::from_slice(&b).map_err(|e| format!("invalid tag list: {e}"))
-    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,0 +1,423 @@
+//! The sync configuration file (YAML, versioned). Unknown keys are errors
+//! that name the key and line; secrets can stay out of the file with
+//! `${env:NAME}` and `${file:PATH}`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::content::{Platform, Reference};
+use crate::error::{Error, Result};
+use crate::location::Location;
+use crate::registry::{Credential, RegistrySettings};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConfigFile {
+    pub version: u32,
+    #[serde(default)]
+    pub defaults: Defaults,
+    #[serde(default)]
+    pub registries: Vec<RegistryConfig>,
+    pub sync: Vec<SyncEntry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Defaults {
+    #[serde(default)]
+    pub platforms: Option<Platforms>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Platforms {
+    /// `all`
+    Keyword(String),
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    Verify,
+    Insecure,
+    Http,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RegistryConfig {
+    pub host: String,
+    #[serde(default)]
+    pub tls: Option<TlsMode>,
+    #[serde(default)]
+    pub cert_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub max_requests: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Filters {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    #[serde(default)]
+    pub semver: Option<String>,
+    #[serde(default)]
+    pub latest: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RepoFilters {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SyncEntry {
+    pub source: String,
+    pub target: String,
+    #[serde(default)]
+    pub tags: Option<Filters>,
+    #[serde(default)]
+    pub repos: Option<RepoFilters>,
+    #[serde(default)]
+    pub platforms: Option<Platforms>,
+}
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub registries: Vec<(String, RegistrySettings)>,
+    pub entries: Vec<Entry>,
+}
+
+/// Where an entry reads from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// One repository, its tags filtered.
+    Repository(Reference),
+    /// One pinned manifest.
+    Digest(Reference),
+    /// Every repository below a prefix (`host/team/`), from the catalog.
+    Prefix { host: String, prefix: String },
+}
+
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A registry repository, or a prefix for prefix sources.
+    Registry { host: String, path: String },
+    /// A local OCI layout.
+    Layout(PathBuf),
+}
+
+#[derive(Debug)]
+pub struct Entry {
+    pub index: usize,
+    pub source: Source,
+    pub target: Target,
+    pub tags: TagFilter,
+    pub repos: RepoFilter,
+    pub platforms: Vec<Platform>,
+}
+
+#[derive(Debug, Default)]
+pub struct TagFilter {
+    pub allow: Vec<regex::Regex>,
+    pub deny: Vec<regex::Regex>,
+    pub semver: Option<semver::VersionReq>,
+    pub latest: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+pub struct RepoFilter {
+    pub allow: Vec<regex::Regex>,
+    pub deny: Vec<regex::Regex>,
+}
+
+/// The 1-based line of the first occurrence of `needle` in the file, for
+/// messages about values that parsed but are wrong.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.find(needle)
+        .map(|i| text[..i].lines().count().max(1))
+        .unwrap_or(1)
+}
+
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, needle: &str, msg: String) -> Error {
+        Error::Usage(format!(
+            "{}:{}: {msg}",
+            self.path.display(),
+            line_of(self.text, needle)
+        ))
+    }
+
+    fn regexes(&self, list: &[String], what: &str) -> Result<Vec<regex::Regex>> {
+        list.iter()
+            .map(|r| {
+                regex::Regex::new(r).map_err(|e| {
+                    self.err(
+                        r,
+                        format!(
+                            "invalid {what} regular expression {r:?}: {}",
+                            e.to_string().lines().last().unwrap_or("")
+                        ),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn platforms(&self, p: &Option<Platforms>) -> Result<Option<Vec<Platform>>> {
+        match p {
+            None => Ok(None),
+            Some(Platforms::Keyword(k)) if k == "all" => Ok(Some(vec![])),
+            Some(Platforms::Keyword(k)) => {
+                Err(self.err(k, format!("platforms must be `all` or a list, not {k:?}")))
+            }
+            Some(Platforms::List(l)) => l
+                .iter()
+                .map(|s| Platform::parse(s).map_err(|e| self.err(s, e.to_string())))
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+        }
+    }
+
+    /// Expands `${env:NAME}` and `${file:PATH}` in a secret.
+    fn secret(&self, value: &str) -> Result<String> {
+        if let Some(name) = value
+            .strip_prefix("${env:")
+            .and_then(|v| v.strip_suffix('}'))
+        {
+            return std::env::var(name)
+                .map_err(|_| self.err(value, format!("environment variable {name} is not set")));
+        }
+        if let Some(file) = value
+            .strip_prefix("${file:")
+            .and_then(|v| v.strip_suffix('}'))
+        {
+            let p = self.path.parent().unwrap_or(Path::new(".")).join(file);
+            return std::fs::read_to_string(&p)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| {
+                    self.err(
+                        value,
+                        format!("cannot read secret file {}: {e}", p.display()),
+                    )
+                });
+        }
+        Ok(value.to_string())
+    }
+}
+
+/// Reads and validates a sync configuration.
+pub fn load(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Error::Usage(format!("{}: no such config file", path.display()))
+        }
+        _ => Error::Usage(format!("{}: cannot read: {e}", path.display())),
+    })?;
+    let file: ConfigFile = serde_saphyr::from_str(&text).map_err(|e| {
+        let msg = e.to_string();
+        let first = msg
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("invalid YAML")
+            .trim()
+            .to_string();
+        // The parser reports where; keep it on one line.
+        let location = msg
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("--> ").map(str::to_string))
+            .or_else(|| {
+                msg.find("line ").map(|i| {
+                    msg[i..]
+                        .split_whitespace()
+                        .take(2)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+            });
+        match location {
+            Some(loc) => Error::Usage(format!("{}: {first} ({loc})", path.display())),
+            None => Error::Usage(format!("{}: {first}", path.display())),
+        }
+    })?;
+    let cx = Ctx { path, text: &text };
+    if file.version != 1 {
+        return Err(cx.err(
+            "version",
+            format!(
+                "unsupported config version {} (this imgsync reads version 1)",
+                file.version
+            ),
+        ));
+    }
+    let default_platforms = cx.platforms(&file.defaults.platforms)?.unwrap_or_default();
+    let mut registries = Vec::new();
+    for r in &file.registries {
+        let mut s = RegistrySettings {
+            cert_dir: r
+                .cert_dir
+                .as_ref()
+                .map(|d| path.parent().unwrap_or(Path::new(".")).join(d)),
+            max_requests: r.max_requests,
+            ..Default::default()
+        };
+        match r.tls {
+            Some(TlsMode::Insecure) | Some(TlsMode::Http) => s.tls_verify = Some(false),
+            _ => {}
+        }
+        match (&r.username, &r.password) {
+            (Some(u), Some(p)) => {
+                s.creds = Some(Credential::Basic {
+                    username: cx.secret(u)?,
+                    password: cx.secret(p)?,
+                })
+            }
+            (None, None) => {}
+            _ => {
+                return Err(cx.err(
+                    &r.host,
+                    format!("registry {}: give both username and password", r.host),
+                ));
+            }
+        }
+        registries.push((r.host.clone(), s));
+    }
+    if file.sync.is_empty() {
+        return Err(cx.err("sync", "the sync list is empty".into()));
+    }
+    let mut entries = Vec::new();
+    for (index, e) in file.sync.iter().enumerate() {
+        let source = parse_source(&cx, &e.source)?;
+        let target = parse_target(&cx, &e.target, &source)?;
+        let f = e.tags.as_ref();
+        let tags = TagFilter {
+            allow: cx.regexes(
+                f.map(|f| f.allow.as_slice()).unwrap_or_default(),
+                "tag allow",
+            )?,
+            deny: cx.regexes(f.map(|f| f.deny.as_slice()).unwrap_or_default(), "tag deny")?,
+            semver: match f.and_then(|f| f.semver.as_ref()) {
+                Some(r) => Some(
+                    semver::VersionReq::parse(r)
+                        .map_err(|err| cx.err(r, format!("invalid semver range {r:?}: {err}")))?,
+                ),
+                None => None,
+            },
+            latest: f.and_then(|f| f.latest),
+        };
+        let r = e.repos.as_ref();
+        let repos = RepoFilter {
+            allow: cx.regexes(
+                r.map(|r| r.allow.as_slice()).unwrap_or_default(),
+                "repository allow",
+            )?,
+            deny: cx.regexes(
+                r.map(|r| r.deny.as_slice()).unwrap_or_default(),
+                "repository deny",
+            )?,
+        };
+        if e.repos.is_some() && !matches!(source, Source::Prefix { .. }) {
+            return Err(cx.err(
+                &e.source,
+                format!(
+                    "{}: `repos` filters apply to prefix sources (ending in /) only",
+                    e.source
+                ),
+            ));
+        }
+        let platforms = cx
+            .platforms(&e.platforms)?
+            .unwrap_or_else(|| default_platforms.clone());
+        entries.push(Entry {
+            index,
+            source,
+            target,
+            tags,
+            repos,
+            platforms,
+        });
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        registries,
+        entries,
+    })
+}
+
+fn parse_source(cx: &Ctx, s: &str) -> Result<Source> {
+    if let Some(prefix) = s.strip_suffix('/') {
+        let (host, path) = prefix
+            .split_once('/')
+            .ok_or_else(|| cx.err(s, format!("source {s:?}: a prefix source is host/path/")))?;
+        return Ok(Source::Prefix {
+            host: host.to_string(),
+            prefix: path.to_string(),
+        });
+    }
+    let r = match Location::parse(s).map_err(|e| cx.err(s, format!("source {s:?}: {e}")))? {
+        Location::Registry(r) => r,
+        _ => return Err(cx.err(s, format!("source {s:?} must be a registry repository"))),
+    };
+    if r.digest.is_some() {
+        return Ok(Source::Digest(r));
+    }
+    if r.tag.is_some() {
+        return Err(cx.err(
+            s,
+            format!("source {s:?}: give a repository (tags are chosen with `tags:`) or a digest"),
+        ));
+    }
+    Ok(Source::Repository(r))
+}
+
+fn parse_target(cx: &Ctx, s: &str, source: &Source) -> Result<Target> {
+    if let Some(p) = s.strip_prefix("oci:") {
+        return Ok(Target::Layout(
+            cx.path.parent().unwrap_or(Path::new(".")).join(p),
+        ));
+    }
+    let trimmed = s.strip_suffix('/').unwrap_or(s);
+    if matches!(source, Source::Prefix { .. }) != s.ends_with('/') {
+        return Err(cx.err(s, format!("target {s:?}: a prefix source (ending in /) needs a prefix target (ending in /), and only then")));
+    }
+    let r = match Location::parse(trimmed).map_err(|e| cx.err(s, format!("target {s:?}: {e}")))? {
+        Location::Registry(r) => r,
+        _ => {
+            return Err(cx.err(
+                s,
+                format!("target {s:?} must be a registry repository or oci:PATH"),
+            ));
+        }
+    };
+    if r.tag.is_some() || r.digest.is_some() {
+        return Err(cx.err(
+            s,
+            format!("target {s:?}: give a repository, without a tag or digest"),
+        ));
+    }
+    Ok(Target::Registry {
+        host: r.domain,
+        path: r.path,
+    })
+}

@@ -1,0 +1,341 @@
+//! Turning a config into a list of images to copy, and finding the ones
+//! that are already up to date.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use reqwest::StatusCode;
+use reqwest::header::ACCEPT;
+
+use super::config::{Config, Entry, RepoFilter, Source, TagFilter, Target};
+use super::{SyncOptions, settings_for, shard_of};
+use crate::commands::tags::{list_repositories, list_tags};
+use crate::content::descriptor::ANNOTATION_REF_NAME;
+use crate::content::{Digest, Platform, Reference};
+use crate::error::{Error, Result};
+use crate::registry::ClientPool;
+use crate::registry::client::Retry;
+
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+#[derive(Debug, Clone)]
+pub enum TargetRef {
+    /// A registry repository, with the tag to write (none for a digest pin).
+    Registry(Reference),
+    /// A local layout and the ref name to write (the full source name).
+    Layout { path: PathBuf, name: String },
+}
+
+impl std::fmt::Display for TargetRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetRef::Registry(r) => write!(f, "{r}"),
+            TargetRef::Layout { path, name } => write!(f, "oci:{}:{name}", path.display()),
+        }
+    }
+}
+
+/// One image of the plan.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub entry: usize,
+    pub source: Reference,
+    pub target: TargetRef,
+    pub platforms: Vec<Platform>,
+    /// The source manifest digest found while planning.
+    pub source_digest: Option<Digest>,
+    pub up_to_date: bool,
+}
+
+/// Parses a tag as a version: `v1.2.3`, `1.2`, `3` (missing parts are 0).
+fn version_of(tag: &str) -> Option<semver::Version> {
+    let t = tag.strip_prefix('v').unwrap_or(tag);
+    if let Ok(v) = semver::Version::parse(t) {
+        return Some(v);
+    }
+    let (core, pre) = match t.split_once('-') {
+        Some((c, p)) => (c, Some(p)),
+        None => (t, None),
+    };
+    let parts: Vec<&str> = core.split('.').collect();
+    if parts.is_empty()
+        || parts.len() > 3
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    let mut full = parts.join(".");
+    for _ in parts.len()..3 {
+        full.push_str(".0");
+    }
+    if let Some(p) = pre {
+        full.push('-');
+        full.push_str(p);
+    }
+    semver::Version::parse(&full).ok()
+}
+
+/// Applies allow/deny, the semver range and `latest` to a tag list.
+pub fn filter_tags(tags: &[String], f: &TagFilter) -> Vec<String> {
+    let mut kept: Vec<&String> = tags
+        .iter()
+        .filter(|t| f.allow.is_empty() || f.allow.iter().any(|r| r.is_match(t)))
+        .filter(|t| !f.deny.iter().any(|r| r.is_match(t)))
+        .collect();
+    if let Some(req) = &f.semver {
+        kept.retain(|t| version_of(t).is_some_and(|v| req.matches(&v)));
+    }
+    if let Some(n) = f.latest {
+        let mut versioned: Vec<(semver::Version, &String)> = kept
+            .iter()
+            .filter_map(|t| version_of(t).map(|v| (v, *t)))
+            .collect();
+        versioned.sort();
+        let newest: Vec<&String> = versioned.iter().rev().take(n).map(|(_, t)| *t).collect();
+        kept.retain(|t| newest.contains(t));
+    }
+    let mut out: Vec<String> = kept.into_iter().cloned().collect();
+    out.sort();
+    out
+}
+
+fn filter_repos(repos: Vec<String>, f: &RepoFilter) -> Vec<String> {
+    repos
+        .into_iter()
+        .filter(|r| f.allow.is_empty() || f.allow.iter().any(|x| x.is_match(r)))
+        .filter(|r| !f.deny.iter().any(|x| x.is_match(r)))
+        .collect()
+}
+
+fn target_for(entry: &Entry, source: &Reference, relative: Option<&str>) -> TargetRef {
+    match &entry.target {
+        Target::Registry { host, path } => TargetRef::Registry(Reference {
+            domain: host.clone(),
+            path: match relative {
+                Some(rel) => format!("{path}/{rel}"),
+                None => path.clone(),
+            },
+            tag: source.tag.clone(),
+            digest: None,
+        }),
+        Target::Layout(p) => TargetRef::Layout {
+            path: p.clone(),
+            name: source.to_string(),
+        },
+    }
+}
+
+/// Lists what every entry selects (tags, repositories), sharded.
+pub fn expand(config: &Config, opts: &SyncOptions, pool: &ClientPool) -> Result<Vec<Item>> {
+    let mut items = Vec::new();
+    for entry in &config.entries {
+        let mut add = |source: Reference, relative: Option<&str>| {
+            let target = target_for(entry, &source, relative);
+            items.push(Item {
+                entry: entry.index,
+                source,
+                target,
+                platforms: entry.platforms.clone(),
+                source_digest: None,
+                up_to_date: false,
+            });
+        };
+        match &entry.source {
+            Source::Digest(r) => add(r.clone(), None),
+            Source::Repository(r) => {
+                let client =
+                    pool.get(&r.domain, &settings_for(config, &r.domain, &opts.registry))?;
+                for tag in filter_tags(&list_tags(&client, &r.path)?, &entry.tags) {
+                    let mut s = r.clone();
+                    s.tag = Some(tag);
+                    add(s, None);
+                }
+            }
+            Source::Prefix { host, prefix } => {
+                let client = pool.get(host, &settings_for(config, host, &opts.registry))?;
+                let below: Vec<String> = list_repositories(&client)?
+                    .into_iter()
+                    .filter_map(|r| r.strip_prefix(&format!("{prefix}/")).map(str::to_string))
+                    .collect();
+                for rel in filter_repos(below, &entry.repos) {
+                    let path = format!("{prefix}/{rel}");
+                    for tag in filter_tags(&list_tags(&client, &path)?, &entry.tags) {
+                        let source = Reference {
+                            domain: host.clone(),
+                            path: path.clone(),
+                            tag: Some(tag),
+                            digest: None,
+                        };
+                        add(source, Some(&rel));
+                    }
+                }
+            }
+        }
+    }
+    if let Some((i, n)) = opts.shard {
+        items.retain(|it| shard_of(&format!("{}/{}", it.source.domain, it.source.path), n) == i);
+    }
+    Ok(items)
+}
+
+/// `HEAD` of a manifest: its digest, or `None` when absent.
+fn head(
+    config: &Config,
+    opts: &SyncOptions,
+    pool: &ClientPool,
+    r: &Reference,
+) -> Result<Option<Digest>> {
+    let client = pool.get(&r.domain, &settings_for(config, &r.domain, &opts.registry))?;
+    let reference = match (&r.digest, &r.tag) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.clone(),
+        (None, None) => return Err(Error::Usage(format!("{r}: no tag or digest"))),
+    };
+    let what = format!("HEAD manifest {}:{reference}", r.path);
+    let path = r.path.clone();
+    let resp = client.send(&what, Retry::Yes, |http, base| {
+        http.head(format!("{base}/v2/{path}/manifests/{reference}"))
+            .header(ACCEPT, MANIFEST_ACCEPT)
+    })?;
+    match resp.status() {
+        StatusCode::NOT_FOUND => Ok(None),
+        s if s.is_success() => Ok(resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Digest::parse(v).ok())
+            .or_else(|| r.digest.clone())),
+        _ => Err(client.failure(&what, resp)),
+    }
+}
+
+/// Marks the items whose target already has the source's digest, with
+/// `HEAD` requests in parallel. An item whose check fails stays to copy
+/// (its copy reports the failure).
+pub fn check(config: &Config, opts: &SyncOptions, pool: &ClientPool, items: &mut [Item]) {
+    let layouts: Mutex<std::collections::HashMap<PathBuf, Vec<(String, String)>>> =
+        Default::default();
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<&mut Item>> = items.iter_mut().map(Mutex::new).collect();
+    std::thread::scope(|s| {
+        for _ in 0..opts.jobs.clamp(1, 16) {
+            s.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(slot) = slots.get(k) else { break };
+                    let mut item = slot.lock().unwrap();
+                    let Ok(Some(src)) = head(config, opts, pool, &item.source) else {
+                        continue;
+                    };
+                    item.source_digest = Some(src.clone());
+                    // A platform subset has its own digest: always copied
+                    // (blobs already there are skipped).
+                    if !item.platforms.is_empty() {
+                        continue;
+                    }
+                    let up = match &item.target {
+                        TargetRef::Registry(t) => {
+                            let t = if t.tag.is_none() {
+                                let mut t = t.clone();
+                                t.digest = Some(src.clone());
+                                t
+                            } else {
+                                t.clone()
+                            };
+                            matches!(head(config, opts, pool, &t), Ok(Some(d)) if d == src)
+                        }
+                        TargetRef::Layout { path, name } => {
+                            let mut cache = layouts.lock().unwrap();
+                            let refs = cache
+                                .entry(path.clone())
+                                .or_insert_with(|| layout_refs(path));
+                            refs.iter().any(|(n, d)| n == name && d == src.as_str())
+                        }
+                    };
+                    item.up_to_date = up;
+                }
+            });
+        }
+    });
+}
+
+fn layout_refs(path: &std::path::Path) -> Vec<(String, String)> {
+    let Ok(bytes) = std::fs::read(path.join("index.json")) else {
+        return vec![];
+    };
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return vec![];
+    };
+    doc["manifests"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| {
+                    Some((
+                        d["annotations"][ANNOTATION_REF_NAME].as_str()?.to_string(),
+                        d["digest"].as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(allow: &[&str], deny: &[&str], semver: Option<&str>, latest: Option<usize>) -> TagFilter {
+        TagFilter {
+            allow: allow
+                .iter()
+                .map(|r| regex::Regex::new(r).unwrap())
+                .collect(),
+            deny: deny.iter().map(|r| regex::Regex::new(r).unwrap()).collect(),
+            semver: semver.map(|s| semver::VersionReq::parse(s).unwrap()),
+            latest,
+        }
+    }
+
+    #[test]
+    fn filters_tags_every_way() {
+        let tags: Vec<String> = [
+            "3.17", "3.18", "3.18.4", "3.19", "3.19-rc1", "3.20", "edge", "latest", "v3.21.0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            filter_tags(&tags, &f(&["^3\\."], &["-rc"], None, None)),
+            ["3.17", "3.18", "3.18.4", "3.19", "3.20"]
+        );
+        assert_eq!(
+            filter_tags(&tags, &f(&[], &[], Some(">=3.19"), None)),
+            ["3.19", "3.20", "v3.21.0"]
+        );
+        assert_eq!(
+            filter_tags(&tags, &f(&["^3\\."], &["-rc"], Some(">=3.18"), Some(2))),
+            ["3.19", "3.20"]
+        );
+        assert_eq!(
+            filter_tags(&tags, &f(&["^edge$"], &[], None, None)),
+            ["edge"]
+        );
+    }
+
+    #[test]
+    fn shards_are_stable_and_cover_everything() {
+        let repos: Vec<String> = (0..50).map(|i| format!("host/team/svc-{i}")).collect();
+        let mut seen = vec![0; 3];
+        for r in &repos {
+            let s = shard_of(r, 3);
+            assert_eq!(s, shard_of(r, 3));
+            seen[s] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 0));
+        assert_eq!(seen.iter().sum::<usize>(), 50);
+    }
+}

@@ -1,0 +1,185 @@
+//! What a sync run did: per image and in total, as a human summary, JSON
+//! (`--report`) and node_exporter textfile metrics (`--metrics`).
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::plan::Item;
+use crate::copy::CopyReport;
+use crate::error::{Error, ErrorClass, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Copied,
+    UpToDate,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageReport {
+    pub source: String,
+    pub source_digest: Option<String>,
+    pub target: String,
+    pub action: Action,
+    pub bytes: u64,
+    pub blobs_copied: usize,
+    pub blobs_mounted: usize,
+    pub blobs_skipped: usize,
+    pub retries: u32,
+    pub seconds: f64,
+    pub error_class: Option<ErrorClass>,
+    pub error: Option<String>,
+}
+
+pub fn up_to_date(item: &Item) -> ImageReport {
+    ImageReport {
+        source: item.source.to_string(),
+        source_digest: item.source_digest.as_ref().map(|d| d.to_string()),
+        target: item.target.to_string(),
+        action: Action::UpToDate,
+        bytes: 0,
+        blobs_copied: 0,
+        blobs_mounted: 0,
+        blobs_skipped: 0,
+        retries: 0,
+        seconds: 0.0,
+        error_class: None,
+        error: None,
+    }
+}
+
+pub fn image_report(
+    item: &Item,
+    r: Result<CopyReport>,
+    retries: u32,
+    took: Duration,
+) -> ImageReport {
+    let mut rep = up_to_date(item);
+    rep.retries = retries;
+    rep.seconds = took.as_secs_f64();
+    match r {
+        Ok(c) => {
+            rep.action = if c.images_up_to_date > 0 && c.blobs_copied == 0 {
+                Action::UpToDate
+            } else {
+                Action::Copied
+            };
+            if let Some(img) = c.images.first() {
+                rep.source_digest = Some(img.source_digest.to_string());
+            }
+            rep.bytes = c.bytes_copied;
+            rep.blobs_copied = c.blobs_copied;
+            rep.blobs_mounted = c.blobs_mounted;
+            rep.blobs_skipped = c.blobs_skipped;
+        }
+        Err(e) => {
+            rep.action = Action::Failed;
+            rep.error_class = Some(e.class());
+            rep.error = Some(e.to_string());
+        }
+    }
+    rep
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    pub images: Vec<ImageReport>,
+    pub copied: usize,
+    pub up_to_date: usize,
+    pub failed: usize,
+    pub blobs_copied: usize,
+    pub blobs_mounted: usize,
+    pub blobs_skipped: usize,
+    pub bytes: u64,
+    pub requests: u64,
+    pub seconds: f64,
+}
+
+impl RunReport {
+    pub fn new(images: Vec<ImageReport>, took: Duration, requests: u64) -> RunReport {
+        let count = |a: Action| images.iter().filter(|i| i.action == a).count();
+        RunReport {
+            copied: count(Action::Copied),
+            up_to_date: count(Action::UpToDate),
+            failed: count(Action::Failed),
+            blobs_copied: images.iter().map(|i| i.blobs_copied).sum(),
+            blobs_mounted: images.iter().map(|i| i.blobs_mounted).sum(),
+            blobs_skipped: images.iter().map(|i| i.blobs_skipped).sum(),
+            bytes: images.iter().map(|i| i.bytes).sum(),
+            requests,
+            seconds: took.as_secs_f64(),
+            images,
+        }
+    }
+
+    /// 0 all done, 1 some failed (retry later), 2 a failure retrying will
+    /// not fix (authentication, usage).
+    pub fn exit_code(&self) -> u8 {
+        if self
+            .images
+            .iter()
+            .any(|i| matches!(i.error_class, Some(ErrorClass::Auth | ErrorClass::Usage)))
+        {
+            2
+        } else if self.failed > 0 {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// node_exporter textfile metrics.
+    pub fn metrics(&self, config: &str, now_unix: u64) -> String {
+        let cfg = config.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut m = String::new();
+        m.push_str("# HELP imgsync_sync_last_run_timestamp_seconds When the last sync run ended.\n# TYPE imgsync_sync_last_run_timestamp_seconds gauge\n");
+        m.push_str(&format!(
+            "imgsync_sync_last_run_timestamp_seconds{{config=\"{cfg}\"}} {now_unix}\n"
+        ));
+        if self.failed == 0 {
+            m.push_str("# HELP imgsync_sync_last_success_timestamp_seconds When the last sync run without failures ended.\n# TYPE imgsync_sync_last_success_timestamp_seconds gauge\n");
+            m.push_str(&format!(
+                "imgsync_sync_last_success_timestamp_seconds{{config=\"{cfg}\"}} {now_unix}\n"
+            ));
+        }
+        m.push_str("# HELP imgsync_sync_images Images of the last run by outcome.\n# TYPE imgsync_sync_images gauge\n");
+        for (outcome, n) in [
+            ("copied", self.copied),
+            ("up_to_date", self.up_to_date),
+            ("failed", self.failed),
+        ] {
+            m.push_str(&format!(
+                "imgsync_sync_images{{config=\"{cfg}\",outcome=\"{outcome}\"}} {n}\n"
+            ));
+        }
+        m.push_str("# HELP imgsync_sync_bytes Bytes copied by the last run.\n# TYPE imgsync_sync_bytes gauge\n");
+        m.push_str(&format!(
+            "imgsync_sync_bytes{{config=\"{cfg}\"}} {}\n",
+            self.bytes
+        ));
+        m.push_str("# HELP imgsync_sync_duration_seconds Length of the last run.\n# TYPE imgsync_sync_duration_seconds gauge\n");
+        m.push_str(&format!(
+            "imgsync_sync_duration_seconds{{config=\"{cfg}\"}} {:.3}\n",
+            self.seconds
+        ));
+        m
+    }
+}
+
+/// Writes a file atomically (temp file beside it, then rename).
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut tmp = crate::store::spool::destination_tempfile(dir, ".imgsync-report-")
+        .map_err(|e| Error::path("write into", dir, e))?;
+    tmp.write_all(bytes)
+        .map_err(|e| Error::path("write", path, e))?;
+    tmp.persist(path)
+        .map_err(|e| Error::path("write", path, e.error))?;
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! The `imgsync sync` command line: lock, plan, run, report, exit code,
+//! and the run-forever mode.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+
+use imgsync::Error;
+use imgsync::copy::{CopyOptions, default_jobs};
+use imgsync::registry::{ClientPool, RegistrySettings};
+use imgsync::sync::{self, Action, SyncOptions};
+
+/// Exit code when another run holds the lock: not a failure, but visible.
+pub const EXIT_LOCKED: u8 = 75;
+
+#[derive(Args)]
+pub struct SyncCmd {
+    /// The sync configuration (YAML).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// Print the plan (source -> target, digest, copy or up to date) and exit.
+    #[arg(long)]
+    dry_run: bool,
+    /// Images copied at once.
+    #[arg(long, value_name = "N", default_value_t = default_jobs())]
+    jobs: usize,
+    /// Take only shard I of N of the plan, split by source repository
+    /// (e.g. `--shard $(JOB_COMPLETION_INDEX)/4` in a Kubernetes Indexed Job).
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// Write the per-image report as JSON.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Write node_exporter textfile metrics.
+    #[arg(long, value_name = "FILE")]
+    metrics: Option<PathBuf>,
+    /// Hold this file locked during the run; if another run holds it, exit
+    /// 75 and change nothing.
+    #[arg(long, value_name = "FILE")]
+    lock: Option<PathBuf>,
+    /// Run forever, one run every DURATION (`90s`, `15m`, `6h`); a tick is
+    /// skipped while a run is still going.
+    #[arg(long, value_name = "DURATION")]
+    every: Option<String>,
+    /// Print errors and the summary only.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Credentials file for registries the config gives no credentials for.
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
+    /// Retries of a request after a transient failure.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    retry_times: u32,
+    #[arg(long, value_name = "DIR", env = "IMGSYNC_TMPDIR")]
+    tmpdir: Option<PathBuf>,
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize), Error> {
+    let bad = || Error::Usage(format!("--shard {s:?}: expected I/N with 0 <= I < N"));
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n): (usize, usize) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if n == 0 || i >= n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, Error> {
+    let bad = || {
+        Error::Usage(format!(
+            "--every {s:?}: expected a duration such as 90s, 15m, 6h"
+        ))
+    };
+    let (num, unit) = s.trim().split_at(
+        s.trim()
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(s.trim().len()),
+    );
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(bad()),
+    };
+    if secs == 0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+pub fn run(c: SyncCmd, progress: &dyn imgsync::progress::Progress) -> Result<ExitCode, Error> {
+    let _lock = match &c.lock {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path)
+                .map_err(|e| {
+                    Error::Usage(format!("cannot open lock file {}: {e}", path.display()))
+                })?;
+            match f.try_lock() {
+                Ok(()) => Some(f),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    eprintln!(
+                        "imgsync: another sync run holds the lock {}; nothing done",
+                        path.display()
+                    );
+                    return Ok(ExitCode::from(EXIT_LOCKED));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::Usage(format!("cannot lock {}: {e}", path.display())));
+                }
+            }
+        }
+        None => None,
+    };
+    let config = sync::load(&c.config)?;
+    let jobs = c.jobs.max(1);
+    let opts = SyncOptions {
+        jobs,
+        shard: c.shard.as_deref().map(parse_shard).transpose()?,
+        copy: CopyOptions {
+            jobs: 4,
+            tmpdir: c.tmpdir.clone().unwrap_or_else(std::env::temp_dir),
+            retry_times: c.retry_times,
+            ..CopyOptions::default()
+        },
+        registry: RegistrySettings {
+            authfile: c.authfile.clone(),
+            retry_times: Some(c.retry_times),
+            max_requests: Some(jobs * 4),
+            ..Default::default()
+        },
+    };
+    let every = c.every.as_deref().map(parse_duration).transpose()?;
+    loop {
+        let started = Instant::now();
+        let code = once(&c, &config, &opts, progress)?;
+        let Some(period) = every else {
+            return Ok(ExitCode::from(code));
+        };
+        // Ticks that fell while the run went on are skipped.
+        let elapsed = started.elapsed();
+        let wait = period.saturating_sub(Duration::from_nanos(
+            (elapsed.as_nanos() % period.as_nanos()) as u64,
+        ));
+        std::thread::sleep(wait);
+    }
+}
+
+fn once(
+    c: &SyncCmd,
+    config: &sync::Config,
+    opts: &SyncOptions,
+    progress: &dyn imgsync::progress::Progress,
+) -> Result<u8, Error> {
+    let pool = ClientPool::default();
+    let mut items = match sync::plan::expand(config, opts, &pool) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("imgsync: error: {e}");
+            let code = match e.class() {
+                imgsync::ErrorClass::Auth | imgsync::ErrorClass::Usage => 2,
+                _ => 1,
+            };
+            return Ok(code);
+        }
+    };
+    sync::plan::check(config, opts, &pool, &mut items);
+    if c.dry_run {
+        let mut out = String::new();
+        for it in &items {
+            out.push_str(&format!(
+                "{} -> {} {} {}\n",
+                it.source,
+                it.target,
+                it.source_digest.as_ref().map(|d| d.as_str()).unwrap_or("-"),
+                if it.up_to_date { "up-to-date" } else { "copy" }
+            ));
+        }
+        print!("{out}");
+        return Ok(0);
+    }
+    let report = sync::execute(config, items, opts, &pool, progress);
+    for img in &report.images {
+        match img.action {
+            Action::Failed => eprintln!(
+                "failed {} -> {}: {}",
+                img.source,
+                img.target,
+                img.error.as_deref().unwrap_or("")
+            ),
+            Action::Copied if !c.quiet => eprintln!(
+                "copied {} -> {} {} ({} bytes, {} blobs, {} mounted)",
+                img.source,
+                img.target,
+                img.source_digest.as_deref().unwrap_or(""),
+                img.bytes,
+                img.blobs_copied,
+                img.blobs_mounted
+            ),
+            _ => {}
+        }
+    }
+    eprintln!(
+        "sync {}: {} copied, {} up to date, {} failed; blobs {} uploaded, {} mounted, {} skipped; {} bytes; {} requests; {:.2}s",
+        config.path.display(),
+        report.copied,
+        report.up_to_date,
+        report.failed,
+        report.blobs_copied,
+        report.blobs_mounted,
+        report.blobs_skipped,
+        report.bytes,
+        report.requests,
+        report.seconds
+    );
+    let json = serde_json::to_vec_pretty(&report).expect("JSON values serialise");
+    if let Some(p) = &c.report {
+        sync::report::write_atomic(p, &json)?;
+    }
+    if let Some(p) = &c.metrics {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        sync::report::write_atomic(
+            p,
+            report
+                .metrics(&config.path.display().to_string(), now)
+                .as_bytes(),
+        )?;
+    }
+    if c.json {
+        println!("{}", String::from_utf8_lossy(&json));
+    }
+    Ok(report.exit_code())
+}
