@@ -329,7 +329,7 @@ mod tests {
     #[test]
     fn shards_are_stable_and_cover_everything() {
         let repos: Vec<String> = (0..50).map(|i| format!("host/team/svc-{i}")).collect();
-        let mut seen = vec![0; 3];
+        let mut seen = [0; 3];
         for r in &repos {
             let s = shard_of(r, 3);
             assert_eq!(s, shard_of(r, 3));
