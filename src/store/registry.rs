@@ -316,9 +316,37 @@ impl Read for ResumingBlob {
 #[derive(Default)]
 pub struct MountIndex {
     known: Mutex<HashMap<(String, Digest), String>>,
+    /// Blobs being uploaded right now, per registry: a second image that
+    /// needs one waits and mounts it rather than uploading it again.
+    uploading: Mutex<std::collections::HashSet<(String, Digest)>>,
+    done: std::sync::Condvar,
 }
 
 impl MountIndex {
+    /// Claims the upload of a blob to a registry. `true`: the caller
+    /// uploads and must call [`MountIndex::release`]; `false`: another
+    /// upload of it ended meanwhile (look it up with `find`).
+    fn claim(&self, host: &str, digest: &Digest) -> bool {
+        let key = (host.to_string(), digest.clone());
+        let mut up = self.uploading.lock().unwrap();
+        if !up.contains(&key) {
+            up.insert(key);
+            return true;
+        }
+        while up.contains(&key) {
+            up = self.done.wait(up).unwrap();
+        }
+        false
+    }
+
+    fn release(&self, host: &str, digest: &Digest) {
+        self.uploading
+            .lock()
+            .unwrap()
+            .remove(&(host.to_string(), digest.clone()));
+        self.done.notify_all();
+    }
+
     fn note(&self, host: &str, digest: &Digest, repo: &str) {
         self.known
             .lock()
@@ -342,6 +370,16 @@ pub struct RegistrySink {
     mounts: Arc<MountIndex>,
     manifests: Mutex<HashMap<Digest, RawManifest>>,
     tags: Mutex<Vec<(Digest, String)>>,
+    /// Uploads this sink has claimed and not yet released.
+    claimed: Mutex<Vec<Digest>>,
+}
+
+impl Drop for RegistrySink {
+    fn drop(&mut self) {
+        for d in self.claimed.lock().unwrap().drain(..) {
+            self.mounts.release(self.client.host(), &d);
+        }
+    }
 }
 
 impl RegistrySink {
@@ -353,6 +391,7 @@ impl RegistrySink {
             mounts,
             manifests: Mutex::new(HashMap::new()),
             tags: Mutex::new(Vec::new()),
+            claimed: Mutex::new(Vec::new()),
         }
     }
 
@@ -538,6 +577,23 @@ impl ImageSink for RegistrySink {
     }
 
     fn mount_blob(&self, desc: &Descriptor, from: Option<&(String, String)>) -> Result<bool> {
+        let host = self.client.host().to_string();
+        let known_elsewhere = || {
+            self.mounts
+                .find(&host, &desc.digest)
+                .filter(|r| r != &self.repo)
+        };
+        // Unless it can be mounted already, one image uploads each blob;
+        // the others wait for it and mount.
+        if known_elsewhere().is_none() && from.is_none_or(|(h, r)| h != &host || r == &self.repo) {
+            if self.mounts.claim(&host, &desc.digest) {
+                self.claimed.lock().unwrap().push(desc.digest.clone());
+                return Ok(false);
+            }
+            if known_elsewhere().is_none() {
+                return Ok(false);
+            }
+        }
         let source_repo = from
             .filter(|(host, repo)| host == self.client.host() && repo != &self.repo)
             .map(|(_, repo)| repo.clone())
@@ -564,6 +620,59 @@ impl ImageSink for RegistrySink {
     }
 
     fn put_blob(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()> {
+        let result = self.upload(desc, reader);
+        let mut claimed = self.claimed.lock().unwrap();
+        if let Some(i) = claimed.iter().position(|d| d == &desc.digest) {
+            claimed.remove(i);
+            self.mounts.release(self.client.host(), &desc.digest);
+        }
+        result
+    }
+
+    fn put_manifest(&self, manifest: &RawManifest) -> Result<()> {
+        self.manifests
+            .lock()
+            .unwrap()
+            .insert(manifest.digest.clone(), manifest.clone());
+        self.push_manifest(manifest, manifest.digest.as_str())
+    }
+
+    fn add_image(&self, root: &Descriptor, names: &[ImageName]) -> Result<()> {
+        let mut tags = self.tags.lock().unwrap();
+        for n in names {
+            if let ImageName::Reference(r) = n
+                && let Some(t) = &r.tag
+            {
+                tags.push((root.digest.clone(), t.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&self) -> Result<()> {
+        let tags = self.tags.lock().unwrap().clone();
+        for (digest, tag) in tags {
+            let m = self
+                .manifests
+                .lock()
+                .unwrap()
+                .get(&digest)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "{}: manifest {digest} was not pushed",
+                        self.label()
+                    ))
+                })?;
+            self.push_manifest(&m, &tag)?;
+        }
+        Ok(())
+    }
+}
+
+impl RegistrySink {
+    /// One `POST` and one streamed monolithic `PUT`.
+    fn upload(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()> {
         let location = self
             .start_upload(desc, None)?
             .ok_or_else(|| Error::Format(format!("{}: upload session not opened", self.label())))?;
@@ -625,48 +734,6 @@ impl ImageSink for RegistrySink {
         })
     }
 
-    fn put_manifest(&self, manifest: &RawManifest) -> Result<()> {
-        self.manifests
-            .lock()
-            .unwrap()
-            .insert(manifest.digest.clone(), manifest.clone());
-        self.push_manifest(manifest, manifest.digest.as_str())
-    }
-
-    fn add_image(&self, root: &Descriptor, names: &[ImageName]) -> Result<()> {
-        let mut tags = self.tags.lock().unwrap();
-        for n in names {
-            if let ImageName::Reference(r) = n
-                && let Some(t) = &r.tag
-            {
-                tags.push((root.digest.clone(), t.clone()));
-            }
-        }
-        Ok(())
-    }
-
-    fn commit(&self) -> Result<()> {
-        let tags = self.tags.lock().unwrap().clone();
-        for (digest, tag) in tags {
-            let m = self
-                .manifests
-                .lock()
-                .unwrap()
-                .get(&digest)
-                .cloned()
-                .ok_or_else(|| {
-                    Error::NotFound(format!(
-                        "{}: manifest {digest} was not pushed",
-                        self.label()
-                    ))
-                })?;
-            self.push_manifest(&m, &tag)?;
-        }
-        Ok(())
-    }
-}
-
-impl RegistrySink {
     fn push_manifest(&self, m: &RawManifest, reference: &str) -> Result<()> {
         let repo = self.repo.clone();
         let what = format!("PUT manifest {repo}:{reference}");
