@@ -7,3 +7,4 @@ mod peer_fixtures;
 mod registry;
 mod registry_harness;
 mod regressions;
+mod sync;
