@@ -768,3 +768,47 @@ fn slow_link_still_copies_exactly() {
     t.imgsync(&["verify", "oci:pulled"]).ok();
     assert!(proxy.hits(slow).iter().any(|h| h.ends_with(&layer)));
 }
+
+/// A sync run whose source keeps failing for a while (503 bursts, 429,
+/// dropped connections, a download cut): everything ends up copied, and
+/// every target tag points at a complete image.
+#[test]
+fn sync_through_a_flaky_source_ends_complete() {
+    let src = Registry::start(Kind::Plain);
+    let dst = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    for (i, tag) in ["1", "2", "3"].iter().enumerate() {
+        copy(
+            &t,
+            &hello(if i % 2 == 0 { "1.0" } else { "2.0" }),
+            &format!("{}/flaky/app:{tag}", src.host),
+        );
+    }
+    let proxy = Proxy::start(&src.host);
+    proxy.rule("", &[Path::Manifest], 2, Fault::Status(503, None));
+    proxy.rule("GET", &[Path::Blob], 1, Fault::Status(429, Some(1)));
+    proxy.rule("GET", &[Path::Blob], 1, Fault::Drop);
+    proxy.rule("GET", &[Path::Blob], 1, Fault::CutResponse(100));
+    let cfg = t.path("mirror.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 1\nsync:\n  - source: {}/flaky/app\n    target: {}/mirror/app\n",
+            proxy.host, dst.host
+        ),
+    )
+    .unwrap();
+    let report = t
+        .imgsync(&["sync", "--config", cfg.to_str().unwrap(), "--json"])
+        .ok()
+        .json();
+    assert_eq!(report["copied"], 3, "{report}");
+    for tag in ["1", "2", "3"] {
+        let target = format!("{}/mirror/app:{tag}", dst.host);
+        assert_eq!(
+            tag_digest(&t, &target),
+            tag_digest(&t, &format!("{}/flaky/app:{tag}", src.host))
+        );
+        t.imgsync(&["verify", &target]).ok();
+    }
+}

@@ -349,3 +349,54 @@ fn bad_configs_name_the_file_line_and_problem() {
     t.imgsync(&["sync", "--config", &t.p("nope.yaml")])
         .fails(2, &["nope.yaml"]);
 }
+
+#[test]
+fn every_runs_until_terminated() {
+    let src = Registry::start(Kind::Plain);
+    let dst = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    seed(&src, &t, &[("app", "1")]);
+    let cfg = write_config(
+        &t,
+        &format!(
+            "version: 1\nsync:\n  - source: {}/app\n    target: {}/app\n",
+            src.host, dst.host
+        ),
+    );
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_imgsync"))
+        .args([
+            "sync",
+            "--config",
+            &cfg,
+            "--every",
+            "1h",
+            "--report",
+            &t.p("report.json"),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first run writes its report; the process then waits for the next tick.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !t.path("report.json").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run did not finish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "stopped by the signal");
+    assert_eq!(read_json(&t.path("report.json"))["copied"], 1);
+    assert_eq!(
+        digest_of(&format!("{}/app:1", dst.host)),
+        digest_of(&format!("{}/app:1", src.host))
+    );
+}
