@@ -14,20 +14,60 @@ The harness
        a  docker-archive -> oci, layers stored uncompressed
        b  docker-archive -> oci, layers gzip-compressed
        c  oci (gzip)     -> docker-archive
+       d  docker-archive -> registry, layers gzip-compressed on the way
+       d2 docker-archive -> registry, layers zstd-compressed on the way
+       e  registry       -> registry (big image)
+       f  registry       -> oci
+       g  oci (gzip)     -> registry
+       h  registry       -> docker-archive
+       i  registry       -> registry (tiny image: 25 layers, request-bound)
+     (e and i are the same operation; e runs on the big image, i on the tiny
+     one.  Every other scenario runs on both images.)
   4. verifies the last output of every tool (index/manifest/config/blob
-     digests and sizes, tag, rootfs.diff_ids, uncompressed layer digests),
+     digests and sizes, tag, rootfs.diff_ids, uncompressed layer digests;
+     for e, f, g and i also that the copied manifest digest equals the
+     source's; zstd layers are decompressed with the `zstd` command when
+     it is installed),
   5. prints a table and optionally writes JSON.
 
 Usage (from the project root):
-    benches/e2e.py                          # 300 MiB image, 3 runs, both tools
+    benches/e2e.py                          # 300 MiB image, 3 runs, both tools, all scenarios
     benches/e2e.py --size-mb 50 --runs 1 --tools skopeo
     benches/e2e.py --scenarios a,b --images big --json bench.json
+    benches/e2e.py --scenarios registry     # d,d2,e,f,g,h,i (`local` is a,b,c)
     benches/e2e.py --inputs ~/.cache/imgsync-e2e   # reuse generated inputs
     benches/e2e.py --keep --workdir /var/tmp       # keep work dir for inspection
 
 The imgsync binary defaults to target/release/imgsync under the project root;
 it is built with `cargo build --release` when missing (--build always
 rebuilds, --no-build never builds).
+
+Registries
+  The registry scenarios use Debian's `docker-registry` (CNCF distribution,
+  --registry) on 127.0.0.1, plain HTTP, filesystem storage in the work dir,
+  error-level logging and no access log.  Registries are started by the
+  harness and stopped when it exits (when `setpriv` is installed they also
+  get SIGTERM should the harness die).
+    source       one registry per image, filled once (untimed, with skopeo
+                 or imgsync) from the gzip OCI layout, so it holds exactly
+                 the layout's manifest, config and gzip layers.
+    destination  a new, empty registry on a new port for every run (warm-up
+                 and timed, every tool): nothing is skipped or mounted as
+                 already present, and nothing a tool remembers about an
+                 earlier destination (skopeo's blob-info cache) applies.
+  skopeo gets --src-tls-verify=false / --dest-tls-verify=false; imgsync
+  uses plain HTTP for loopback registries by itself.  Both tools first try
+  HTTPS on each registry and fall back to HTTP.
+
+  Every registry sits behind a small counting HTTP/1.1 proxy in this
+  process (one thread per connection; keep-alive, Content-Length and
+  chunked bodies, 100-continue).  Content-Length bodies move with splice(2)
+  between sockets with large buffers; chunked bodies are forwarded a read
+  buffer at a time, parsing only the chunk-size lines.  Both tools talk to the proxies
+  only, so both pay the same small overhead; the harness measures it once
+  (a large blob fetched directly and through the proxy) and prints it.
+  The proxy refuses TLS: a connection whose first byte is a TLS handshake
+  record is closed, which is how the HTTPS probes of both tools fail.
 
 Measurements
   wall     perf_counter() around the complete process lifetime; the best
@@ -43,8 +83,19 @@ Measurements
            reaps it with wait4(pid).  The remaining floor (what /bin/true
            reports, typically < 1.5 MiB) is printed in the header.
            --rss-method direct uses plain Popen + wait4 instead.
+           The registries and the proxy are not part of the measured
+           process: wall time includes their work, CPU and RSS do not.
   output   apparent size in bytes of the destination (file size, or the sum
-           of all file sizes below a directory).
+           of all file sizes below a directory); for a registry destination
+           the bytes of all blobs the (fresh) registry stores afterwards:
+           layers, config and manifest.
+  requests HTTP requests the proxies forwarded during the run (source and
+           destination registry together), identical for every run unless
+           a range is shown.  The refused HTTPS probes are not included;
+           they are in JSON (`tls_refused`), along with requests per method
+           and bytes in each direction.  imgsync runs in the registry
+           scenarios also get --json, whose own `requests` count (which
+           includes its HTTPS probes) is recorded and cross-checked.
   ratio    best skopeo wall time / best imgsync wall time (> 1 means imgsync
            is faster).
 
@@ -64,18 +115,22 @@ import dataclasses
 import glob
 import gzip
 import hashlib
+import http.client
 import json
 import os
 import platform
 import shutil
 import signal
+import socket
 import stat
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -108,7 +163,20 @@ SCENARIOS = {
     "a": "docker-archive -> oci (uncompressed)",
     "b": "docker-archive -> oci (gzip)",
     "c": "oci (gzip) -> docker-archive",
+    "d": "docker-archive -> registry (gzip)",
+    "d2": "docker-archive -> registry (zstd)",
+    "e": "registry -> registry",
+    "f": "registry -> oci",
+    "g": "oci (gzip) -> registry",
+    "h": "registry -> docker-archive",
+    "i": "registry -> registry (tiny layers)",
 }
+LOCAL_SCENARIOS = ["a", "b", "c"]
+REGISTRY_SCENARIOS = ["d", "d2", "e", "f", "g", "h", "i"]
+# Scenarios that run on some images only (all others run on every image):
+# e and i are the same copy, e for the big image and i for the tiny one.
+SCENARIO_IMAGES = {"e": ["big"], "i": ["tiny"]}
+REGISTRY_BIN = "/usr/bin/docker-registry"
 
 
 def log(msg: str) -> None:
@@ -548,8 +616,12 @@ def normalize_ref(ref: str) -> str:
     return ref
 
 
-def verify_oci(layout: Path, tag: str, diff_ids: list[str], expect_compression: str) -> list[str]:
+def verify_oci(
+    layout: Path, tag: str, diff_ids: list[str], expect_compression: str, expect_manifest: str | None = None
+) -> list[str]:
     """Returns a list of problems ("error: ..." or "warning: ...").
+
+    expect_manifest, when given, is the manifest digest the tag must point to.
 
     Compression is determined from the blob's magic bytes, not from the media
     type: skopeo (containers/image) labels uncompressed layers read from a
@@ -586,6 +658,8 @@ def verify_oci(layout: Path, tag: str, diff_ids: list[str], expect_compression: 
     ]
     if len(descs) != 1:
         return problems + [f"error: index.json has {len(descs)} manifests tagged {tag!r}"]
+    if expect_manifest and descs[0].get("digest") != expect_manifest:
+        problems.append(f"error: manifest digest {descs[0].get('digest')} differs from the source's {expect_manifest}")
     mpath = blob(descs[0], "manifest")
     if mpath is None:
         return problems
@@ -654,6 +728,161 @@ def verify_docker_archive(path: Path, tag: str, diff_ids: list[str]) -> list[str
     return group_layer_problems(problems, per_layer, len(diff_ids))
 
 
+MANIFEST_ACCEPT = ", ".join([
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+])
+
+
+class GunzipHasher:
+    """sha256 of the decompressed content of a (possibly multi-member) gzip stream."""
+
+    def __init__(self) -> None:
+        self.h = hashlib.sha256()
+        self.d = zlib.decompressobj(31)
+
+    def feed(self, data: bytes) -> None:
+        while data:
+            self.h.update(self.d.decompress(data))
+            if not self.d.eof:
+                return
+            data = self.d.unused_data
+            self.d = zlib.decompressobj(31)
+
+    def hexdigest(self) -> str:
+        self.h.update(self.d.flush())
+        return self.h.hexdigest()
+
+
+def registry_manifest(port: int, repo: str, ref: str) -> tuple[str, bytes]:
+    """(digest, bytes) of the manifest a registry serves for repo:ref."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    try:
+        conn.request("GET", f"/v2/{repo}/manifests/{ref}", headers={"Accept": MANIFEST_ACCEPT})
+        r = conn.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise BenchError(f"GET /v2/{repo}/manifests/{ref} on 127.0.0.1:{port} answered {r.status}")
+        return "sha256:" + hashlib.sha256(body).hexdigest(), body
+    finally:
+        conn.close()
+
+
+def verify_registry(
+    port: int, repo: str, tag: str, diff_ids: list[str], expect_compression: str,
+    expect_manifest: str | None = None, scratch: Path | None = None,
+) -> list[str]:
+    """Checks repo:tag in the registry at 127.0.0.1:port like verify_oci checks a layout.
+
+    Talks to the registry directly (not through the counting proxy).  gzip
+    layers are decompressed while they stream; zstd layers are checked with
+    the `zstd` command when it is installed (spooled to `scratch`).
+    """
+    problems: list[str] = []
+    per_layer: dict[str, list[int]] = {}
+    zstd = shutil.which("zstd")
+    try:
+        digest, body = registry_manifest(port, repo, tag)
+    except (BenchError, OSError) as e:
+        return [f"error: {e}"]
+    if expect_manifest and digest != expect_manifest:
+        problems.append(f"error: manifest digest {digest} differs from the source's {expect_manifest}")
+    try:
+        manifest = json.loads(body)
+    except ValueError as e:
+        return problems + [f"error: manifest is not JSON: {e}"]
+    if "manifests" in manifest:
+        return problems + ["error: the tag points to an index, expected an image manifest"]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+
+    def fetch(desc: dict, what: str, sink=None) -> bytes | None:
+        """Streams a blob, checks size and digest; returns the bytes unless sink takes them."""
+        conn.request("GET", f"/v2/{repo}/blobs/{desc.get('digest')}")
+        r = conn.getresponse()
+        if r.status != 200:
+            r.read()
+            problems.append(f"error: {what} blob {desc.get('digest')}: GET answered {r.status}")
+            return None
+        h, n, keep = hashlib.sha256(), 0, []
+        while chunk := r.read(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+            if sink:
+                sink(chunk)
+            else:
+                keep.append(chunk)
+        if n != desc.get("size"):
+            problems.append(f"error: {what} blob size {n} != descriptor size {desc.get('size')}")
+        if "sha256:" + h.hexdigest() != desc.get("digest"):
+            problems.append(f"error: {what} blob content does not match digest {desc.get('digest')}")
+        return b"".join(keep)
+
+    try:
+        cfg = fetch(manifest.get("config", {}), "config")
+        if cfg is not None:
+            if json.loads(cfg).get("rootfs", {}).get("diff_ids") != diff_ids:
+                problems.append("error: config rootfs.diff_ids differ from the source image")
+        layers = manifest.get("layers", [])
+        if len(layers) != len(diff_ids):
+            return problems + [f"error: manifest has {len(layers)} layers, expected {len(diff_ids)}"]
+        for i, (desc, diff_id) in enumerate(zip(layers, diff_ids)):
+            state: dict[str, Any] = {"head": b"", "gunzip": None, "spool": None, "plain": hashlib.sha256()}
+
+            def sink(chunk: bytes, st=state) -> None:
+                if len(st["head"]) < 4:
+                    st["head"] = (st["head"] + chunk)[:4]
+                    if st["head"].startswith(GZIP_MAGIC):
+                        st["gunzip"] = GunzipHasher()
+                    elif st["head"] == ZSTD_MAGIC and zstd and scratch:
+                        st["spool"] = open(scratch / "layer.zst", "wb")
+                if st["gunzip"]:
+                    st["gunzip"].feed(chunk)
+                elif st["spool"]:
+                    st["spool"].write(chunk)
+                else:
+                    st["plain"].update(chunk)
+
+            try:
+                if fetch(desc, f"layer {i}", sink) is None:
+                    continue
+            finally:
+                if state["spool"]:
+                    state["spool"].close()
+            head = state["head"]
+            actual = "gzip" if head.startswith(GZIP_MAGIC) else "zstd" if head == ZSTD_MAGIC else "none"
+            declared = media_type_compression(desc.get("mediaType", ""))
+            if actual != declared:
+                per_layer.setdefault(f"warning: mediaType {desc.get('mediaType')} but blob compression is {actual}", []).append(i)
+            if actual != expect_compression:
+                per_layer.setdefault(f"warning: blob compression is {actual}, expected {expect_compression}", []).append(i)
+            if actual == "gzip":
+                got = "sha256:" + state["gunzip"].hexdigest()
+            elif actual == "zstd":
+                if not state["spool"]:
+                    continue  # no zstd command: compressed digest and size checked only
+                h = hashlib.sha256()
+                with subprocess.Popen([zstd, "-dcq", str(scratch / "layer.zst")], stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL) as z:
+                    while chunk := z.stdout.read(1 << 20):
+                        h.update(chunk)
+                (scratch / "layer.zst").unlink()
+                if z.returncode != 0:
+                    per_layer.setdefault("error: zstd cannot decompress the layer", []).append(i)
+                    continue
+                got = "sha256:" + h.hexdigest()
+            else:
+                got = "sha256:" + state["plain"].hexdigest()
+            if got != diff_id:
+                per_layer.setdefault("error: uncompressed digest differs from the config's diff_id", []).append(i)
+    except (OSError, ValueError, zlib.error, http.client.HTTPException) as e:
+        problems.append(f"error: reading from the registry failed: {e}")
+    finally:
+        conn.close()
+    return group_layer_problems(problems, per_layer, len(diff_ids))
+
+
 # --------------------------------------------------------------------------
 # Process measurement
 # --------------------------------------------------------------------------
@@ -666,6 +895,11 @@ class Sample:
     user_s: float
     sys_s: float
     rc: int
+    # Registry scenarios only: HTTP requests through the proxies, the proxy
+    # counters in detail, and imgsync's own count from its --json summary.
+    requests: int | None = None
+    traffic: dict | None = None
+    self_reported_requests: int | None = None
 
 
 def set_child_subreaper() -> bool:
@@ -681,8 +915,12 @@ def set_child_subreaper() -> bool:
 class Runner:
     # Backgrounds the command (stdin from /dev/null, stdout/stderr to files),
     # prints its pid and exits, so the command's parent is a tiny shell rather
-    # than this interpreter.
-    LAUNCH = 'o=$1; e=$2; shift 2; "$@" </dev/null >"$o" 2>"$e" & echo $!'
+    # than this interpreter.  The background subshell waits on a gate (the
+    # launcher's stdin, as fd 3) before it execs the command; the harness
+    # opens the gate (closes the pipe) only after the launcher has exited.
+    # Without it a command that ends very quickly (/bin/true) can be reaped
+    # by the launcher shell itself, and wait4() would find no such child.
+    LAUNCH = 'o=$1; e=$2; shift 2; exec 3<&0; ( read _ <&3; exec 3<&- "$@" ) </dev/null >"$o" 2>"$e" & echo $!'
 
     def __init__(self, method: str, logdir: Path):
         self.logdir = logdir
@@ -701,9 +939,12 @@ class Runner:
             t0 = time.perf_counter()
             sh = subprocess.Popen(
                 [self.sh, "-c", self.LAUNCH, "sh", str(out_path), str(err_path), *cmd],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             )
-            pid_line, _ = sh.communicate()
+            pid_line = sh.stdout.read()
+            sh.stdout.close()
+            sh.wait()
+            sh.stdin.close()  # opens the gate: the command starts now, as our orphan
             if sh.returncode != 0 or not pid_line.strip().isdigit():
                 raise BenchError(f"launcher failed (status {sh.returncode}) for {shell_join(cmd)}")
             pid = int(pid_line)
@@ -771,6 +1012,605 @@ def remove_path(path: Path) -> None:
 
 
 # --------------------------------------------------------------------------
+# Registries and the counting proxy
+# --------------------------------------------------------------------------
+
+SOCKET_BUFFER = 4 * MIB
+PIPE_SIZE = 1 * MIB
+RECV_SIZE = 1 * MIB
+MAX_HEAD = 256 * 1024
+TLS_HANDSHAKE = 0x16  # first byte of a TLS ClientHello record
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sysctl_int(name: str) -> int:
+    try:
+        return int(Path("/proc/sys", *name.split(".")).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def tune_socket(s: socket.socket) -> None:
+    """No Nagle delay; large socket buffers where the kernel allows them.
+
+    Setting SO_RCVBUF/SO_SNDBUF turns the kernel's buffer auto-tuning off, so
+    they are set only when the limit (net.core.[rw]mem_max) admits the
+    requested size, or with the *FORCE variants (root); otherwise auto-tuning
+    is left alone.
+    """
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for opt, force, limit in (
+        (socket.SO_RCVBUF, 33, "net.core.rmem_max"),  # SO_RCVBUFFORCE
+        (socket.SO_SNDBUF, 32, "net.core.wmem_max"),  # SO_SNDBUFFORCE
+    ):
+        try:
+            if _sysctl_int(limit) >= SOCKET_BUFFER:
+                s.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+            else:
+                s.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
+        except OSError:
+            pass
+
+
+class _Peer:
+    """One side of a proxied connection: the socket and bytes read ahead."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.buf = b""
+        self.pos = 0
+
+    @property
+    def avail(self) -> int:
+        return len(self.buf) - self.pos
+
+    def fill(self) -> bool:
+        chunk = self.sock.recv(RECV_SIZE)
+        if not chunk:
+            return False
+        self.buf = chunk if self.pos == len(self.buf) else self.buf[self.pos:] + chunk
+        self.pos = 0
+        return True
+
+    def read_head(self) -> bytes | None:
+        """The next message head including the blank line; None at a clean EOF."""
+        while True:
+            end = self.buf.find(b"\r\n\r\n", self.pos)
+            if end >= 0:
+                head = self.buf[self.pos:end + 4]
+                self.pos = end + 4
+                return head
+            if self.avail > MAX_HEAD:
+                raise OSError("message head too large")
+            if not self.fill():
+                if self.avail:
+                    raise OSError("connection closed inside a message head")
+                return None
+
+
+def parse_head(head: bytes) -> tuple[str, dict[str, str]]:
+    """(start line, headers with lower-case names; repeated ones joined by ',')."""
+    lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            name = name.strip().lower()
+            value = value.strip()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return lines[0], headers
+
+
+def _tokens(value: str | None) -> list[str]:
+    return [t.strip().lower() for t in (value or "").split(",") if t.strip()]
+
+
+class CountingProxy:
+    """HTTP/1.1 forwarding proxy in front of one registry that counts requests.
+
+    Listens on an ephemeral 127.0.0.1 port; every accepted connection gets
+    a thread and its own upstream connection (keep-alive on both sides).
+    Heads are parsed; bodies (Content-Length, chunked, or until close) are
+    forwarded unchanged with splice(2) through a pipe where possible, so
+    payload bytes are never copied into the interpreter.  The Host header is
+    kept, so the registry's upload Locations point back at the proxy.  A
+    connection that starts with a TLS handshake record is closed.
+    """
+
+    splice_ok = hasattr(os, "splice")
+
+    def __init__(self, upstream_port: int, label: str):
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.label = label
+        self.lock = threading.Lock()
+        self._zero()
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self.port = self.listener.getsockname()[1]
+        self.closed = False
+        self.errors: list[str] = []
+        self.thread = threading.Thread(target=self._accept_loop, name=f"proxy-{label}", daemon=True)
+        self.thread.start()
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _zero(self) -> None:
+        self.requests = 0
+        self.by_method: dict[str, int] = {}
+        self.connections = 0
+        self.tls_refused = 0
+        self.bytes_up = 0
+        self.bytes_down = 0
+
+    def take(self) -> dict[str, Any]:
+        """The counters since the last take(), which resets them."""
+        with self.lock:
+            out = {
+                "requests": self.requests,
+                "by_method": dict(sorted(self.by_method.items())),
+                "connections": self.connections,
+                "tls_refused": self.tls_refused,
+                "bytes_to_registry": self.bytes_up,
+                "bytes_from_registry": self.bytes_down,
+            }
+            self._zero()
+        return out
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+
+    def _accept_loop(self) -> None:
+        while not self.closed:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    # -- one connection ----------------------------------------------------
+
+    def _serve(self, csock: socket.socket) -> None:
+        usock: socket.socket | None = None
+        pipe: tuple[int, int] | None = None
+        try:
+            tune_socket(csock)
+            client = _Peer(csock)
+            if not client.fill():
+                return
+            if client.buf[0] == TLS_HANDSHAKE:
+                with self.lock:
+                    self.tls_refused += 1
+                return
+            with self.lock:
+                self.connections += 1
+            upstream: _Peer | None = None
+            while True:
+                head = client.read_head()
+                if head is None:
+                    return
+                start, headers = parse_head(head)
+                method = start.split(" ", 1)[0].upper()
+                with self.lock:
+                    self.requests += 1
+                    self.by_method[method] = self.by_method.get(method, 0) + 1
+                if upstream is None:
+                    usock = socket.create_connection(self.upstream)
+                    tune_socket(usock)
+                    upstream = _Peer(usock)
+                    if self.splice_ok:
+                        pipe = os.pipe()
+                        try:
+                            import fcntl
+
+                            fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+                        except (OSError, AttributeError):
+                            pass
+                if "100-continue" in _tokens(headers.get("expect")):
+                    # Answered here; the registry gets the request without it.
+                    csock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    head = b"\r\n".join(
+                        l for l in head.split(b"\r\n") if not l.lower().startswith(b"expect:")
+                    )
+                upstream.sock.sendall(head)
+                n = self._body(client, usock, headers, request=True, pipe=pipe)
+                with self.lock:
+                    self.bytes_up += n
+                while True:
+                    rhead = upstream.read_head()
+                    if rhead is None:
+                        return
+                    status_line, rheaders = parse_head(rhead)
+                    csock.sendall(rhead)
+                    parts = status_line.split(" ", 2)
+                    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+                    if 100 <= status < 200 and status != 101:
+                        continue  # interim response; the final one follows
+                    break
+                bodiless = method == "HEAD" or status in (204, 304) or 100 <= status < 200
+                n = 0 if bodiless else self._body(upstream, csock, rheaders, request=False, pipe=pipe)
+                with self.lock:
+                    self.bytes_down += max(n, 0)
+                if n < 0 or "close" in _tokens(headers.get("connection")) or "close" in _tokens(rheaders.get("connection")):
+                    return
+                if status_line.startswith("HTTP/1.0") and "keep-alive" not in _tokens(rheaders.get("connection")):
+                    return
+        except (OSError, ValueError) as e:
+            if not self.closed and len(self.errors) < 20:
+                self.errors.append(str(e))
+        finally:
+            for s in (csock, usock):
+                if s is not None:
+                    s.close()
+            if pipe:
+                os.close(pipe[0])
+                os.close(pipe[1])
+
+    def _body(self, src: _Peer, dst: socket.socket, headers: dict[str, str], request: bool,
+              pipe: tuple[int, int] | None) -> int:
+        """Forwards one message body; returns its size, or -1 if it ended with the connection."""
+        if "chunked" in _tokens(headers.get("transfer-encoding")):
+            return self._chunked(src, dst, pipe)
+        if "content-length" in headers:
+            n = int(headers["content-length"].split(",")[0])
+            self._exact(src, dst, n, pipe)
+            return n
+        if request:
+            return 0
+        # A response delimited by the end of the connection.
+        while True:
+            if src.avail:
+                dst.sendall(memoryview(src.buf)[src.pos:])
+                src.pos = len(src.buf)
+            if not src.fill():
+                return -1
+
+    def _exact(self, src: _Peer, dst: socket.socket, n: int, pipe: tuple[int, int] | None) -> None:
+        """Forwards exactly n bytes: read-ahead first, then splice(2) (or recv/send)."""
+        k = min(n, src.avail)
+        if k:
+            dst.sendall(memoryview(src.buf)[src.pos:src.pos + k])
+            src.pos += k
+            n -= k
+        while n > 0 and pipe and CountingProxy.splice_ok:
+            try:
+                moved = os.splice(src.fd, pipe[1], min(n, PIPE_SIZE), flags=os.SPLICE_F_MOVE)
+            except OSError as e:
+                if e.errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: no splice here
+                    CountingProxy.splice_ok = False
+                    break
+                raise
+            if moved == 0:
+                raise OSError("connection closed inside a message body")
+            n -= moved
+            while moved:
+                moved -= os.splice(pipe[0], dst.fileno(), moved, flags=os.SPLICE_F_MOVE)
+        buf = bytearray(min(n, RECV_SIZE)) if n > 0 else None
+        while n > 0:
+            got = src.sock.recv_into(buf, min(n, len(buf)))
+            if not got:
+                raise OSError("connection closed inside a message body")
+            dst.sendall(memoryview(buf)[:got])
+            n -= got
+
+    def _chunked(self, src: _Peer, dst: socket.socket, pipe: tuple[int, int] | None) -> int:
+        """Forwards a chunked body as it is, finding its end from the chunk sizes.
+
+        Whole read-ahead buffers are sent at once after skipping over the
+        chunks they contain; the rest of a chunk longer than the buffer is
+        spliced.
+        """
+        need = 0  # bytes of the current chunk (data + CRLF) not yet forwarded
+        total = 0
+        while True:
+            buf, start, end = src.buf, src.pos, len(src.buf)
+            p, done = start, False
+            while p < end:
+                if need:
+                    k = min(need, end - p)
+                    p += k
+                    need -= k
+                    continue
+                eol = buf.find(b"\r\n", p, end)
+                if eol < 0:
+                    break
+                size = int(buf[p:eol].split(b";", 1)[0].strip(), 16)  # ValueError if malformed
+                if size == 0:
+                    fin = buf.find(b"\r\n\r\n", eol, end)
+                    if fin < 0:
+                        break
+                    p, done = fin + 4, True
+                    break
+                p, need = eol + 2, size + 2
+            if p > start:
+                dst.sendall(memoryview(buf)[start:p])
+                total += p - start
+                src.pos = p
+            if done:
+                return total
+            if need > RECV_SIZE and not src.avail:
+                self._exact(src, dst, need, pipe)
+                total += need
+                need = 0
+                continue
+            if not src.fill():
+                raise OSError("connection closed inside a chunked body")
+
+
+class Registry:
+    """A docker-registry process on 127.0.0.1 with its own storage directory."""
+
+    def __init__(self, binary: str, root: Path):
+        self.root = root
+        self.storage = root / "storage"
+        self.storage.mkdir(parents=True)
+        self.proc: subprocess.Popen | None = None
+        self.log_path = root / "registry.log"
+        for attempt in range(3):
+            self.port = free_port()
+            config = root / "config.yml"
+            config.write_text(
+                "version: 0.1\n"
+                "log:\n  level: error\n  accesslog:\n    disabled: true\n"
+                f"storage:\n  filesystem:\n    rootdirectory: {self.storage}\n"
+                f"http:\n  addr: 127.0.0.1:{self.port}\n"
+            )
+            cmd = [binary, "serve", str(config)]
+            setpriv = shutil.which("setpriv")
+            if setpriv:  # SIGTERM to the registry should the harness die
+                cmd = [setpriv, "--pdeathsig", "TERM", "--", *cmd]
+            with open(self.log_path, "ab") as logf:
+                self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
+            if self._wait_ready():
+                return
+            self.stop()
+        raise BenchError(f"{binary} did not start; see {self.log_path}:\n{self.log_path.read_text(errors='replace')[-2000:]}")
+
+    def _wait_ready(self, timeout: float = 20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/v2/")
+                ok = conn.getresponse().status == 200
+                conn.close()
+                if ok:
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.02)
+        return False
+
+    def blob_bytes(self) -> int:
+        """Bytes of all blobs stored (layers, configs, manifests)."""
+        blobs = self.storage / "docker" / "registry" / "v2" / "blobs"
+        return dir_bytes(blobs) if blobs.exists() else 0
+
+    def stop(self) -> None:
+        p, self.proc = self.proc, None
+        if p is None or p.poll() is not None:
+            return
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@dataclasses.dataclass
+class Endpoint:
+    """A registry and the counting proxy in front of it."""
+
+    registry: Registry
+    proxy: CountingProxy
+
+    @property
+    def addr(self) -> str:
+        return self.proxy.addr
+
+    @property
+    def direct_port(self) -> int:
+        return self.registry.port
+
+    def close(self, remove: bool = True) -> None:
+        self.proxy.close()
+        self.registry.stop()
+        if self.proxy.errors:
+            log(f"  proxy {self.proxy.label}: {len(self.proxy.errors)} connection errors, first: {self.proxy.errors[0]}")
+        if remove:
+            shutil.rmtree(self.registry.root, ignore_errors=True)
+
+
+@dataclasses.dataclass
+class SourceImage:
+    endpoint: Endpoint
+    repo: str
+    tag: str
+    digest: str  # manifest digest the source registry serves
+
+
+def split_tag(ref: str) -> tuple[str, str]:
+    repo, _, tag = ref.rpartition(":")
+    return repo, tag
+
+
+class Registries:
+    """Starts, tracks and stops the registries (and proxies) of one harness run."""
+
+    def __init__(self, binary: str, root: Path, filler: tuple[str, str]):
+        self.binary = binary
+        self.root = root
+        self.filler = filler  # (tool, binary) that fills the source registries
+        self.live: list[Endpoint] = []
+        self.sources: dict[str, SourceImage] = {}
+        self.proxy_check: dict[str, Any] | None = None
+        self.n = 0
+
+    def start(self, label: str) -> Endpoint:
+        self.n += 1
+        reg = Registry(self.binary, self.root / f"{self.n:04d}-{label}")
+        ep = Endpoint(reg, CountingProxy(reg.port, label))
+        self.live.append(ep)
+        return ep
+
+    def stop(self, ep: Endpoint) -> None:
+        ep.close()
+        if ep in self.live:
+            self.live.remove(ep)
+
+    def stop_all(self) -> None:
+        for ep in list(self.live):
+            self.stop(ep)
+
+    def source(self, image: str, inputs: Path, meta: dict) -> SourceImage:
+        """The source registry of an image, started and filled on first use."""
+        if image in self.sources:
+            return self.sources[image]
+        ep = self.start(f"src-{image}")
+        repo, tag = split_tag(IMAGES[image])
+        layout = inputs / meta["oci_layout"]
+        tool, exe = self.filler
+        dst = f"127.0.0.1:{ep.direct_port}/{repo}:{tag}"
+        if tool == "skopeo":
+            cmd = [exe, "copy", "-q", "--dest-tls-verify=false", f"oci:{layout}:{OCI_SRC_TAG}", f"docker://{dst}"]
+        else:
+            cmd = [exe, "copy", "-q", f"oci:{layout}:{OCI_SRC_TAG}", dst]
+        log(f"filling source registry for {image} ({IMAGES[image]}) with {tool} ...")
+        t0 = time.perf_counter()
+        check_output(cmd)
+        digest, body = registry_manifest(ep.direct_port, repo, tag)
+        index = json.loads((layout / "index.json").read_text())
+        layout_digest = next(
+            (d["digest"] for d in index.get("manifests", [])
+             if (d.get("annotations") or {}).get("org.opencontainers.image.ref.name") == OCI_SRC_TAG), None)
+        if digest != layout_digest:
+            log(f"  note: the source registry serves manifest {digest}, the layout has {layout_digest}")
+        log(f"  done in {time.perf_counter() - t0:.1f}s ({ep.registry.blob_bytes() / MIB:.1f} MiB, manifest {digest[:19]})")
+        src = SourceImage(ep, repo, tag, digest)
+        self.sources[image] = src
+        if self.proxy_check is None or image == "big":
+            self.proxy_check = self.measure_proxy(src, body)
+        return src
+
+    def measure_proxy(self, src: SourceImage, manifest_body: bytes) -> dict[str, Any] | None:
+        """Best of 5 GETs of the largest layer, directly and through the proxy."""
+        layers = json.loads(manifest_body).get("layers") or []
+        if not layers:
+            return None
+        desc = max(layers, key=lambda d: d.get("size", 0))
+        path = f"/v2/{src.repo}/blobs/{desc['digest']}"
+
+        def get(port: int) -> float:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+            try:
+                t0 = time.perf_counter()
+                conn.request("GET", path)
+                r = conn.getresponse()
+                buf = bytearray(RECV_SIZE)
+                n = 0
+                while got := r.readinto(buf):
+                    n += got
+                if n != desc["size"]:
+                    raise BenchError(f"GET {path} through port {port}: {n} bytes, expected {desc['size']}")
+                return time.perf_counter() - t0
+            finally:
+                conn.close()
+
+        direct, proxied = [], []
+        for _ in range(5):
+            direct.append(get(src.endpoint.direct_port))
+            proxied.append(get(src.endpoint.proxy.port))
+        src.endpoint.proxy.take()
+        res = {"blob_bytes": desc["size"], "direct_s": min(direct), "proxy_s": min(proxied)}
+        log(
+            f"  proxy check: GET of a {desc['size'] / MIB:.1f} MiB blob takes {res['direct_s'] * 1000:.1f} ms directly,"
+            f" {res['proxy_s'] * 1000:.1f} ms through the counting proxy"
+        )
+        return res
+
+
+def merge_traffic(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"requests": 0, "by_method": {}, "connections": 0, "tls_refused": 0,
+                           "bytes_to_registry": 0, "bytes_from_registry": 0}
+    for t in parts:
+        for k, v in t.items():
+            if k == "by_method":
+                for m, c in v.items():
+                    out["by_method"][m] = out["by_method"].get(m, 0) + c
+            else:
+                out[k] += v
+    out["by_method"] = dict(sorted(out["by_method"].items()))
+    return out
+
+
+class RegistryHooks:
+    """Per-run setup and measurement of a case that involves registries.
+
+    prepare() gives every run a fresh destination (a new registry behind a
+    new proxy, or a removed output path) and zeroes the source proxy's
+    counters; traffic() collects what the proxies counted during the run.
+    The destination of the last run stays until verify() and cleanup().
+    """
+
+    def __init__(self, registries: Registries, label: str, build_cmd, src: SourceImage | None,
+                 dest_path: Path | None, verify_fn):
+        self.registries = registries
+        self.label = label
+        self.build_cmd = build_cmd  # (src addr or None, dest addr or None) -> command
+        self.src = src
+        self.dest_path = dest_path  # None: the destination is a registry
+        self.verify_fn = verify_fn  # (hooks) -> problems
+        self.dest: Endpoint | None = None
+
+    def _endpoints(self) -> list[Endpoint]:
+        return [e for e in (self.src.endpoint if self.src else None, self.dest) if e]
+
+    def prepare(self) -> list[str]:
+        if self.dest_path is None:
+            if self.dest:
+                self.registries.stop(self.dest)
+            self.dest = self.registries.start(self.label)
+        else:
+            remove_path(self.dest_path)
+        for ep in self._endpoints():
+            ep.proxy.take()
+        return self.build_cmd(self.src.endpoint.addr if self.src else None, self.dest.addr if self.dest else None)
+
+    def traffic(self) -> dict[str, Any]:
+        return merge_traffic([ep.proxy.take() for ep in self._endpoints()])
+
+    def output_bytes(self) -> int | None:
+        if self.dest_path is not None:
+            return dir_bytes(self.dest_path) if self.dest_path.exists() else None
+        return self.dest.registry.blob_bytes() if self.dest else None
+
+    def verify(self) -> list[str]:
+        return self.verify_fn(self)
+
+    def cleanup(self) -> None:
+        if self.dest:
+            self.registries.stop(self.dest)
+            self.dest = None
+        if self.dest_path is not None:
+            remove_path(self.dest_path)
+
+
+
+# --------------------------------------------------------------------------
 # Scenarios
 # --------------------------------------------------------------------------
 
@@ -788,9 +1628,13 @@ class Case:
     problems: list[str] = dataclasses.field(default_factory=list)
     verified: bool = False
     error: str | None = None
+    hooks: RegistryHooks | None = None  # registry scenarios: per-run destination and counters
 
 
-def make_cases(scenario: str, image: str, tools: dict[str, str], inputs: Path, outdir: Path, meta: dict) -> list[Case]:
+def make_cases(scenario: str, image: str, tools: dict[str, str], inputs: Path, outdir: Path, meta: dict,
+               registries: Registries | None = None) -> list[Case]:
+    if scenario in REGISTRY_SCENARIOS:
+        return make_registry_cases(scenario, image, tools, inputs, outdir, meta, registries)
     tag = IMAGES[image]
     archive = inputs / f"{image}.tar"
     oci_src = inputs / f"oci-{image}"
@@ -821,13 +1665,113 @@ def make_cases(scenario: str, image: str, tools: dict[str, str], inputs: Path, o
     return cases
 
 
+def make_registry_cases(scenario: str, image: str, tools: dict[str, str], inputs: Path, outdir: Path, meta: dict,
+                        registries: Registries) -> list[Case]:
+    tag = IMAGES[image]
+    repo, version = split_tag(tag)
+    oci_src = inputs / meta["oci_layout"]
+    diff_ids = meta["diff_ids"]
+    src = registries.source(image, inputs, meta) if scenario in ("e", "f", "h", "i") else None
+    oci_digest = oci_manifest_digest(oci_src, OCI_SRC_TAG)
+    cases = []
+    for tool, exe in tools.items():
+        base = outdir / f"{scenario}-{image}-{tool}"
+        skopeo = tool == "skopeo"
+        reg = (lambda addr: f"docker://{addr}/{repo}:{version}") if skopeo else (lambda addr: f"{addr}/{repo}:{version}")
+        # imgsync's --json summary carries its own request count (cross-checked against the proxy).
+        head = [exe, "copy", "-q"] + ([] if skopeo else ["--json"])
+        tls = (lambda side: [f"--{side}-tls-verify=false"]) if skopeo else (lambda side: [])
+        dest_path: Path | None = None
+        if scenario in ("d", "d2"):
+            comp = "gzip" if scenario == "d" else "zstd"
+            flags = ["--dest-compress", "--dest-compress-format", comp] if skopeo else ["--dest-compress", comp]
+
+            def build(s_addr, d_addr, flags=flags, reg=reg, head=head, tls=tls):
+                return [*head, *tls("dest"), *flags, f"docker-archive:{inputs / f'{image}.tar'}", reg(d_addr)]
+
+            def verify(h, comp=comp):
+                return verify_registry(h.dest.direct_port, repo, version, diff_ids, comp, scratch=outdir)
+        elif scenario in ("e", "i"):
+            def build(s_addr, d_addr, reg=reg, head=head, tls=tls):
+                return [*head, *tls("src"), *tls("dest"), reg(s_addr), reg(d_addr)]
+
+            def verify(h):
+                return verify_registry(h.dest.direct_port, repo, version, diff_ids, "gzip", src.digest, scratch=outdir)
+        elif scenario == "g":
+            def build(s_addr, d_addr, reg=reg, head=head, tls=tls):
+                return [*head, *tls("dest"), f"oci:{oci_src}:{OCI_SRC_TAG}", reg(d_addr)]
+
+            def verify(h):
+                return verify_registry(h.dest.direct_port, repo, version, diff_ids, "gzip", oci_digest, scratch=outdir)
+        elif scenario == "f":
+            dest_path = base
+
+            def build(s_addr, d_addr, reg=reg, head=head, tls=tls, d=base):
+                return [*head, *tls("src"), reg(s_addr), f"oci:{d}:{DEST_OCI_TAG}"]
+
+            def verify(h, d=base):
+                return verify_oci(d, DEST_OCI_TAG, diff_ids, "gzip", src.digest)
+        elif scenario == "h":
+            dest_path = base.with_suffix(".tar")
+
+            def build(s_addr, d_addr, reg=reg, head=head, tls=tls, d=dest_path):
+                return [*head, *tls("src"), reg(s_addr), f"docker-archive:{d}:{tag}"]
+
+            def verify(h, d=dest_path):
+                return verify_docker_archive(d, tag, diff_ids)
+        else:
+            raise BenchError(f"unknown registry scenario {scenario}")
+        hooks = RegistryHooks(registries, f"{scenario}-{image}-{tool}", build, src, dest_path, verify)
+        # The command shown before the first run uses placeholders for the ephemeral proxy ports.
+        cmd = build("127.0.0.1:SRCPORT", "127.0.0.1:DSTPORT")
+        cases.append(Case(scenario, image, tool, cmd, dest_path or base, hooks.verify, hooks=hooks))
+    return cases
+
+
+def oci_manifest_digest(layout: Path, tag: str) -> str | None:
+    try:
+        index = json.loads((layout / "index.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return next(
+        (d.get("digest") for d in index.get("manifests", [])
+         if (d.get("annotations") or {}).get("org.opencontainers.image.ref.name") == tag), None)
+
+
 def run_case_once(runner: Runner, case: Case) -> Sample:
-    remove_path(case.dest)
+    if case.hooks:
+        case.cmd = case.hooks.prepare()
+    else:
+        remove_path(case.dest)
     os.sync()
     sample, stderr = runner.run(case.cmd)
+    if case.hooks:
+        sample.traffic = case.hooks.traffic()
+        sample.requests = sample.traffic["requests"]
+        if "--json" in case.cmd:
+            try:
+                summary = json.loads((runner.logdir / "stdout.log").read_text())
+                sample.self_reported_requests = summary.get("requests")
+            except (OSError, ValueError, AttributeError):
+                pass
     if sample.rc != 0:
         raise CommandFailed(case.cmd, sample.rc, stderr)
     return sample
+
+
+def check_request_counts(case: Case) -> list[str]:
+    """imgsync's own request count should be the proxies' count plus its refused HTTPS probes."""
+    out = []
+    for s in case.samples:
+        if s.self_reported_requests is None or s.traffic is None:
+            continue
+        seen = s.traffic["requests"] + s.traffic["tls_refused"]
+        if s.self_reported_requests != seen:
+            out.append(
+                f"warning: imgsync reports {s.self_reported_requests} requests, the proxies saw"
+                f" {s.traffic['requests']} HTTP requests and {s.traffic['tls_refused']} HTTPS probes"
+            )
+    return sorted(set(out))
 
 
 def run_pair(runner: Runner, cases: list[Case], runs: int, warmup: int, verify: bool) -> None:
@@ -863,18 +1807,26 @@ def run_pair(runner: Runner, cases: list[Case], runs: int, warmup: int, verify: 
             except CommandFailed as e:
                 failure = failure or e
             else:
+                s = case.samples[-1]
                 log(
-                    f"  {case.tool:8s} run {r + 1}/{runs}: {case.samples[-1].wall_s:8.3f} s"
-                    f"  {case.samples[-1].maxrss_kib / 1024:7.1f} MiB"
+                    f"  {case.tool:8s} run {r + 1}/{runs}: {s.wall_s:8.3f} s"
+                    f"  {s.maxrss_kib / 1024:7.1f} MiB"
+                    + ("" if s.requests is None else f"  {s.requests:5d} requests")
                 )
     for case in live:
-        case.output_bytes = dir_bytes(case.dest)
+        case.output_bytes = case.hooks.output_bytes() if case.hooks else dir_bytes(case.dest)
         if verify:
-            case.problems = case.verify()
+            case.problems = case.verify() + check_request_counts(case)
             case.verified = True
             for p in case.problems:
                 log(f"  {case.tool}: {p}")
-        remove_path(case.dest)
+        if case.hooks:
+            case.hooks.cleanup()
+        else:
+            remove_path(case.dest)
+    for case in cases:
+        if case.hooks and case not in live:
+            case.hooks.cleanup()
     if failure:
         raise failure
 
@@ -908,7 +1860,21 @@ def summarize(cases: list[Case]) -> list[dict]:
             "verify_problems": c.problems,
             "error": c.error,
             "speedup_skopeo_over_imgsync": None,
+            "registry": c.hooks is not None,
+            "requests": None,
+            "requests_min": None,
+            "requests_max": None,
+            "tls_refused": None,
+            "imgsync_reported_requests": None,
         }
+        counted = [s for s in c.samples if s.requests is not None]
+        if counted:
+            reqs = [s.requests for s in counted]
+            row["requests"] = int(statistics.median_low(reqs))
+            row["requests_min"], row["requests_max"] = min(reqs), max(reqs)
+            row["tls_refused"] = counted[-1].traffic["tls_refused"]
+            own = [s.self_reported_requests for s in counted if s.self_reported_requests is not None]
+            row["imgsync_reported_requests"] = int(statistics.median_low(own)) if own else None
         if c.samples:
             row["best_wall_s"] = min(s.wall_s for s in c.samples)
             row["median_wall_s"] = statistics.median(s.wall_s for s in c.samples)
@@ -923,7 +1889,8 @@ def summarize(cases: list[Case]) -> list[dict]:
 
 
 def print_table(rows: list[dict]) -> None:
-    head = ["scenario", "image", "tool", "best wall s", "cpu s", "peak RSS MiB", "output MiB", "skopeo/imgsync", "check"]
+    head = ["scenario", "image", "tool", "best wall s", "cpu s", "peak RSS MiB", "output MiB", "requests",
+            "skopeo/imgsync", "check"]
     table = [head]
     for r in rows:
         def f(v, fmt):
@@ -935,6 +1902,12 @@ def print_table(rows: list[dict]) -> None:
             "ok" if r["verified"] else "-"
         )
         ratio = r["speedup_skopeo_over_imgsync"]
+        if r["requests"] is None:
+            requests = "-"
+        elif r["requests_min"] == r["requests_max"]:
+            requests = str(r["requests"])
+        else:
+            requests = f"{r['requests_min']}-{r['requests_max']}"
         table.append([
             f"{r['scenario']} {r['scenario_name']}",
             r["image"],
@@ -943,16 +1916,24 @@ def print_table(rows: list[dict]) -> None:
             f(r["best_cpu_s"], ".3f"),
             f(r["peak_rss_mib"], ".1f"),
             f(r["output_mib"], ".1f"),
+            requests,
             "" if ratio is None else f"{ratio:.2f}x",
             check,
         ])
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    numeric = {3, 4, 5, 6, 7}
+    numeric = {3, 4, 5, 6, 7, 8}
     for n, row in enumerate(table):
         cells = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
         print("  ".join(cells).rstrip())
         if n == 0:
             print("  ".join("-" * w for w in widths))
+    if any(r["registry"] for r in rows):
+        print(
+            "\nregistry scenarios: both tools reach every registry only through the same counting proxy;"
+            "\n  requests = HTTP requests it forwarded (source and destination together), without the"
+            "\n  refused HTTPS probes both tools make first; output MiB of a registry destination = blobs"
+            "\n  stored by the fresh registry (layers, config, manifest)."
+        )
     notes = [(r, p) for r in rows for p in r["verify_problems"]]
     if notes:
         print("\nverification notes:")
@@ -975,9 +1956,15 @@ def print_header(meta: dict, args: argparse.Namespace) -> None:
         fl = meta["launcher_floor"]
         parts.append(f"rss={meta['rss_method']} (floor {fl['maxrss_kib'] / 1024:.1f} MiB, {fl['wall_s'] * 1000:.1f} ms)")
     print("; ".join(parts))
-    for k in ("skopeo_version", "imgsync_version"):
+    for k in ("skopeo_version", "imgsync_version", "registry_version"):
         if meta.get(k):
             print(f"{k.split('_')[0]}: {meta[k]}")
+    pc = meta.get("proxy_check")
+    if pc:
+        print(
+            f"counting proxy: a {pc['blob_bytes'] / MIB:.1f} MiB blob GET takes {pc['direct_s'] * 1000:.1f} ms"
+            f" directly, {pc['proxy_s'] * 1000:.1f} ms through the proxy"
+        )
     print()
 
 
@@ -993,8 +1980,11 @@ def tool_version(cmd: list[str]) -> str | None:
 # --------------------------------------------------------------------------
 
 
-def parse_list(value: str, allowed: list[str], what: str) -> list[str]:
+def parse_list(value: str, allowed: list[str], what: str, groups: dict[str, list[str]] | None = None) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
+    for g, members in (groups or {}).items():
+        if g in items:
+            items = [i for i in items if i != g] + members
     bad = [v for v in items if v not in allowed]
     if bad or not items:
         raise argparse.ArgumentTypeError(f"invalid {what} {bad or value!r}; choose from {','.join(allowed)}")
@@ -1008,8 +1998,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per tool and case (default 1)")
     ap.add_argument("--tools", default="imgsync,skopeo", type=lambda v: parse_list(v, ["imgsync", "skopeo"], "tool"),
                     help="comma-separated tools to run (default imgsync,skopeo)")
-    ap.add_argument("--scenarios", default="a,b,c", type=lambda v: parse_list(v, list(SCENARIOS), "scenario"),
-                    help="comma-separated scenarios: " + "; ".join(f"{k}={v}" for k, v in SCENARIOS.items()))
+    ap.add_argument("--scenarios", default=None,
+                    type=lambda v: parse_list(v, list(SCENARIOS), "scenario",
+                                              {"local": LOCAL_SCENARIOS, "registry": REGISTRY_SCENARIOS, "all": list(SCENARIOS)}),
+                    help="comma-separated scenarios (default: all; groups `local` = a,b,c and `registry` ="
+                         " d..i): " + "; ".join(f"{k}={v}" for k, v in SCENARIOS.items()))
+    ap.add_argument("--registry", default=REGISTRY_BIN,
+                    help=f"registry binary for the registry scenarios (CNCF distribution; default {REGISTRY_BIN})")
     ap.add_argument("--images", default="big,tiny", type=lambda v: parse_list(v, list(IMAGES), "image"),
                     help="comma-separated images (default big,tiny)")
     ap.add_argument("--imgsync", default="target/release/imgsync",
@@ -1029,6 +2024,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.runs < 1 or args.warmup < 0 or args.size_mb < 1:
         ap.error("--runs must be >= 1, --warmup >= 0, --size-mb >= 1")
+    registry_bin = shutil.which(args.registry)
+    if args.scenarios is None:
+        args.scenarios = list(SCENARIOS)
+        if not registry_bin:
+            log(f"registry binary {args.registry} not found: running the local scenarios only")
+            args.scenarios = LOCAL_SCENARIOS
+    elif not registry_bin and any(s in REGISTRY_SCENARIOS for s in args.scenarios):
+        ap.error(f"registry scenarios need {args.registry} (Debian package docker-registry); see --registry")
 
     tools: dict[str, str] = {}
     imgsync = Path(args.imgsync)
@@ -1057,6 +2060,7 @@ def main(argv: list[str] | None = None) -> int:
     outdir = workdir / "out"
     outdir.mkdir()
     runner: Runner | None = None
+    registries: Registries | None = None
     all_cases: list[Case] = []
     exit_code = 0
     meta: dict[str, Any] = {
@@ -1068,6 +2072,7 @@ def main(argv: list[str] | None = None) -> int:
         "imgsync": str(imgsync) if "imgsync" in tools else None,
         "imgsync_version": tool_version([tools["imgsync"], "--version"]) if "imgsync" in tools else None,
         "skopeo_version": tool_version([skopeo, "--version"]) if skopeo else None,
+        "registry_version": None,
         "size_mb": args.size_mb,
         "runs": args.runs,
         "warmup": args.warmup,
@@ -1092,9 +2097,20 @@ def main(argv: list[str] | None = None) -> int:
             f" and {meta['launcher_floor']['wall_s'] * 1000:.1f} ms (launch overhead floor)"
         )
 
+        if any(s in REGISTRY_SCENARIOS for s in args.scenarios):
+            meta["registry_version"] = tool_version([registry_bin, "--version"])
+            filler = ("skopeo", skopeo) if skopeo else ("imgsync", tools["imgsync"])
+            registries = Registries(registry_bin, workdir / "registries", filler)
+
         for scenario in args.scenarios:
+            if not set(args.images) & set(SCENARIO_IMAGES.get(scenario, args.images)):
+                log(f"scenario {scenario} ({SCENARIOS[scenario]}) runs on image {','.join(SCENARIO_IMAGES[scenario])} only: skipped")
             for image in args.images:
-                cases = make_cases(scenario, image, tools, inputs, outdir, stamp["images"][image])
+                if image not in SCENARIO_IMAGES.get(scenario, [image]):
+                    continue
+                cases = make_cases(scenario, image, tools, inputs, outdir, stamp["images"][image], registries)
+                if registries and registries.proxy_check:
+                    meta["proxy_check"] = registries.proxy_check
                 all_cases += cases
                 log(f"scenario {scenario} ({SCENARIOS[scenario]}), image {image}")
                 try:
@@ -1118,6 +2134,8 @@ def main(argv: list[str] | None = None) -> int:
             runner.kill_current()
         print("\ninterrupted", file=sys.stderr)
     finally:
+        if registries:
+            registries.stop_all()
         rows = summarize(all_cases)
         if rows:
             sys.stderr.flush()
