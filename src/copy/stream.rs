@@ -260,13 +260,9 @@ pub fn encoder<'a, W: Write + Send + 'a>(
         Compression::None => Box::new(Plain(w)),
         Compression::Gzip => Box::new(ParallelGzip::new(w, level.unwrap_or(DEFAULT_GZIP_LEVEL))),
         Compression::Zstd => {
-            let mut e = zstd::stream::write::Encoder::new(w, level.unwrap_or(3))?;
-            let threads = std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
-                .unwrap_or(1);
-            if threads > 1 {
-                e.multithread(threads)?;
-            }
+            // Single-threaded: layers are compressed in parallel already,
+            // and multi-threaded zstd buffers grow memory per layer.
+            let e = zstd::stream::write::Encoder::new(w, level.unwrap_or(3))?;
             Box::new(e)
         }
     })
