@@ -372,6 +372,9 @@ pub struct RegistrySink {
     tags: Mutex<Vec<(Digest, String)>>,
     /// Uploads this sink has claimed and not yet released.
     claimed: Mutex<Vec<Digest>>,
+    /// The registry said the repository does not exist: no blob needs a
+    /// `HEAD` to know it is absent.
+    new_repo: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for RegistrySink {
@@ -392,6 +395,7 @@ impl RegistrySink {
             manifests: Mutex::new(HashMap::new()),
             tags: Mutex::new(Vec::new()),
             claimed: Mutex::new(Vec::new()),
+            new_repo: Default::default(),
         }
     }
 
@@ -497,6 +501,15 @@ impl ImageSink for RegistrySink {
     }
 
     fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+        // A repository the registry did not know at the start holds only
+        // what this run put there.
+        if self.new_repo.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(self
+                .mounts
+                .find(self.client.host(), &desc.digest)
+                .as_deref()
+                == Some(self.repo.as_str()));
+        }
         let repo = self.repo.clone();
         let what = format!("HEAD blob {} in {repo}", desc.digest);
         let digest = desc.digest.clone();
@@ -530,7 +543,7 @@ impl ImageSink for RegistrySink {
         if refs.is_empty() {
             refs.push(root.digest.to_string());
         }
-        for reference in refs {
+        for (k, reference) in refs.into_iter().enumerate() {
             let repo = self.repo.clone();
             let what = format!("HEAD manifest {repo}:{reference}");
             let r = self.client.send(&what, Retry::Yes, |http, base| {
@@ -538,6 +551,9 @@ impl ImageSink for RegistrySink {
                     .header(ACCEPT, MANIFEST_ACCEPT)
             })?;
             if r.status() == StatusCode::NOT_FOUND {
+                if k == 0 {
+                    self.learn_if_new()?;
+                }
                 return Ok(false);
             }
             if !r.status().is_success() {
@@ -671,6 +687,23 @@ impl ImageSink for RegistrySink {
 }
 
 impl RegistrySink {
+    /// Asks whether the repository exists at all (a tag list of an unknown
+    /// repository is `NAME_UNKNOWN`): if not, no blob needs a `HEAD`.
+    fn learn_if_new(&self) -> Result<()> {
+        let repo = self.repo.clone();
+        let what = format!("list tags of {repo}");
+        let r = self.client.send(&what, Retry::Yes, |http, base| {
+            http.get(format!("{base}/v2/{repo}/tags/list?n=1"))
+        })?;
+        if r.status() == StatusCode::NOT_FOUND
+            && crate::registry::client::registry_error(r).contains("NAME_UNKNOWN")
+        {
+            self.new_repo
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// One `POST` and one streamed monolithic `PUT`.
     fn upload(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()> {
         let location = self

@@ -6,10 +6,11 @@
 //! re-read, merged and replaced atomically while the layout directory is
 //! locked, so concurrent writers into one layout lose no entry.
 //!
-//! A blob in `blobs/` is never removed once renamed there: another run may
-//! already rely on it, and a verified blob is harmless. A failed or
-//! interrupted run removes its temporary directory, and the layout it
-//! started only if nobody else has written into it.
+//! A failed or interrupted run takes back, under the lock, the blobs it
+//! added that no image named in `index.json` uses (one another run
+//! committed meanwhile may), and the layout it started if nobody else wrote
+//! into it. A run that counted on a blob taken back finds it missing at its
+//! own commit and fails cleanly, naming it.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
@@ -51,38 +52,43 @@ struct Undo {
 impl Undo {
     fn run(&self) {
         let _ = fs::remove_dir_all(&self.tmp);
-        if !*self
-            .wrote_layout_file
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-        {
-            return;
-        }
         let Ok(dir) = File::open(&self.root) else {
             return;
         };
         if dir.lock().is_err() {
             return;
         }
-        // The layout this run started goes, unless another run has committed
-        // into it or is writing into it now.
-        let added = self.added.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // Under the lock no run commits: the blobs this run added go back,
+        // except those an image named in index.json already uses (a run
+        // that committed meanwhile). A run still writing that counted on one
+        // of them finds it missing at its commit and fails cleanly.
+        let added = std::mem::take(&mut *self.added.lock().unwrap_or_else(|e| e.into_inner()));
+        let used = reachable_blobs(&self.root);
+        for p in &added {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !used.contains(&name) {
+                let _ = fs::remove_file(p);
+            }
+        }
+        // The layout this run started goes too, unless another run has
+        // committed into it or is writing into it now.
+        let started_it = *self
+            .wrote_layout_file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let others_writing = fs::read_dir(&self.root)
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
                     .any(|e| e.file_name().to_string_lossy().starts_with(".imgsync-tmp-"))
             })
             .unwrap_or(true);
-        let foreign_blobs = fs::read_dir(self.root.join("blobs/sha256"))
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .any(|e| !added.contains(&e.path()))
-            })
+        let blobs_left = fs::read_dir(self.root.join("blobs/sha256"))
+            .map(|mut rd| rd.next().is_some())
             .unwrap_or(false);
-        if !self.root.join(INDEX_FILE).exists() && !others_writing && !foreign_blobs {
-            for p in &added {
-                let _ = fs::remove_file(p);
-            }
+        if started_it && !self.root.join(INDEX_FILE).exists() && !others_writing && !blobs_left {
             let _ = fs::remove_file(self.root.join(OCI_LAYOUT_FILE));
             let _ = fs::remove_dir(self.root.join("blobs/sha256"));
             let _ = fs::remove_dir(self.root.join("blobs"));
@@ -92,6 +98,51 @@ impl Undo {
         }
         let _ = dir.unlock();
     }
+}
+
+/// The encoded digests of every blob reachable from `index.json` (through
+/// indexes, manifests, configs, layers and subjects).
+fn reachable_blobs(root: &Path) -> std::collections::HashSet<String> {
+    let mut seen = std::collections::HashSet::new();
+    let Ok(index) = fs::read(root.join(INDEX_FILE)) else {
+        return seen;
+    };
+    let mut stack: Vec<Value> = serde_json::from_slice::<Value>(&index)
+        .ok()
+        .and_then(|v| v.get("manifests").and_then(Value::as_array).cloned())
+        .unwrap_or_default();
+    while let Some(d) = stack.pop() {
+        let Some(digest) = d.get("digest").and_then(Value::as_str) else {
+            continue;
+        };
+        let Some((alg, enc)) = digest.split_once(':') else {
+            continue;
+        };
+        if !seen.insert(enc.to_string()) {
+            continue;
+        }
+        let size = d.get("size").and_then(Value::as_u64).unwrap_or(u64::MAX);
+        if size > MAX_MANIFEST_BYTES {
+            continue;
+        }
+        let Ok(bytes) = fs::read(root.join("blobs").join(alg).join(enc)) else {
+            continue;
+        };
+        let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else {
+            continue;
+        };
+        for key in ["manifests", "layers"] {
+            if let Some(list) = doc.get(key).and_then(Value::as_array) {
+                stack.extend(list.iter().cloned());
+            }
+        }
+        for key in ["config", "subject"] {
+            if let Some(c) = doc.get(key) {
+                stack.push(c.clone());
+            }
+        }
+    }
+    seen
 }
 
 impl LayoutSink {
