@@ -137,7 +137,8 @@ fn merge(into: &mut CopyReport, from: CopyReport) {
     into.conversions.extend(from.conversions);
 }
 
-fn run_into(
+/// Copies into a sink and commits it, or aborts it on any failure.
+pub fn run_into(
     source: &dyn ImageSource,
     sink: &dyn ImageSink,
     plans: &[ImagePlan],

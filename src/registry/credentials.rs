@@ -290,22 +290,7 @@ pub fn remove(host: &str, file: Option<&Path>) -> Result<bool> {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::path("create directory", dir, e))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".config.json.")
-        .permissions(std::fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)
-        .map_err(|e| Error::path("write into", dir, e))?;
-    tmp.write_all(bytes)
-        .map_err(|e| Error::path("write", path, e))?;
-    tmp.persist(path)
-        .map_err(|e| Error::path("write", path, e.error))?;
-    Ok(())
+    crate::store::spool::write_file_atomic(path, bytes, 0o600)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub use config::{Config, load};
 pub use plan::{Item, TargetRef};
 pub use report::{Action, ImageReport, RunReport};
 
-use crate::copy::{CopyOptions, ImagePlan, copy_images};
+use crate::copy::{CopyOptions, ImagePlan};
 use crate::error::{Error, ErrorClass, Result};
 use crate::progress::Progress;
 use crate::registry::{ClientPool, RegistrySettings};
@@ -175,17 +175,5 @@ fn copy_one(
         ),
     };
     let plan = [ImagePlan { image, names }];
-    match copy_images(&source, sink.as_ref(), &plan, &copy_opts, progress) {
-        Ok(r) => match sink.commit() {
-            Ok(()) => Ok(r),
-            Err(e) => {
-                sink.abort();
-                Err(e)
-            }
-        },
-        Err(e) => {
-            sink.abort();
-            Err(e)
-        }
-    }
+    crate::commands::copy::run_into(&source, sink.as_ref(), &plan, &copy_opts, progress)
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::plan::Item;
 use crate::copy::CopyReport;
-use crate::error::{Error, ErrorClass, Result};
+use crate::error::{ErrorClass, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -168,18 +168,7 @@ impl RunReport {
     }
 }
 
-/// Writes a file atomically (temp file beside it, then rename).
+/// Writes a report or metrics file atomically.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let mut tmp = crate::store::spool::destination_tempfile(dir, ".imgsync-report-")
-        .map_err(|e| Error::path("write into", dir, e))?;
-    tmp.write_all(bytes)
-        .map_err(|e| Error::path("write", path, e))?;
-    tmp.persist(path)
-        .map_err(|e| Error::path("write", path, e.error))?;
-    Ok(())
+    crate::store::spool::write_file_atomic(path, bytes, 0o644)
 }
