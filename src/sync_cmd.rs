@@ -42,8 +42,12 @@ pub struct SyncCmd {
     lock: Option<PathBuf>,
     /// Run forever, one run every DURATION (`90s`, `15m`, `6h`); a tick is
     /// skipped while a run is still going.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", conflicts_with = "schedule")]
     every: Option<String>,
+    /// Run forever on a cron schedule (5 fields, UTC: `*/15 * * * *`); a
+    /// tick is skipped while a run is still going.
+    #[arg(long, value_name = "CRON")]
+    schedule: Option<String>,
     /// Print errors and the summary only.
     #[arg(short, long)]
     quiet: bool,
@@ -144,17 +148,34 @@ pub fn run(c: SyncCmd, progress: &dyn imgsync::progress::Progress) -> Result<Exi
         },
     };
     let every = c.every.as_deref().map(parse_duration).transpose()?;
+    let cron = c
+        .schedule
+        .as_deref()
+        .map(|s| {
+            s.parse::<croner::Cron>()
+                .map_err(|e| Error::Usage(format!("--schedule {s:?}: {e}")))
+        })
+        .transpose()?;
     loop {
         let started = Instant::now();
         let code = once(&c, &config, &opts, progress)?;
-        let Some(period) = every else {
-            return Ok(ExitCode::from(code));
-        };
         // Ticks that fell while the run went on are skipped.
-        let elapsed = started.elapsed();
-        let wait = period.saturating_sub(Duration::from_nanos(
-            (elapsed.as_nanos() % period.as_nanos()) as u64,
-        ));
+        let wait = match (&every, &cron) {
+            (Some(period), _) => {
+                let elapsed = started.elapsed();
+                period.saturating_sub(Duration::from_nanos(
+                    (elapsed.as_nanos() % period.as_nanos()) as u64,
+                ))
+            }
+            (None, Some(cron)) => {
+                let now = chrono::Utc::now().naive_utc();
+                let next = cron
+                    .find_next_occurrence(&now, false)
+                    .map_err(|e| Error::Usage(format!("--schedule: {e}")))?;
+                (next - now).to_std().unwrap_or(Duration::from_secs(1))
+            }
+            (None, None) => return Ok(ExitCode::from(code)),
+        };
         std::thread::sleep(wait);
     }
 }

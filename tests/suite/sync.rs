@@ -352,6 +352,22 @@ fn bad_configs_name_the_file_line_and_problem() {
 
 #[test]
 fn every_runs_until_terminated() {
+    run_forever_until_terminated(&["--every", "1h"]);
+}
+
+#[test]
+fn schedule_runs_until_terminated_and_bad_schedules_are_refused() {
+    run_forever_until_terminated(&["--schedule", "0 0 1 1 *"]);
+    let t = TestDir::new();
+    let cfg = write_config(
+        &t,
+        "version: 1\nsync:\n  - source: localhost:1/a\n    target: localhost:2/a\n",
+    );
+    t.imgsync(&["sync", "--config", &cfg, "--schedule", "every tuesday"])
+        .fails(2, &["--schedule"]);
+}
+
+fn run_forever_until_terminated(mode: &[&str]) {
     let src = Registry::start(Kind::Plain);
     let dst = Registry::start(Kind::Plain);
     let t = TestDir::new();
@@ -364,15 +380,8 @@ fn every_runs_until_terminated() {
         ),
     );
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_imgsync"))
-        .args([
-            "sync",
-            "--config",
-            &cfg,
-            "--every",
-            "1h",
-            "--report",
-            &t.p("report.json"),
-        ])
+        .args(["sync", "--config", &cfg, "--report", &t.p("report.json")])
+        .args(mode)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
