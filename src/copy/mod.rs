@@ -761,12 +761,13 @@ fn move_blob(
     match job.transcode {
         None => {
             // A compressed layer copied as it is: its digest proves the
-            // bytes; the DiffID is checked too (a second core decompresses
-            // a copy) for archives and layouts, and always by `verify`. A
-            // registry has checked the digest on upload, so for registry
-            // sources the digest alone is checked, as every registry client
-            // does, and the CPU goes to moving bytes.
-            let check_diff_id = opts.keep_going || source.registry_repo().is_none();
+            // bytes. Its DiffID is checked too (a second core decompresses a
+            // copy) when it comes from an archive or layout into an archive
+            // or layout, and always by `verify`. Between registries, or into
+            // one, the bytes are the source's exactly and every client that
+            // unpacks them checks the DiffID, so the CPU goes to moving bytes.
+            let check_diff_id =
+                opts.keep_going || (source.registry_repo().is_none() && !sink.caps().remote);
             match (&job.diff_id, job.compression) {
                 (Some(diff_id), Some(c)) if c != Compression::None && check_diff_id => {
                     let mut tee = DiffIdTee::new(verified, c, diff_id.clone(), job.what.clone());

@@ -114,6 +114,9 @@ pub struct SinkCaps {
     /// way in (registries: fewer bytes over the network), unless the user
     /// chose otherwise.
     pub compress_layers: bool,
+    /// A registry: blobs are checked there by digest, and every client that
+    /// pulls them checks DiffIDs as it unpacks.
+    pub remote: bool,
     /// A blob whose transfer failed may be put again (not so in a tar,
     /// whose space for it is already taken).
     pub retry_blobs: bool,

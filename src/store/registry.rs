@@ -495,6 +495,7 @@ impl ImageSink for RegistrySink {
             accepts_zstd: true,
             images_only: false,
             needs_layer_bytes: false,
+            remote: true,
             compress_layers: true,
             retry_blobs: true,
         }

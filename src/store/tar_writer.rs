@@ -226,6 +226,7 @@ impl ImageSink for ArchiveSink {
                 images_only: self.flavor == Flavor::Docker,
                 needs_layer_bytes: self.flavor == Flavor::Docker,
                 retry_blobs: false,
+                remote: false,
                 compress_layers: false,
             },
             Flavor::DockerLegacy => SinkCaps {
@@ -235,6 +236,7 @@ impl ImageSink for ArchiveSink {
                 images_only: true,
                 needs_layer_bytes: true,
                 retry_blobs: false,
+                remote: false,
                 compress_layers: false,
             },
         }
