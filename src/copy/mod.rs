@@ -784,6 +784,62 @@ fn move_blob(
             let from = job
                 .compression
                 .expect("only known layer types are transcoded");
+            // Decompress, check the DiffID, recompress: into whatever `out`
+            // is (a spool file, or an upload in progress).
+            let mut verified = Some(verified);
+            let mut produce = |out: &mut dyn io::Write| -> Result<()> {
+                let verified = verified.take().expect("a blob is produced once");
+                let dec = decoder(verified, from).map_err(|e| Error::io(job.what.clone(), e))?;
+                let mut plain = HashReader {
+                    inner: dec,
+                    hasher: DigestHasher::sha256(),
+                    enabled: from != Compression::None,
+                };
+                let mut enc = encoder(out, target, opts.compress_level)
+                    .map_err(|e| Error::io(job.what.clone(), e))?;
+                io::copy(&mut plain, &mut enc).map_err(|e| {
+                    match Error::io(job.what.clone(), e) {
+                        Error::Io { what, source }
+                            if source.kind() == io::ErrorKind::InvalidData
+                                || source.kind() == io::ErrorKind::InvalidInput =>
+                        {
+                            Error::Integrity(format!("{what}: cannot decompress layer: {source}"))
+                        }
+                        other => other,
+                    }
+                })?;
+                enc.finish_box()
+                    .map_err(|e| Error::io(job.what.clone(), e))?;
+                // An uncompressed source's digest is its DiffID, checked by
+                // the verifying reader; no need to hash it twice.
+                let got_diff = if from == Compression::None {
+                    job.src.digest.clone()
+                } else {
+                    plain.hasher.finish()
+                };
+                if let Some(expected) = &job.diff_id
+                    && &got_diff != expected
+                {
+                    return Err(Error::Integrity(format!(
+                        "{}: uncompressed content hashes to {got_diff}, but the config's DiffID is {expected}",
+                        job.what
+                    )));
+                }
+                Ok(())
+            };
+            let lt = media_type::layer_type(&job.src.media_type)
+                .expect("transcoded layers have a known type");
+            let media_type =
+                media_type::layer_media_type(target, lt.foreign, lt.docker).to_string();
+            if sink.caps().streams_produced_blobs {
+                // Straight into the destination as it is produced.
+                let (digest, size) = sink.put_blob_produced(&job.what, &mut produce)?;
+                let mut desc = job.src.clone();
+                desc.digest = digest;
+                desc.size = size;
+                desc.media_type = media_type;
+                return Ok((JobOutput { desc }, BlobOutcome::Copied));
+            }
             let dir = sink
                 .spool_dir()
                 .map(PathBuf::from)
@@ -800,65 +856,19 @@ fn move_blob(
                     hasher: DigestHasher::sha256(),
                     written: 0,
                 };
-                let dec = decoder(verified, from).map_err(|e| Error::io(job.what.clone(), e))?;
-                let mut plain = HashReader {
-                    inner: dec,
-                    hasher: DigestHasher::sha256(),
-                    enabled: from != Compression::None,
-                };
-                {
-                    let mut enc = encoder(&mut out, target, opts.compress_level)
-                        .map_err(|e| Error::io(job.what.clone(), e))?;
-                    io::copy(&mut plain, &mut enc).map_err(|e| {
-                        match Error::io(job.what.clone(), e) {
-                            Error::Io { what, source }
-                                if source.kind() == io::ErrorKind::InvalidData
-                                    || source.kind() == io::ErrorKind::InvalidInput =>
-                            {
-                                Error::Integrity(format!(
-                                    "{what}: cannot decompress layer: {source}"
-                                ))
-                            }
-                            other => other,
-                        }
-                    })?;
-                    enc.finish_box()
-                        .map_err(|e| Error::path("write", tmp.path(), e))?;
-                }
+                produce(&mut out)?;
                 use std::io::Write;
                 out.flush()
                     .map_err(|e| Error::path("write", tmp.path(), e))?;
-                // An uncompressed source's digest is its DiffID, checked
-                // by the verifying reader; no need to hash it twice.
-                let got_diff = if from == Compression::None {
-                    job.src.digest.clone()
-                } else {
-                    plain.hasher.finish()
-                };
-                if let Some(expected) = &job.diff_id
-                    && &got_diff != expected
-                {
-                    return Err(Error::Integrity(format!(
-                        "{}: uncompressed content hashes to {got_diff}, but the config's DiffID is {expected}",
-                        job.what
-                    )));
-                }
-                let digest = if target == Compression::None {
-                    got_diff
-                } else {
-                    out.hasher.finish()
-                };
-                Ok((digest, out.written))
+                Ok((out.hasher.finish(), out.written))
             })();
             crate::store::spool::unregister_cleanup(tmp.path());
             let (digest, size) = result?;
             let mut desc = job.src.clone();
             desc.digest = digest;
             desc.size = size;
-            let lt = media_type::layer_type(&job.src.media_type)
-                .expect("transcoded layers have a known type");
-            desc.media_type =
-                media_type::layer_media_type(target, lt.foreign, lt.docker).to_string();
+            desc.media_type = media_type;
+            media_type::layer_media_type(target, lt.foreign, lt.docker).to_string();
             let out = JobOutput { desc: desc.clone() };
             if sink.has_blob(&desc)? {
                 return Ok((out, BlobOutcome::Skipped));

@@ -251,7 +251,7 @@ impl<R> Drop for DiffIdTee<R> {
 }
 
 /// A compressing writer.
-pub fn encoder<'a, W: Write + Send + 'a>(
+pub fn encoder<'a, W: Write + 'a>(
     w: W,
     c: Compression,
     level: Option<i32>,

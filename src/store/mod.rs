@@ -117,6 +117,10 @@ pub struct SinkCaps {
     /// A registry: blobs are checked there by digest, and every client that
     /// pulls them checks DiffIDs as it unpacks.
     pub remote: bool,
+    /// Takes blobs whose digest is known only once they are written
+    /// (recompressed layers) as a stream, with
+    /// [`ImageSink::put_blob_produced`], instead of from a spool file.
+    pub streams_produced_blobs: bool,
     /// A blob whose transfer failed may be put again (not so in a tar,
     /// whose space for it is already taken).
     pub retry_blobs: bool,
@@ -160,6 +164,18 @@ pub trait ImageSink: Send + Sync {
             .reopen()
             .map_err(|e| crate::Error::path("read", file.path(), e))?;
         self.put_blob(desc, &mut f)
+    }
+    /// Stores a blob while `produce` writes it, computing its digest and
+    /// size on the way (sinks with `streams_produced_blobs`).
+    fn put_blob_produced(
+        &self,
+        what: &str,
+        _produce: &mut dyn FnMut(&mut dyn std::io::Write) -> Result<()>,
+    ) -> Result<(Digest, u64)> {
+        Err(crate::Error::Unsupported(format!(
+            "{what}: {} takes no streamed blobs",
+            self.describe()
+        )))
     }
     /// Stores a manifest or index, exact bytes.
     fn put_manifest(&self, manifest: &RawManifest) -> Result<()>;

@@ -20,6 +20,7 @@ impl ImageSink for NullSink {
             accepts_zstd: true,
             images_only: false,
             needs_layer_bytes: false,
+            streams_produced_blobs: false,
             remote: false,
             compress_layers: false,
             retry_blobs: true,

@@ -483,6 +483,53 @@ impl Read for ChannelBody {
     }
 }
 
+/// The writing end of a streamed upload: hashes, counts, and hands full
+/// buffers to the request thread.
+struct ChannelWriter {
+    tx: Option<std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>>,
+    buf: Vec<u8>,
+    hasher: crate::content::DigestHasher,
+    written: u64,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(256 * 1024));
+        match &self.tx {
+            Some(tx) => tx
+                .send(Ok(chunk))
+                .map_err(|_| io::Error::other("the upload stopped")),
+            None => Err(io::Error::other("the upload stopped")),
+        }
+    }
+
+    /// Makes the request fail rather than complete with what was sent.
+    fn fail(&mut self, why: String) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Err(io::Error::other(why)));
+        }
+    }
+}
+
+impl io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.hasher.update(data);
+        self.written += data.len() as u64;
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 256 * 1024 {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
 impl ImageSink for RegistrySink {
     fn describe(&self) -> String {
         self.label()
@@ -495,6 +542,7 @@ impl ImageSink for RegistrySink {
             accepts_zstd: true,
             images_only: false,
             needs_layer_bytes: false,
+            streams_produced_blobs: true,
             remote: true,
             compress_layers: true,
             retry_blobs: true,
@@ -644,6 +692,84 @@ impl ImageSink for RegistrySink {
             self.mounts.release(self.client.host(), &desc.digest);
         }
         result
+    }
+
+    fn put_blob_produced(
+        &self,
+        what: &str,
+        produce: &mut dyn FnMut(&mut dyn std::io::Write) -> Result<()>,
+    ) -> Result<(Digest, u64)> {
+        // POST, one streamed PATCH (chunked: the size is not known yet),
+        // then PUT with the digest computed on the way.
+        let location = self
+            .start_upload(&Descriptor::new("", Digest::sha256_of(b""), 0), None)?
+            .ok_or_else(|| Error::Format(format!("{}: upload session not opened", self.label())))?;
+        let base = self.client.base()?;
+        let patch_url = if location.starts_with("http://") || location.starts_with("https://") {
+            location
+        } else {
+            format!("{base}{location}")
+        };
+        let what = format!("{what}: upload to {}", self.repo);
+        let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(4);
+        let body = Mutex::new(Some(ChannelBody {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        }));
+        let (digest, size, next) = std::thread::scope(|s| {
+            let upload = s.spawn(|| {
+                self.client.send(&what, Retry::No, |http, _| {
+                    let req = http
+                        .patch(patch_url.as_str())
+                        .header(CONTENT_TYPE, "application/octet-stream");
+                    match body.lock().unwrap().take() {
+                        Some(b) => req.body(reqwest::blocking::Body::new(b)),
+                        None => req.body(Vec::new()),
+                    }
+                })
+            });
+            let mut w = ChannelWriter {
+                tx: Some(tx),
+                buf: Vec::with_capacity(256 * 1024),
+                hasher: crate::content::DigestHasher::sha256(),
+                written: 0,
+            };
+            let produced = produce(&mut w).and_then(|()| {
+                use std::io::Write;
+                w.flush().map_err(|e| Error::io(what.clone(), e))
+            });
+            if let Err(e) = &produced {
+                w.fail(e.to_string());
+            }
+            let (hasher, written) = (w.hasher.clone(), w.written);
+            drop(w);
+            let response = upload
+                .join()
+                .map_err(|_| Error::Network(format!("{what}: upload thread panicked")))?;
+            produced?;
+            let r = response?;
+            if !r.status().is_success() {
+                return Err(self.client.failure(&what, r));
+            }
+            let next = r
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .unwrap_or_else(|| patch_url.clone());
+            Ok((hasher.finish(), written, next))
+        })?;
+        // Not retried here: a failed upload is redone whole by the engine.
+        let url = self.finish_url(&next, &digest)?;
+        let r = self.client.send(&what, Retry::No, |http, _| {
+            http.put(url.as_str()).header(CONTENT_LENGTH, "0")
+        })?;
+        if !r.status().is_success() {
+            return Err(self.client.failure(&what, r));
+        }
+        self.mounts.note(self.client.host(), &digest, &self.repo);
+        Ok((digest, size))
     }
 
     fn put_manifest(&self, manifest: &RawManifest) -> Result<()> {

@@ -610,8 +610,16 @@ fn upload_cut_mid_put_is_retried() {
     let big = big_image(&t);
     let proxy = Proxy::start(&reg.host);
     let cut = proxy.rule("PUT", &[Path::Upload], 1, Fault::CutRequest(MIB));
+    // Layers kept as they are: known digest and size, one monolithic PUT.
     let out = t
-        .imgsync(&["copy", "--json", &big, &format!("{}/big/app:1", proxy.host)])
+        .imgsync(&[
+            "copy",
+            "--json",
+            "--dest-compress",
+            "none",
+            &big,
+            &format!("{}/big/app:1", proxy.host),
+        ])
         .ok()
         .json();
     let digest = out["images"][0]["digest"].as_str().unwrap().to_string();
@@ -639,6 +647,31 @@ fn upload_cut_mid_put_is_retried() {
         ],
     );
     assert_eq!(format!("sha256:{}", sha256_hex(raw.as_bytes())), digest);
+    copy(&t, &format!("{}/big/app:1", reg.host), "oci:back:app");
+    t.imgsync(&["verify", "oci:back"]).ok();
+}
+
+/// A layer compressed on the way in streams through one PATCH (its digest
+/// is known only at the end); cut mid-body, the whole blob is redone.
+#[test]
+fn upload_cut_mid_patch_is_retried() {
+    let reg = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let big = big_image(&t);
+    let proxy = Proxy::start(&reg.host);
+    let cut = proxy.rule("PATCH", &[Path::Upload], 1, Fault::CutRequest(MIB));
+    let out = t
+        .imgsync(&["copy", "--json", &big, &format!("{}/big/app:1", proxy.host)])
+        .ok()
+        .json();
+    assert_eq!(proxy.hits(cut).len(), 1);
+    assert_eq!(
+        proxy.seen("PATCH", Path::Upload).len(),
+        2,
+        "the layer's PATCH was redone"
+    );
+    let digest = out["images"][0]["digest"].as_str().unwrap().to_string();
+    assert_eq!(tag_digest(&t, &format!("{}/big/app:1", reg.host)), digest);
     copy(&t, &format!("{}/big/app:1", reg.host), "oci:back:app");
     t.imgsync(&["verify", "oci:back"]).ok();
 }
