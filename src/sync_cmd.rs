@@ -186,6 +186,7 @@ fn once(
     opts: &SyncOptions,
     progress: &dyn imgsync::progress::Progress,
 ) -> Result<u8, Error> {
+    let started = Instant::now();
     let pool = ClientPool::default();
     let mut items = match sync::plan::expand(config, opts, &pool) {
         Ok(i) => i,
@@ -213,7 +214,7 @@ fn once(
         print!("{out}");
         return Ok(0);
     }
-    let report = sync::execute(config, items, opts, &pool, progress);
+    let report = sync::execute(config, items, opts, &pool, progress, started);
     for img in &report.images {
         match img.action {
             Action::Failed => eprintln!(

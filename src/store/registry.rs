@@ -315,7 +315,7 @@ impl Read for ResumingBlob {
 /// them from.
 #[derive(Default)]
 pub struct MountIndex {
-    known: Mutex<HashMap<(String, Digest), String>>,
+    known: Mutex<HashMap<(String, Digest), Vec<String>>>,
     /// Blobs being uploaded right now, per registry: a second image that
     /// needs one waits and mounts it rather than uploading it again.
     uploading: Mutex<std::collections::HashSet<(String, Digest)>>,
@@ -348,18 +348,29 @@ impl MountIndex {
     }
 
     fn note(&self, host: &str, digest: &Digest, repo: &str) {
-        self.known
-            .lock()
-            .unwrap()
-            .insert((host.to_string(), digest.clone()), repo.to_string());
+        let mut known = self.known.lock().unwrap();
+        let repos = known.entry((host.to_string(), digest.clone())).or_default();
+        if !repos.iter().any(|r| r == repo) {
+            repos.push(repo.to_string());
+        }
     }
 
-    fn find(&self, host: &str, digest: &Digest) -> Option<String> {
+    /// Does this run know `repo` holds the blob?
+    fn holds(&self, host: &str, digest: &Digest, repo: &str) -> bool {
         self.known
             .lock()
             .unwrap()
             .get(&(host.to_string(), digest.clone()))
-            .cloned()
+            .is_some_and(|repos| repos.iter().any(|r| r == repo))
+    }
+
+    /// A repository other than `not` that holds the blob.
+    fn find_other(&self, host: &str, digest: &Digest, not: &str) -> Option<String> {
+        self.known
+            .lock()
+            .unwrap()
+            .get(&(host.to_string(), digest.clone()))
+            .and_then(|repos| repos.iter().find(|r| *r != not).cloned())
     }
 }
 
@@ -372,6 +383,8 @@ pub struct RegistrySink {
     tags: Mutex<Vec<(Digest, String)>>,
     /// Uploads this sink has claimed and not yet released.
     claimed: Mutex<Vec<Digest>>,
+    /// The last manifest put, not yet pushed (see `put_manifest`).
+    pending: Mutex<Option<RawManifest>>,
     /// The registry said the repository does not exist: no blob needs a
     /// `HEAD` to know it is absent.
     new_repo: std::sync::atomic::AtomicBool,
@@ -395,6 +408,7 @@ impl RegistrySink {
             manifests: Mutex::new(HashMap::new()),
             tags: Mutex::new(Vec::new()),
             claimed: Mutex::new(Vec::new()),
+            pending: Mutex::new(None),
             new_repo: Default::default(),
         }
     }
@@ -555,9 +569,7 @@ impl ImageSink for RegistrySink {
         if self.new_repo.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(self
                 .mounts
-                .find(self.client.host(), &desc.digest)
-                .as_deref()
-                == Some(self.repo.as_str()));
+                .holds(self.client.host(), &desc.digest, &self.repo));
         }
         let repo = self.repo.clone();
         let what = format!("HEAD blob {} in {repo}", desc.digest);
@@ -643,17 +655,17 @@ impl ImageSink for RegistrySink {
 
     fn mount_blob(&self, desc: &Descriptor, from: Option<&(String, String)>) -> Result<bool> {
         let host = self.client.host().to_string();
-        let known_elsewhere = || {
-            self.mounts
-                .find(&host, &desc.digest)
-                .filter(|r| r != &self.repo)
-        };
+        let known_elsewhere = || self.mounts.find_other(&host, &desc.digest, &self.repo);
         // Unless it can be mounted already, one image uploads each blob;
-        // the others wait for it and mount.
+        // the others wait for it and then have it (same repository) or
+        // mount it (another one).
         if known_elsewhere().is_none() && from.is_none_or(|(h, r)| h != &host || r == &self.repo) {
             if self.mounts.claim(&host, &desc.digest) {
                 self.claimed.lock().unwrap().push(desc.digest.clone());
                 return Ok(false);
+            }
+            if self.mounts.holds(&host, &desc.digest, &self.repo) {
+                return Ok(true);
             }
             if known_elsewhere().is_none() {
                 return Ok(false);
@@ -662,11 +674,7 @@ impl ImageSink for RegistrySink {
         let source_repo = from
             .filter(|(host, repo)| host == self.client.host() && repo != &self.repo)
             .map(|(_, repo)| repo.clone())
-            .or_else(|| {
-                self.mounts
-                    .find(self.client.host(), &desc.digest)
-                    .filter(|r| r != &self.repo)
-            });
+            .or_else(known_elsewhere);
         let Some(source_repo) = source_repo else {
             return Ok(false);
         };
@@ -777,11 +785,19 @@ impl ImageSink for RegistrySink {
             .lock()
             .unwrap()
             .insert(manifest.digest.clone(), manifest.clone());
-        self.push_manifest(manifest, manifest.digest.as_str())
+        // Held back one step: if it turns out to be a root that gets a tag,
+        // the tag's PUT stores it and a PUT by digest would be one request
+        // too many. Children are pushed before anything that lists them.
+        let previous = self.pending.lock().unwrap().replace(manifest.clone());
+        match previous {
+            Some(m) => self.push_manifest(&m, m.digest.as_str()),
+            None => Ok(()),
+        }
     }
 
     fn add_image(&self, root: &Descriptor, names: &[ImageName]) -> Result<()> {
         let mut tags = self.tags.lock().unwrap();
+        let before = tags.len();
         for n in names {
             if let ImageName::Reference(r) = n
                 && let Some(t) = &r.tag
@@ -789,10 +805,20 @@ impl ImageSink for RegistrySink {
                 tags.push((root.digest.clone(), t.clone()));
             }
         }
-        Ok(())
+        let tagged = tags.len() > before;
+        drop(tags);
+        let mut pending = self.pending.lock().unwrap();
+        match pending.take() {
+            Some(m) if m.digest == root.digest && tagged => Ok(()),
+            Some(m) => self.push_manifest(&m, m.digest.as_str()),
+            None => Ok(()),
+        }
     }
 
     fn commit(&self) -> Result<()> {
+        if let Some(m) = self.pending.lock().unwrap().take() {
+            self.push_manifest(&m, m.digest.as_str())?;
+        }
         let tags = self.tags.lock().unwrap().clone();
         for (digest, tag) in tags {
             let m = self

@@ -72,15 +72,16 @@ pub fn shard_of(repository: &str, count: usize) -> usize {
     (h % count as u64) as usize
 }
 
-/// Runs the plan's copies and returns the report.
+/// Runs the plan's copies and returns the report; `started` is when the
+/// run began (planning included).
 pub fn execute(
     config: &Config,
     items: Vec<Item>,
     opts: &SyncOptions,
     pool: &ClientPool,
     progress: &dyn Progress,
+    started: Instant,
 ) -> RunReport {
-    let started = Instant::now();
     let mounts = Arc::new(MountIndex::default());
     let results: Mutex<Vec<Option<ImageReport>>> =
         Mutex::new((0..items.len()).map(|_| None).collect());
