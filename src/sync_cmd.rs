@@ -143,7 +143,7 @@ pub fn run(c: SyncCmd, progress: &dyn imgsync::progress::Progress) -> Result<Exi
         registry: RegistrySettings {
             authfile: c.authfile.clone(),
             retry_times: Some(c.retry_times),
-            max_requests: Some(jobs * 4),
+            max_requests: Some((jobs * 8).max(32)),
             ..Default::default()
         },
     };

@@ -160,16 +160,35 @@ pub fn expand(config: &Config, opts: &SyncOptions, pool: &ClientPool) -> Result<
                     .into_iter()
                     .filter_map(|r| r.strip_prefix(&format!("{prefix}/")).map(str::to_string))
                     .collect();
-                for rel in filter_repos(below, &entry.repos) {
+                // Tag lists of every repository, fetched in parallel.
+                let repos = filter_repos(below, &entry.repos);
+                let next = AtomicUsize::new(0);
+                let lists: Mutex<Vec<Option<Result<Vec<String>>>>> =
+                    Mutex::new((0..repos.len()).map(|_| None).collect());
+                std::thread::scope(|s| {
+                    for _ in 0..repos.len().clamp(1, 16) {
+                        s.spawn(|| {
+                            loop {
+                                let k = next.fetch_add(1, Ordering::Relaxed);
+                                let Some(rel) = repos.get(k) else { break };
+                                let r = list_tags(&client, &format!("{prefix}/{rel}"));
+                                lists.lock().unwrap()[k] = Some(r);
+                            }
+                        });
+                    }
+                });
+                let lists = lists.into_inner().unwrap();
+                for (rel, tags) in repos.iter().zip(lists) {
                     let path = format!("{prefix}/{rel}");
-                    for tag in filter_tags(&list_tags(&client, &path)?, &entry.tags) {
+                    let tags = tags.expect("every repository was listed")?;
+                    for tag in filter_tags(&tags, &entry.tags) {
                         let source = Reference {
                             domain: host.clone(),
                             path: path.clone(),
                             tag: Some(tag),
                             digest: None,
                         };
-                        add(source, Some(&rel));
+                        add(source, Some(rel));
                     }
                 }
             }
@@ -219,9 +238,11 @@ pub fn check(config: &Config, opts: &SyncOptions, pool: &ClientPool, items: &mut
     let layouts: Mutex<std::collections::HashMap<PathBuf, Vec<(String, String)>>> =
         Default::default();
     let next = AtomicUsize::new(0);
+    let items_len = items.len();
     let slots: Vec<Mutex<&mut Item>> = items.iter_mut().map(Mutex::new).collect();
     std::thread::scope(|s| {
-        for _ in 0..opts.jobs.clamp(1, 16) {
+        // HEAD requests are tiny and latency-bound: many at once.
+        for _ in 0..(opts.jobs * 4).clamp(8, 32).min(items_len.max(1)) {
             s.spawn(|| {
                 loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
