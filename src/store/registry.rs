@@ -920,6 +920,11 @@ impl RegistrySink {
         })
     }
 
+    /// Points `tag` at a manifest the repository already holds: one PUT.
+    pub fn retag(&self, m: &RawManifest, tag: &str) -> Result<()> {
+        self.push_manifest(m, tag)
+    }
+
     fn push_manifest(&self, m: &RawManifest, reference: &str) -> Result<()> {
         let repo = self.repo.clone();
         let what = format!("PUT manifest {repo}:{reference}");

@@ -154,6 +154,34 @@ fn copy_one(
             "tag moved during the run",
         );
     }
+    // The target holds this manifest already: write the tag only.
+    if item.retag
+        && let TargetRef::Registry(r) = &item.target
+        && let Some(tag) = &r.tag
+        && item.source_digest.as_ref() == Some(&image.root.digest)
+    {
+        let s = settings_for(config, &r.domain, &opts.registry);
+        let client = pool.get(&r.domain, &s)?;
+        let sink = RegistrySink::new(client, r.path.clone(), mounts.clone());
+        let bytes = source.read_manifest(&image.root)?;
+        let m = crate::content::RawManifest {
+            bytes,
+            media_type: image.root.media_type.clone(),
+            digest: image.root.digest.clone(),
+        };
+        if m.digest == crate::content::Digest::sha256_of(&m.bytes) {
+            sink.retag(&m, tag)?;
+            let mut report = crate::copy::CopyReport::default();
+            report.images.push(crate::copy::ImageResult {
+                label: item.source.to_string(),
+                source_digest: image.root.digest.clone(),
+                digest: image.root.digest.clone(),
+                media_type: image.root.media_type.clone(),
+                names: vec![r.to_string()],
+            });
+            return Ok(report);
+        }
+    }
     let mut copy_opts = opts.copy.clone();
     copy_opts.platforms = item.platforms.clone();
     let (sink, names): (Box<dyn ImageSink>, Vec<ImageName>) = match &item.target {

@@ -46,6 +46,9 @@ pub struct Item {
     /// The source manifest digest found while planning.
     pub source_digest: Option<Digest>,
     pub up_to_date: bool,
+    /// The target repository holds the source's manifest already (under
+    /// another tag, or none): only the tag needs writing.
+    pub retag: bool,
 }
 
 /// Parses a tag as a version: `v1.2.3`, `1.2`, `3` (missing parts are 0).
@@ -141,6 +144,7 @@ pub fn expand(config: &Config, opts: &SyncOptions, pool: &ClientPool) -> Result<
                 platforms: entry.platforms.clone(),
                 source_digest: None,
                 up_to_date: false,
+                retag: false,
             });
         };
         match &entry.source {
@@ -266,7 +270,15 @@ pub fn check(config: &Config, opts: &SyncOptions, pool: &ClientPool, items: &mut
                             } else {
                                 t.clone()
                             };
-                            matches!(head(config, opts, pool, &t), Ok(Some(d)) if d == src)
+                            let up = matches!(head(config, opts, pool, &t), Ok(Some(d)) if d == src);
+                            if !up && t.tag.is_some() {
+                                // The manifest may be there already, by digest.
+                                let mut by_digest = t.clone();
+                                by_digest.digest = Some(src.clone());
+                                by_digest.tag = None;
+                                item.retag = matches!(head(config, opts, pool, &by_digest), Ok(Some(d)) if d == src);
+                            }
+                            up
                         }
                         TargetRef::Layout { path, name } => {
                             let mut cache = layouts.lock().unwrap();

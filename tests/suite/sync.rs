@@ -409,3 +409,37 @@ fn run_forever_until_terminated(mode: &[&str]) {
         digest_of(&format!("{}/app:1", src.host))
     );
 }
+
+#[test]
+fn a_tag_moved_to_a_manifest_the_target_has_is_only_retagged() {
+    let src = Registry::start(Kind::Plain);
+    let dst = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    // app:1 and app:2 are different images.
+    seed(&src, &t, &[("app", "1"), ("app", "2")]);
+    let cfg = write_config(
+        &t,
+        &format!(
+            "version: 1\nsync:\n  - source: {}/app\n    target: {}/app\n",
+            src.host, dst.host
+        ),
+    );
+    t.imgsync(&["sync", "--config", &cfg]).ok();
+    // Upstream, app:1 now points at app:2's image, which the target has.
+    let hello = fixture("hello.tar").display().to_string();
+    t.imgsync(&[
+        "copy",
+        "-q",
+        &format!("docker-archive:{hello}:@1"),
+        &format!("{}/app:1", src.host),
+    ])
+    .ok();
+    let run = t.imgsync(&["sync", "--config", &cfg, "--json"]).ok().json();
+    assert_eq!(run["copied"], 1, "{run}");
+    assert_eq!(run["blobs_copied"], 0, "{run}");
+    assert_eq!(run["blobs_skipped"], 0, "no blob was even looked at: {run}");
+    assert_eq!(
+        digest_of(&format!("{}/app:1", dst.host)),
+        digest_of(&format!("{}/app:1", src.host))
+    );
+}
