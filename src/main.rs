@@ -102,6 +102,27 @@ struct RegistryArgs {
     /// Credentials as USER:PASSWORD (else from the auth files).
     #[arg(long, value_name = "USER:PASSWORD")]
     creds: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
+    shared: SharedRegistryArgs,
+}
+
+impl RegistryArgs {
+    fn settings(&self, jobs: usize) -> Result<RegistrySettings, Error> {
+        settings(
+            &self.creds,
+            self.tls.tls_verify,
+            &self.tls.cert_dir,
+            &self.shared,
+            jobs,
+        )
+    }
+}
+
+/// How to trust one registry.
+#[derive(Args, Clone, Default)]
+struct TlsArgs {
     /// Verify the registry's TLS certificate (false also allows plain HTTP).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     tls_verify: Option<bool>,
@@ -109,8 +130,6 @@ struct RegistryArgs {
     /// (*.cert, *.key), as docker's certs.d.
     #[arg(long, value_name = "DIR")]
     cert_dir: Option<PathBuf>,
-    #[command(flatten)]
-    shared: SharedRegistryArgs,
 }
 
 /// Registry settings shared by both sides of a copy.
@@ -233,10 +252,8 @@ struct LoginCmd {
     /// Read the password from standard input.
     #[arg(long)]
     password_stdin: bool,
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    tls_verify: Option<bool>,
-    #[arg(long, value_name = "DIR")]
-    cert_dir: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     shared: SharedRegistryArgs,
 }
@@ -350,14 +367,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Inspect(c) => {
             let loc = Location::parse(&c.location)?;
             let tmpdir = c.tmpdir.unwrap_or_else(std::env::temp_dir);
-            let r = &c.registry;
-            let registry = settings(
-                &r.creds,
-                r.tls_verify,
-                &r.cert_dir,
-                &r.shared,
-                default_jobs(),
-            )?;
+            let registry = c.registry.settings(default_jobs())?;
             let pool = ClientPool::default();
             let ctx = commands::Context {
                 tmpdir: &tmpdir,
@@ -377,14 +387,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             let started = Instant::now();
             let loc = Location::parse(&c.location)?;
             let progress = output::Reporter::new(c.common.quiet, "verified");
-            let r = &c.registry;
-            let registry = settings(
-                &r.creds,
-                r.tls_verify,
-                &r.cert_dir,
-                &r.shared,
-                c.common.jobs,
-            )?;
+            let registry = c.registry.settings(c.common.jobs)?;
             let report = commands::verify::run(&loc, &options(&c.common), &registry, &progress)?;
             progress.finish();
             Ok(output::verify_summary(
@@ -412,14 +415,7 @@ fn run_registry_commands(cli: Command) -> Result<ExitCode, Error> {
     match cli {
         Command::Tags(c) => {
             let repo = registry_ref(&c.repository)?;
-            let r = &c.registry;
-            let s = settings(
-                &r.creds,
-                r.tls_verify,
-                &r.cert_dir,
-                &r.shared,
-                default_jobs(),
-            )?;
+            let s = c.registry.settings(default_jobs())?;
             let tags = commands::tags::run(&repo, &s)?;
             if c.json {
                 println!(
@@ -453,7 +449,13 @@ fn run_registry_commands(cli: Command) -> Result<ExitCode, Error> {
                 username: c.username,
                 password,
             };
-            let s = settings(&None, c.tls_verify, &c.cert_dir, &c.shared, default_jobs())?;
+            let s = settings(
+                &None,
+                c.tls.tls_verify,
+                &c.tls.cert_dir,
+                &c.shared,
+                default_jobs(),
+            )?;
             let file = commands::login::login(&c.registry, cred, &s)?;
             eprintln!("Login succeeded; credentials stored in {}", file.display());
             Ok(ExitCode::SUCCESS)

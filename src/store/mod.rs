@@ -96,7 +96,7 @@ pub trait ImageSource: Send + Sync {
 }
 
 /// What a sink can hold; the engine plans conversions from it.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct SinkCaps {
     /// Layers must be uncompressed tars (legacy docker archives).
     pub wants_uncompressed: bool,
@@ -124,6 +124,22 @@ pub struct SinkCaps {
     /// A blob whose transfer failed may be put again (not so in a tar,
     /// whose space for it is already taken).
     pub retry_blobs: bool,
+}
+
+impl SinkCaps {
+    /// A sink that holds anything as it is (a layout): every conversion
+    /// flag off, zstd accepted, failed blobs retried.
+    pub const ANY: SinkCaps = SinkCaps {
+        wants_uncompressed: false,
+        single_platform: false,
+        accepts_zstd: true,
+        images_only: false,
+        needs_layer_bytes: false,
+        streams_produced_blobs: false,
+        remote: false,
+        compress_layers: false,
+        retry_blobs: true,
+    };
 }
 
 pub trait ImageSink: Send + Sync {

@@ -14,17 +14,7 @@ impl ImageSink for NullSink {
         "verification".into()
     }
     fn caps(&self) -> SinkCaps {
-        SinkCaps {
-            wants_uncompressed: false,
-            single_platform: false,
-            accepts_zstd: true,
-            images_only: false,
-            needs_layer_bytes: false,
-            streams_produced_blobs: false,
-            remote: false,
-            compress_layers: false,
-            retry_blobs: true,
-        }
+        SinkCaps::ANY
     }
     fn has_blob(&self, _desc: &Descriptor) -> Result<bool> {
         Ok(false)

@@ -551,15 +551,10 @@ impl ImageSink for RegistrySink {
 
     fn caps(&self) -> SinkCaps {
         SinkCaps {
-            wants_uncompressed: false,
-            single_platform: false,
-            accepts_zstd: true,
-            images_only: false,
-            needs_layer_bytes: false,
             streams_produced_blobs: true,
             remote: true,
             compress_layers: true,
-            retry_blobs: true,
+            ..SinkCaps::ANY
         }
     }
 

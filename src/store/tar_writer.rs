@@ -218,17 +218,13 @@ impl ImageSink for ArchiveSink {
     }
 
     fn caps(&self) -> SinkCaps {
+        // A tar's space for a blob is taken when it starts: no retries.
         match self.flavor {
             Flavor::Oci | Flavor::Docker => SinkCaps {
-                wants_uncompressed: false,
-                single_platform: false,
-                accepts_zstd: true,
                 images_only: self.flavor == Flavor::Docker,
                 needs_layer_bytes: self.flavor == Flavor::Docker,
                 retry_blobs: false,
-                streams_produced_blobs: false,
-                remote: false,
-                compress_layers: false,
+                ..SinkCaps::ANY
             },
             Flavor::DockerLegacy => SinkCaps {
                 wants_uncompressed: true,
@@ -237,9 +233,7 @@ impl ImageSink for ArchiveSink {
                 images_only: true,
                 needs_layer_bytes: true,
                 retry_blobs: false,
-                streams_produced_blobs: false,
-                remote: false,
-                compress_layers: false,
+                ..SinkCaps::ANY
             },
         }
     }

@@ -365,17 +365,7 @@ impl ImageSink for LayoutSink {
     }
 
     fn caps(&self) -> SinkCaps {
-        SinkCaps {
-            wants_uncompressed: false,
-            single_platform: false,
-            accepts_zstd: true,
-            images_only: false,
-            needs_layer_bytes: false,
-            streams_produced_blobs: false,
-            remote: false,
-            compress_layers: false,
-            retry_blobs: true,
-        }
+        SinkCaps::ANY
     }
 
     fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
