@@ -13,6 +13,7 @@
 //! - [`commands`]: `copy`, `inspect`, `verify` as library calls.
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod commands;
 pub mod content;
 pub mod copy;

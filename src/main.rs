@@ -75,8 +75,25 @@ enum Command {
     /// Re-hash every manifest, config and layer; exit non-zero on any mismatch.
     #[command(after_help = "Examples:
   imgsync verify oci:layout
-  imgsync verify docker-archive:app.tar")]
+  imgsync verify docker-archive:app.tar
+  imgsync verify week49.tar.*            # a bundle, or its volumes in any order")]
     Verify(VerifyCmd),
+    /// Save many images into one deduplicated bundle (an OCI layout and a
+    /// docker archive at once), for air-gapped transfer.
+    #[command(after_help = "Examples:
+  imgsync save -o week48.tar localhost:5000/team/app:1.4 localhost:5000/library/redis:7
+  imgsync save -o week48.tar --config mirror.yaml --manifest-out week48.json
+  imgsync save -o week49.tar --config mirror.yaml --since week48.tar
+  imgsync save -o week49.tar --config mirror.yaml --split 4GiB
+  docker load -i week48.tar")]
+    Save(SaveCmd),
+    /// Load every image of a bundle into a registry (below a prefix) or a
+    /// local layout; blobs stream from the bundle, nothing is extracted.
+    #[command(after_help = "Examples:
+  imgsync load week48.tar --to registry.internal:5000/mirror
+  imgsync load week49.tar.* --to registry.internal:5000/mirror
+  imgsync load week48.tar --to oci:/srv/layout")]
+    Load(LoadCmd),
 }
 
 #[derive(Args)]
@@ -286,11 +303,65 @@ struct InspectCmd {
 
 #[derive(Args)]
 struct VerifyCmd {
-    location: String,
+    /// A location, or the file or volumes of a bundle.
+    #[arg(required = true, num_args = 1..)]
+    locations: Vec<String>,
     #[command(flatten)]
     common: Common,
     #[command(flatten)]
     registry: RegistryArgs,
+}
+
+#[derive(Args)]
+struct SaveCmd {
+    /// The bundle to write (volumes are named PATH.001, PATH.002, ...).
+    #[arg(short, long, value_name = "PATH")]
+    output: PathBuf,
+    /// Images to save (any location; a bare REF is a registry image).
+    images: Vec<String>,
+    /// Also save every image this sync config selects.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Leave out the blobs an earlier bundle carried or relied on (give the
+    /// bundle, its volumes' name, or its --manifest-out file).
+    #[arg(long, value_name = "BUNDLE")]
+    since: Option<PathBuf>,
+    /// Split into volumes of at most this size (4GiB, 700MB, ...).
+    #[arg(long, value_name = "SIZE")]
+    split: Option<String>,
+    /// Also write the bundle manifest to this file (enough for a later
+    /// --since).
+    #[arg(long, value_name = "FILE")]
+    manifest_out: Option<PathBuf>,
+    /// Keep only this platform of multi-platform images; repeat for several.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Vec<String>,
+    /// The platform `docker load` takes from multi-platform images
+    /// [default: this machine's].
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    docker_platform: Option<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct LoadCmd {
+    /// The bundle file, or its volumes in any order.
+    #[arg(required = true, num_args = 1..)]
+    files: Vec<PathBuf>,
+    /// Where to load: a registry prefix (host/path), or oci:DIR.
+    #[arg(long, value_name = "LOCATION")]
+    to: String,
+    /// Keep each image's source registry host as a path component
+    /// (docker.io/library/redis:7 → PREFIX/docker.io/library/redis:7).
+    #[arg(long)]
+    keep_registry: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    common: Common,
 }
 
 fn options(common: &Common) -> CopyOptions {
@@ -383,12 +454,88 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             output::inspect(&infos, c.json);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Save(c) => {
+            let started = Instant::now();
+            let mut opts = options(&c.common);
+            opts.platforms = c
+                .platform
+                .iter()
+                .map(|p| Platform::parse(p))
+                .collect::<Result<_, _>>()?;
+            opts.retry_times = c.registry.shared.retry_times;
+            let args = commands::bundle::SaveArgs {
+                out: c.output,
+                sources: c
+                    .images
+                    .iter()
+                    .map(|s| Location::parse(s))
+                    .collect::<Result<_, _>>()?,
+                config: c.config,
+                since: c.since,
+                split: c
+                    .split
+                    .as_deref()
+                    .map(commands::bundle::parse_size)
+                    .transpose()?,
+                manifest_out: c.manifest_out,
+                docker_platform: c
+                    .docker_platform
+                    .as_deref()
+                    .map(Platform::parse)
+                    .transpose()?,
+                registry: c.registry.settings(opts.jobs)?,
+                options: opts,
+            };
+            let progress = output::Reporter::new(c.common.quiet, "saved");
+            let report = commands::bundle::save(&args, &progress)?;
+            progress.finish();
+            output::save_summary(&report, started.elapsed(), c.common.quiet, c.common.json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Load(c) => {
+            let started = Instant::now();
+            let mut opts = options(&c.common);
+            opts.retry_times = c.registry.shared.retry_times;
+            let args = commands::bundle::LoadArgs {
+                files: c.files,
+                to: Location::parse(&c.to)?,
+                keep_registry: c.keep_registry,
+                registry: c.registry.settings(opts.jobs)?,
+                options: opts,
+            };
+            let progress = output::Reporter::new(c.common.quiet, "loaded");
+            let report = commands::bundle::load(&args, &progress)?;
+            progress.finish();
+            output::copy_summary(&report, started.elapsed(), c.common.quiet, c.common.json);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify(c) => {
             let started = Instant::now();
-            let loc = Location::parse(&c.location)?;
+            let opts = options(&c.common);
+            // Files given by path (no transport) are a bundle or its volumes.
+            let files: Vec<PathBuf> = c.locations.iter().map(PathBuf::from).collect();
+            let bare_files = c.locations.len() > 1
+                || (!c.locations[0].contains("://")
+                    && !c.locations[0].starts_with("docker-archive:")
+                    && !c.locations[0].starts_with("oci:")
+                    && !c.locations[0].starts_with("oci-archive:")
+                    && (files[0].is_file()
+                        || imgsync::bundle::manifest::volume_path(&files[0], 1).is_file()));
+            if bare_files {
+                let progress = output::Reporter::new(c.common.quiet, "verified");
+                let report = commands::bundle::verify(&files, &opts, &progress)?;
+                progress.finish();
+                return Ok(output::bundle_verify_summary(
+                    &report,
+                    started.elapsed(),
+                    c.common.quiet,
+                    c.common.json,
+                ));
+            }
+            let loc = Location::parse(&c.locations[0])?;
             let progress = output::Reporter::new(c.common.quiet, "verified");
             let registry = c.registry.settings(c.common.jobs)?;
-            let report = commands::verify::run(&loc, &options(&c.common), &registry, &progress)?;
+            let report = commands::verify::run(&loc, &opts, &registry, &progress)?;
             progress.finish();
             Ok(output::verify_summary(
                 &loc,

@@ -241,3 +241,121 @@ pub fn write_stdout(bytes: &[u8]) {
     let _ = out.write_all(bytes);
     let _ = out.flush();
 }
+
+pub fn save_summary(
+    report: &imgsync::commands::bundle::SaveReport,
+    elapsed: Duration,
+    quiet: bool,
+    json: bool,
+) {
+    let Some(m) = &report.bundle else { return };
+    let carried: u64 = m.blobs.iter().map(|b| b.size).sum();
+    let relied: u64 = m.required.iter().map(|b| b.size).sum();
+    if json {
+        let v = serde_json::json!({
+            "bundle": m.id,
+            "files": report.files,
+            "bundle_bytes": report.bundle_bytes,
+            "images": m.images,
+            "blobs_carried": m.blobs.len(),
+            "bytes_carried": carried,
+            "blobs_required": m.required.len(),
+            "bytes_required": relied,
+            "volumes": m.volumes.len(),
+            "requests": report.copy.requests,
+            "seconds": elapsed.as_secs_f64(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("JSON values serialise")
+        );
+    }
+    if !quiet {
+        let mut line = format!(
+            "saved {} image(s) into {}: {} blob(s) ({}) carried",
+            m.images.len(),
+            report
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            m.blobs.len(),
+            mib(carried),
+        );
+        if !m.required.is_empty() {
+            line.push_str(&format!(
+                ", {} ({}) left to earlier bundles",
+                m.required.len(),
+                mib(relied)
+            ));
+        }
+        eprintln!(
+            "{line}; {} in {} file(s), in {:.2}s",
+            mib(report.bundle_bytes),
+            report.files.len(),
+            elapsed.as_secs_f64()
+        );
+    }
+}
+
+pub fn bundle_verify_summary(
+    report: &imgsync::commands::bundle::BundleVerifyReport,
+    elapsed: Duration,
+    quiet: bool,
+    json: bool,
+) -> std::process::ExitCode {
+    for p in &report.problems {
+        eprintln!("imgsync: error: {}: {p}", report.label);
+    }
+    for e in &report.copy.errors {
+        eprintln!("imgsync: error: {e}");
+    }
+    if json {
+        let v = serde_json::json!({
+            "bundle": report.label,
+            "ok": report.ok(),
+            "volumes": report.volumes,
+            "images": report.copy.images,
+            "blobs_verified": report.copy.blobs_copied,
+            "bytes_verified": report.copy.bytes_copied,
+            "relies_on": report.relies_on.iter().map(|(f, (n, b))| serde_json::json!({"bundle": f, "blobs": n, "bytes": b})).collect::<Vec<_>>(),
+            "problems": report.problems.iter().cloned().chain(report.copy.errors.iter().map(|e| e.to_string())).collect::<Vec<_>>(),
+            "seconds": elapsed.as_secs_f64(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("JSON values serialise")
+        );
+    }
+    if !quiet {
+        for (file, (n, bytes)) in &report.relies_on {
+            eprintln!(
+                "{}: relies on {n} blob(s) ({}) from earlier bundle {file}",
+                report.label,
+                mib(*bytes)
+            );
+        }
+    }
+    if report.ok() {
+        if !quiet {
+            eprintln!(
+                "{}: {} image(s), {} blob(s) ({}) in {} volume(s) verified in {:.2}s",
+                report.label,
+                report.copy.images.len(),
+                report.copy.blobs_copied,
+                mib(report.copy.bytes_copied),
+                report.volumes,
+                elapsed.as_secs_f64()
+            );
+        }
+        std::process::ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "{}: {} problem(s) found",
+            report.label,
+            report.problems.len() + report.copy.errors.len()
+        );
+        std::process::ExitCode::from(1)
+    }
+}

@@ -57,7 +57,7 @@ fn local_dest_name(dest: &Location) -> Result<Option<ImageName>> {
 }
 
 /// Where each image goes in a registry: (repository, names there).
-fn registry_targets(
+pub(crate) fn registry_targets(
     dest: &Reference,
     images: &[SourceImage],
     source_is_registry: bool,
@@ -174,7 +174,6 @@ fn run_with_pool(
     progress: &dyn Progress,
     pool: &ClientPool,
 ) -> Result<CopyReport> {
-    let name = local_dest_name(&args.dest)?;
     let ctx = Context {
         tmpdir: &args.options.tmpdir,
         pool,
@@ -188,9 +187,42 @@ fn run_with_pool(
             source.describe()
         )));
     }
-    if let Location::Registry(dest) = &args.dest {
-        let source_is_registry = matches!(args.source, Location::Registry(_));
-        let targets = registry_targets(dest, &images, source_is_registry, &source.describe())?;
+    let into = Into {
+        dest: &args.dest,
+        options: &args.options,
+        docker_format: args.docker_format,
+        dest_registry: &args.dest_registry,
+        source_is_registry: matches!(args.source, Location::Registry(_)),
+        mounts: Arc::new(MountIndex::default()),
+    };
+    copy_opened(source.as_ref(), images, &into, pool, progress)
+}
+
+/// Where an opened source's images go, and how.
+pub(crate) struct Into<'a> {
+    pub dest: &'a Location,
+    pub options: &'a CopyOptions,
+    pub docker_format: DockerFormat,
+    pub dest_registry: &'a RegistrySettings,
+    /// Registry sources keep their tag in a destination repository; other
+    /// sources' images go each under its own path below it.
+    pub source_is_registry: bool,
+    /// What this run knows about which repository holds which blob.
+    pub mounts: Arc<MountIndex>,
+}
+
+/// Copies `images` of an opened source to a destination (see the module
+/// documentation for how they are named there).
+pub(crate) fn copy_opened(
+    source: &dyn ImageSource,
+    images: Vec<SourceImage>,
+    into: &Into,
+    pool: &ClientPool,
+    progress: &dyn Progress,
+) -> Result<CopyReport> {
+    let name = local_dest_name(into.dest)?;
+    if let Location::Registry(dest) = into.dest {
+        let targets = registry_targets(dest, &images, into.source_is_registry, &source.describe())?;
         // One sink per repository; blobs a repository of this run received
         // are mounted into the next.
         let mut groups: BTreeMap<String, Vec<ImagePlan>> = BTreeMap::new();
@@ -204,13 +236,12 @@ fn run_with_pool(
                 .or_default()
                 .push(ImagePlan { image, names });
         }
-        let client = pool.get(&dest.domain, &args.dest_registry)?;
-        let mounts = Arc::new(MountIndex::default());
+        let client = pool.get(&dest.domain, into.dest_registry)?;
         let mut total = CopyReport::default();
         for repo in order {
             let plans = &groups[&repo];
-            let sink = RegistrySink::new(client.clone(), repo.clone(), mounts.clone());
-            let r = run_into(source.as_ref(), &sink, plans, &args.options, progress)?;
+            let sink = RegistrySink::new(client.clone(), repo.clone(), into.mounts.clone());
+            let r = run_into(source, &sink, plans, into.options, progress)?;
             merge(&mut total, r);
         }
         if let Some(d) = &dest.digest
@@ -229,7 +260,7 @@ fn run_with_pool(
             "{} holds {} images but {} names one; select one with :NAME or :@N on the source",
             source.describe(),
             images.len(),
-            args.dest.label()
+            into.dest.label()
         )));
     }
     let plans: Vec<ImagePlan> = images
@@ -242,16 +273,10 @@ fn run_with_pool(
             ImagePlan { image, names }
         })
         .collect();
-    let single_platform = match args.options.platforms.as_slice() {
+    let single_platform = match into.options.platforms.as_slice() {
         [p] => Some(p.clone()),
         _ => None,
     };
-    let sink = open_sink(&args.dest, args.docker_format, single_platform)?;
-    run_into(
-        source.as_ref(),
-        sink.as_ref(),
-        &plans,
-        &args.options,
-        progress,
-    )
+    let sink = open_sink(into.dest, into.docker_format, single_platform)?;
+    run_into(source, sink.as_ref(), &plans, into.options, progress)
 }

@@ -355,6 +355,12 @@ impl MountIndex {
         }
     }
 
+    /// Records that `repo` on `host` holds a blob (found by a `HEAD`), so
+    /// other repositories of the run can mount it from there.
+    pub fn remember(&self, host: &str, digest: &Digest, repo: &str) {
+        self.note(host, digest, repo);
+    }
+
     /// Does this run know `repo` holds the blob?
     fn holds(&self, host: &str, digest: &Digest, repo: &str) -> bool {
         self.known

@@ -177,6 +177,45 @@ impl TarOut {
         Ok(())
     }
 
+    /// Adds a directory entry (`blobs/`), which some layout readers need.
+    pub fn dir(&self, path: &str) -> Result<()> {
+        self.check_poisoned()?;
+        if !self.written.lock().unwrap().insert(path.to_string()) {
+            return Ok(());
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_path(path)
+            .map_err(|e| Error::Format(format!("cannot store {path:?} in a tar header: {e}")))?;
+        h.set_size(0);
+        h.set_mode(0o755);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_cksum();
+        let head = *h.as_bytes();
+        match &self.mode {
+            Mode::Positional { file, end } => {
+                let offset = {
+                    let mut end = end.lock().unwrap();
+                    let at = *end;
+                    *end += BLOCK;
+                    at
+                };
+                file.write_all_at(&head, offset)
+                    .map_err(|e| self.io(path, e))?;
+            }
+            Mode::Stream { out } => {
+                let mut guard = out.lock().unwrap();
+                let w = guard.as_mut().ok_or_else(|| {
+                    Error::Usage(format!("{}: archive already finished", self.label))
+                })?;
+                w.write_all(&head).map_err(|e| self.io(path, e))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn entry_bytes(&self, path: &str, bytes: &[u8]) -> Result<bool> {
         self.entry(path, bytes.len() as u64, &mut &bytes[..])
     }

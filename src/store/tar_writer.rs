@@ -88,6 +88,11 @@ impl ArchiveSink {
                 .map_err(|e| Error::path("write", tmp.path(), e))?;
             (Target::File { tmp, dest }, TarOut::file(f, label.clone()))
         };
+        if flavor != Flavor::DockerLegacy {
+            // Layout readers that walk directories expect these.
+            out.dir("blobs/")?;
+            out.dir("blobs/sha256/")?;
+        }
         Ok(ArchiveSink {
             label,
             flavor,
@@ -137,69 +142,110 @@ impl ArchiveSink {
         &self,
         images: &[(Descriptor, Vec<ImageName>)],
     ) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
-        let manifests = self.manifests.lock().unwrap();
-        let configs = self.configs.lock().unwrap();
-        let mut entries: Vec<Value> = Vec::new();
-        let mut repositories: serde_json::Map<String, Value> = serde_json::Map::new();
-        for (root, names) in images {
-            let image = super::docker_archive::write::pick_platform_manifest(
-                root,
-                &manifests,
-                self.platform.as_ref(),
-                &self.label,
-            )?;
-            let config = image.config.as_ref().expect("picked manifests are images");
-            let config_bytes = configs.get(&config.digest).ok_or_else(|| {
-                Error::NotFound(format!(
-                    "{}: config {} was not written",
-                    self.label, config.digest
-                ))
-            })?;
-            let diff_ids = crate::content::config::ConfigView::parse(config_bytes)?.diff_ids;
-            let layers: Vec<String> = match self.flavor {
-                Flavor::DockerLegacy => diff_ids
-                    .iter()
-                    .map(|d| format!("{}/layer.tar", d.encoded()))
-                    .collect(),
-                _ => image.layers.iter().map(|l| self.blob_entry(l)).collect(),
-            };
-            let repo_tags: Vec<String> = names
-                .iter()
-                .filter_map(ImageName::reference)
-                .filter_map(|r| r.familiar_tagged())
-                .collect();
-            if let Some(top) = diff_ids.last() {
-                for r in names.iter().filter_map(ImageName::reference) {
-                    if let Some(tag) = &r.tag {
-                        let repo = repositories
-                            .entry(r.familiar_name())
-                            .or_insert_with(|| json!({}));
-                        repo[tag] = Value::String(top.encoded().to_string());
-                    }
-                }
-            }
-            entries.push(json!({
-                "Config": self.blob_entry(config),
-                "RepoTags": repo_tags,
-                "Layers": layers,
-            }));
-        }
-        let mut mj = serde_json::to_vec(&Value::Array(entries)).expect("JSON values serialise");
-        mj.push(b'\n');
-        let repos = (!repositories.is_empty()).then(|| {
-            let mut r =
-                serde_json::to_vec(&Value::Object(repositories)).expect("JSON values serialise");
-            r.push(b'\n');
-            r
-        });
-        Ok((mj, repos))
+        docker_metadata(
+            images,
+            &self.manifests.lock().unwrap(),
+            &self.configs.lock().unwrap(),
+            self.platform.as_ref(),
+            &self.label,
+            self.flavor == Flavor::DockerLegacy,
+            None,
+        )
     }
 }
 
+/// The archive entry of a blob in an OCI layout.
+fn layout_entry(desc: &Descriptor) -> String {
+    format!(
+        "blobs/{}/{}",
+        desc.digest.algorithm(),
+        desc.digest.encoded()
+    )
+}
+
+/// `manifest.json` and `repositories` for `images`, from the manifests and
+/// configs written. Layers are named `<DiffID>/layer.tar` when `legacy`,
+/// else by their blob path. With `carried`, an image that has no manifest
+/// for the platform, or a blob `carried` says is absent, is left out (a
+/// bundle that relies on earlier ones); without, that is an error.
+pub(crate) fn docker_metadata(
+    images: &[(Descriptor, Vec<ImageName>)],
+    manifests: &HashMap<Digest, RawManifest>,
+    configs: &HashMap<Digest, Vec<u8>>,
+    platform: Option<&Platform>,
+    label: &str,
+    legacy: bool,
+    carried: Option<&dyn Fn(&Digest) -> bool>,
+) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut entries: Vec<Value> = Vec::new();
+    let mut repositories: serde_json::Map<String, Value> = serde_json::Map::new();
+    for (root, names) in images {
+        let image = match super::docker_archive::write::pick_platform_manifest(
+            root, manifests, platform, label,
+        ) {
+            Ok(m) => m,
+            Err(_) if carried.is_some() => continue,
+            Err(e) => return Err(e),
+        };
+        let config = image.config.as_ref().expect("picked manifests are images");
+        if let Some(has) = carried
+            && !(has(&config.digest) && image.layers.iter().all(|l| has(&l.digest)))
+        {
+            continue;
+        }
+        let config_bytes = configs.get(&config.digest).ok_or_else(|| {
+            Error::NotFound(format!("{label}: config {} was not written", config.digest))
+        })?;
+        let diff_ids = crate::content::config::ConfigView::parse(config_bytes)?.diff_ids;
+        let layers: Vec<String> = if legacy {
+            diff_ids
+                .iter()
+                .map(|d| format!("{}/layer.tar", d.encoded()))
+                .collect()
+        } else {
+            image.layers.iter().map(layout_entry).collect()
+        };
+        let config_entry = if legacy {
+            format!("{}.json", config.digest.encoded())
+        } else {
+            layout_entry(config)
+        };
+        let repo_tags: Vec<String> = names
+            .iter()
+            .filter_map(ImageName::reference)
+            .filter_map(|r| r.familiar_tagged())
+            .collect();
+        if let Some(top) = diff_ids.last() {
+            for r in names.iter().filter_map(ImageName::reference) {
+                if let Some(tag) = &r.tag {
+                    let repo = repositories
+                        .entry(r.familiar_name())
+                        .or_insert_with(|| json!({}));
+                    repo[tag] = Value::String(top.encoded().to_string());
+                }
+            }
+        }
+        entries.push(json!({
+            "Config": config_entry,
+            "RepoTags": repo_tags,
+            "Layers": layers,
+        }));
+    }
+    let mut mj = serde_json::to_vec(&Value::Array(entries)).expect("JSON values serialise");
+    mj.push(b'\n');
+    let repos = (!repositories.is_empty()).then(|| {
+        let mut r =
+            serde_json::to_vec(&Value::Object(repositories)).expect("JSON values serialise");
+        r.push(b'\n');
+        r
+    });
+    Ok((mj, repos))
+}
+
 /// Captures a small blob's bytes while they are written.
-struct Capture<'a> {
-    inner: &'a mut dyn Read,
-    buf: Option<Vec<u8>>,
+pub(crate) struct Capture<'a> {
+    pub(crate) inner: &'a mut dyn Read,
+    pub(crate) buf: Option<Vec<u8>>,
 }
 
 impl Read for Capture<'_> {

@@ -1,4 +1,5 @@
 mod bad_input;
+mod bundle;
 mod copy_local;
 mod faults;
 mod harness;

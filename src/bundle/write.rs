@@ -1,0 +1,568 @@
+//! Writing a bundle: one tar (or volumes of at most `--split` bytes each)
+//! that is an OCI layout of every image, a docker archive of the images it
+//! carries whole, and an imgsync bundle manifest.
+//!
+//! Blobs are written as they arrive, in parallel, each into the region of a
+//! volume reserved for it (see [`crate::store::tar_out`]). A blob that an
+//! earlier bundle (`--since`) carried or relied on is left out and listed as
+//! required; manifests and image configs are always carried, so every
+//! bundle can be planned and verified on its own. Volumes are written to
+//! temporary files and renamed into place on commit.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use super::manifest::{
+    BUNDLE_FILE, BlobPlace, BundleBlob, BundleImage, BundleManifest, BundleRef, FORMAT_VERSION,
+    PARTS_DIR, RequiredBlob, VOLUME_FILE, VolumeEntry, VolumeListing, VolumeRef, new_id,
+    volume_path,
+};
+use crate::content::media_type::{OCI_INDEX, is_image_config};
+use crate::content::{Descriptor, Digest, DigestHasher, MAX_MANIFEST_BYTES, Platform, RawManifest};
+use crate::error::{Error, Result};
+use crate::store::layout::{OCI_LAYOUT_CONTENT, index_bytes, merge_index_entries};
+use crate::store::spool::{destination_tempfile, register_cleanup, unregister_cleanup};
+use crate::store::tar_out::TarOut;
+use crate::store::tar_writer::{Capture, docker_metadata};
+use crate::store::{ImageName, ImageSink, SinkCaps};
+
+const BLOCK: u64 = 512;
+/// Room kept in every volume for its listing line per entry.
+const LISTING_PER_ENTRY: u64 = 160;
+/// Room kept in every volume for the tar's end and the listing's frame.
+const VOLUME_OVERHEAD: u64 = 8 * BLOCK;
+/// The smallest `--split` accepted.
+pub const MIN_VOLUME: u64 = 1024 * 1024;
+
+/// How to write a bundle.
+#[derive(Debug, Clone, Default)]
+pub struct BundleOptions {
+    /// Split into volumes of at most this many bytes.
+    pub split: Option<u64>,
+    /// The bundle this one follows: what it carried or relied on is left out.
+    pub since: Option<(BundleManifest, String)>,
+    /// The platform `docker load` gets from a multi-platform image.
+    pub docker_platform: Option<Platform>,
+}
+
+struct Volume {
+    number: u32,
+    tmp: tempfile::NamedTempFile,
+    out: Arc<TarOut>,
+    /// Bytes reserved so far (entries, listing lines, overhead).
+    used: u64,
+    entries: BTreeMap<String, VolumeEntry>,
+}
+
+pub struct BundleSink {
+    label: String,
+    out: PathBuf,
+    opts: BundleOptions,
+    id: String,
+    created: String,
+    /// From `--since`: digest → (size, id of the bundle that carried it).
+    covered: HashMap<Digest, (u64, String)>,
+    volumes: Mutex<Vec<Arc<Mutex<Volume>>>>,
+    claimed: Mutex<HashSet<Digest>>,
+    blobs: Mutex<BTreeMap<Digest, BundleBlob>>,
+    required: Mutex<BTreeMap<Digest, RequiredBlob>>,
+    manifests: Mutex<HashMap<Digest, RawManifest>>,
+    configs: Mutex<HashMap<Digest, Vec<u8>>>,
+    images: Mutex<Vec<(Descriptor, Vec<ImageName>)>>,
+    /// The manifest written on commit.
+    written: Mutex<Option<BundleManifest>>,
+}
+
+fn padded(size: u64) -> u64 {
+    size.div_ceil(BLOCK) * BLOCK
+}
+
+fn blob_entry(d: &Digest) -> String {
+    format!("blobs/{}/{}", d.algorithm(), d.encoded())
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+impl BundleSink {
+    pub fn create(out: &Path, opts: BundleOptions) -> Result<BundleSink> {
+        let label = format!("bundle {}", out.display());
+        if out.is_dir() {
+            return Err(Error::Usage(format!(
+                "{label}: {} is a directory",
+                out.display()
+            )));
+        }
+        if let Some(s) = opts.split
+            && s < MIN_VOLUME
+        {
+            return Err(Error::Usage(format!(
+                "--split {s}: volumes must be at least 1MiB"
+            )));
+        }
+        let covered = opts
+            .since
+            .as_ref()
+            .map(|(m, _)| m.covered())
+            .unwrap_or_default();
+        Ok(BundleSink {
+            label,
+            out: out.to_path_buf(),
+            id: new_id(out),
+            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            opts,
+            covered,
+            volumes: Mutex::new(Vec::new()),
+            claimed: Mutex::new(HashSet::new()),
+            blobs: Mutex::new(BTreeMap::new()),
+            required: Mutex::new(BTreeMap::new()),
+            manifests: Mutex::new(HashMap::new()),
+            configs: Mutex::new(HashMap::new()),
+            images: Mutex::new(Vec::new()),
+            written: Mutex::new(None),
+        })
+    }
+
+    /// The bundle manifest, once committed.
+    pub fn manifest(&self) -> Option<BundleManifest> {
+        self.written.lock().unwrap().clone()
+    }
+
+    fn dir(&self) -> PathBuf {
+        match self.out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    /// Opens the next volume (call with the volume list locked).
+    fn new_volume(&self, volumes: &mut Vec<Arc<Mutex<Volume>>>) -> Result<Arc<Mutex<Volume>>> {
+        let dir = self.dir();
+        let tmp = destination_tempfile(&dir, &format!(".{}.imgsync-", file_name(&self.out)))
+            .map_err(|e| Error::path("cannot write the bundle; create a file in", &dir, e))?;
+        register_cleanup(tmp.path());
+        let f = tmp
+            .reopen()
+            .map_err(|e| Error::path("write", tmp.path(), e))?;
+        let number = volumes.len() as u32 + 1;
+        let label = if self.opts.split.is_some() {
+            volume_path(&self.out, number).display().to_string()
+        } else {
+            self.out.display().to_string()
+        };
+        let out = TarOut::file(f, label);
+        out.dir("blobs/")?;
+        out.dir("blobs/sha256/")?;
+        let v = Arc::new(Mutex::new(Volume {
+            number,
+            tmp,
+            out: Arc::new(out),
+            used: VOLUME_OVERHEAD,
+            entries: BTreeMap::new(),
+        }));
+        volumes.push(v.clone());
+        Ok(v)
+    }
+
+    /// Reserves room for an entry of `size` bytes: the volume to write it
+    /// into, or `None` when it does not fit in any one volume.
+    fn place(&self, path: &str, desc: &Descriptor) -> Result<Option<(u32, Arc<TarOut>)>> {
+        let size = desc.size;
+        let need = BLOCK + padded(size) + LISTING_PER_ENTRY;
+        let mut volumes = self.volumes.lock().unwrap();
+        let cap = self.opts.split.unwrap_or(u64::MAX);
+        if need + VOLUME_OVERHEAD > cap {
+            return Ok(None);
+        }
+        let v = match volumes.last() {
+            Some(v) if v.lock().unwrap().used + need <= cap => v.clone(),
+            _ => self.new_volume(&mut volumes)?,
+        };
+        let mut v = v.lock().unwrap();
+        v.used += need;
+        v.entries.insert(
+            path.to_string(),
+            VolumeEntry {
+                size,
+                digest: desc.digest.clone(),
+            },
+        );
+        Ok(Some((v.number, v.out.clone())))
+    }
+
+    /// Writes a blob, whole or in parts; returns where it went.
+    fn write_blob(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<Vec<BlobPlace>> {
+        let path = blob_entry(&desc.digest);
+        if let Some((number, out)) = self.place(&path, desc)? {
+            out.entry(&path, desc.size, reader)?;
+            return Ok(vec![BlobPlace {
+                volume: number,
+                size: desc.size,
+            }]);
+        }
+        // Larger than a volume: numbered parts, each in a volume of its own.
+        let cap = self.opts.split.expect("only split bundles have parts");
+        let part_max = (cap - VOLUME_OVERHEAD - BLOCK - LISTING_PER_ENTRY) / BLOCK * BLOCK;
+        let mut places = Vec::new();
+        let mut left = desc.size;
+        let mut k = 1;
+        while left > 0 {
+            let path = format!(
+                "{PARTS_DIR}/{}/{}.{k:04}",
+                desc.digest.algorithm(),
+                desc.digest.encoded()
+            );
+            let (v, size) = {
+                let mut volumes = self.volumes.lock().unwrap();
+                // The first part fills what is left of the current volume;
+                // the others get volumes of their own.
+                let room = match volumes.last() {
+                    Some(v) if k == 1 => {
+                        let used = v.lock().unwrap().used + BLOCK + LISTING_PER_ENTRY;
+                        cap.saturating_sub(used) / BLOCK * BLOCK
+                    }
+                    _ => 0,
+                };
+                let (v, size) = if room >= 64 * 1024 {
+                    let v = volumes.last().expect("a volume has room").clone();
+                    (v, left.min(room))
+                } else {
+                    (self.new_volume(&mut volumes)?, left.min(part_max))
+                };
+                v.lock().unwrap().used += BLOCK + padded(size) + LISTING_PER_ENTRY;
+                (v, size)
+            };
+            let (number, out) = {
+                let v = v.lock().unwrap();
+                (v.number, v.out.clone())
+            };
+            // Each part is hashed too, so its volume can be checked alone.
+            let mut hashed = HashingReader {
+                inner: &mut *reader,
+                hasher: DigestHasher::sha256(),
+                limit: size,
+                last: left == size,
+            };
+            out.entry(&path, size, &mut hashed)?;
+            v.lock().unwrap().entries.insert(
+                path.clone(),
+                VolumeEntry {
+                    size,
+                    digest: hashed.hasher.finish(),
+                },
+            );
+            places.push(BlobPlace {
+                volume: number,
+                size,
+            });
+            left -= size;
+            k += 1;
+        }
+        Ok(places)
+    }
+
+    fn carry(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()> {
+        if !self.claimed.lock().unwrap().insert(desc.digest.clone()) {
+            return Ok(());
+        }
+        let parts = self.write_blob(desc, reader)?;
+        self.blobs.lock().unwrap().insert(
+            desc.digest.clone(),
+            BundleBlob {
+                digest: desc.digest.clone(),
+                size: desc.size,
+                parts,
+            },
+        );
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<BundleManifest> {
+        let images = self.images.lock().unwrap().clone();
+        let blobs = self.blobs.lock().unwrap().clone();
+        let split = self.opts.split.is_some();
+        let mut meta: Vec<(String, Vec<u8>)> = Vec::new();
+        // The index names each image by its full reference, so any OCI
+        // tool reading the bundle sees where it came from.
+        let index_images: Vec<(Descriptor, Vec<ImageName>)> = images
+            .iter()
+            .map(|(d, names)| {
+                let names = names
+                    .iter()
+                    .map(|n| ImageName::RefName(n.to_string()))
+                    .collect();
+                (d.clone(), names)
+            })
+            .collect();
+        let entries = merge_index_entries(Vec::new(), &index_images);
+        let doc = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries});
+        meta.push(("oci-layout".into(), OCI_LAYOUT_CONTENT.to_vec()));
+        meta.push(("index.json".into(), index_bytes(&doc)));
+        if !split {
+            // docker load reads the images this bundle carries whole.
+            let carried = |d: &Digest| blobs.contains_key(d);
+            let (mj, repos) = docker_metadata(
+                &images,
+                &self.manifests.lock().unwrap(),
+                &self.configs.lock().unwrap(),
+                self.opts.docker_platform.as_ref(),
+                &self.label,
+                false,
+                Some(&carried),
+            )?;
+            meta.push(("manifest.json".into(), mj));
+            if let Some(r) = repos {
+                meta.push(("repositories".into(), r));
+            }
+        }
+        let mut since = Vec::new();
+        if let Some((m, file)) = &self.opts.since {
+            since.push(BundleRef {
+                id: m.id.clone(),
+                file: file.clone(),
+                created: m.created.clone(),
+            });
+            since.extend(m.since.iter().cloned());
+        }
+        let mut bundle_images = Vec::new();
+        for (root, names) in &images {
+            let refs: Vec<String> = names.iter().map(ImageName::to_string).collect();
+            let refs = if refs.is_empty() {
+                vec![String::new()]
+            } else {
+                refs
+            };
+            for reference in refs {
+                bundle_images.push(BundleImage {
+                    reference,
+                    digest: root.digest.clone(),
+                    media_type: root.media_type.clone(),
+                    size: root.size,
+                });
+            }
+        }
+        let meta_size: u64 = meta
+            .iter()
+            .map(|(_, b)| BLOCK + padded(b.len() as u64))
+            .sum();
+        let mut manifest = BundleManifest {
+            version: FORMAT_VERSION,
+            id: self.id.clone(),
+            created: self.created.clone(),
+            since,
+            images: bundle_images,
+            blobs: blobs.into_values().collect(),
+            required: self.required.lock().unwrap().values().cloned().collect(),
+            volumes: Vec::new(),
+            checksum: String::new(),
+        };
+        // The metadata goes into the last volume if it fits, else into one
+        // of its own. Its size is estimated with room for the manifest.
+        let mut volumes = self.volumes.lock().unwrap();
+        let estimate = meta_size + 2 * BLOCK + padded(manifest.to_bytes().len() as u64 + 4096);
+        let fits = match volumes.last() {
+            Some(v) => v.lock().unwrap().used + estimate <= self.opts.split.unwrap_or(u64::MAX),
+            None => false,
+        };
+        if !fits {
+            self.new_volume(&mut volumes)?;
+        }
+        let count = volumes.len() as u32;
+        for v in volumes.iter() {
+            let v = v.lock().unwrap();
+            let file = if split {
+                file_name(&volume_path(&self.out, v.number))
+            } else {
+                file_name(&self.out)
+            };
+            let checksum = if split {
+                let mut listing = VolumeListing {
+                    version: FORMAT_VERSION,
+                    bundle: self.id.clone(),
+                    number: v.number,
+                    entries: v.entries.clone(),
+                    checksum: String::new(),
+                };
+                listing.seal();
+                v.out.entry_bytes(VOLUME_FILE, &listing.to_bytes())?;
+                listing.checksum
+            } else {
+                String::new()
+            };
+            manifest.volumes.push(VolumeRef {
+                number: v.number,
+                file,
+                checksum,
+            });
+        }
+        manifest.seal();
+        let last = volumes[count as usize - 1].lock().unwrap();
+        for (name, bytes) in &meta {
+            last.out.entry_bytes(name, bytes)?;
+        }
+        last.out.entry_bytes(BUNDLE_FILE, &manifest.to_bytes())?;
+        drop(last);
+        for v in volumes.iter() {
+            v.lock().unwrap().out.finish()?;
+        }
+        Ok(manifest)
+    }
+
+    fn persist(&self) -> Result<()> {
+        let volumes = std::mem::take(&mut *self.volumes.lock().unwrap());
+        let split = self.opts.split.is_some();
+        let count = volumes.len() as u32;
+        for v in volumes {
+            let v = Arc::try_unwrap(v)
+                .ok()
+                .expect("no writer is left at commit")
+                .into_inner()
+                .unwrap();
+            let dest = if split {
+                volume_path(&self.out, v.number)
+            } else {
+                self.out.clone()
+            };
+            let tmp_path = v.tmp.path().to_path_buf();
+            v.tmp
+                .persist(&dest)
+                .map_err(|e| Error::path("write", &dest, e.error))?;
+            unregister_cleanup(&tmp_path);
+        }
+        if split {
+            // Volumes of an earlier bundle written to the same name would be
+            // taken for part of this one.
+            let mut n = count + 1;
+            while volume_path(&self.out, n).exists() {
+                let _ = std::fs::remove_file(volume_path(&self.out, n));
+                n += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ImageSink for BundleSink {
+    fn describe(&self) -> String {
+        self.label.clone()
+    }
+
+    fn caps(&self) -> SinkCaps {
+        // A tar's space for a blob is taken when it starts: no retries.
+        SinkCaps {
+            retry_blobs: false,
+            ..SinkCaps::ANY
+        }
+    }
+
+    fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+        if self.claimed.lock().unwrap().contains(&desc.digest) {
+            return Ok(true);
+        }
+        // Configs are always carried: loading and verifying read them.
+        if !is_image_config(&desc.media_type)
+            && let Some((size, bundle)) = self.covered.get(&desc.digest)
+            && *size == desc.size
+        {
+            self.required.lock().unwrap().insert(
+                desc.digest.clone(),
+                RequiredBlob {
+                    digest: desc.digest.clone(),
+                    size: desc.size,
+                    bundle: bundle.clone(),
+                },
+            );
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn put_blob(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()> {
+        let capture = is_image_config(&desc.media_type) && desc.size <= MAX_MANIFEST_BYTES;
+        let mut r = Capture {
+            inner: reader,
+            buf: capture.then(Vec::new),
+        };
+        self.carry(desc, &mut r)?;
+        if let Some(b) = r.buf
+            && !b.is_empty()
+        {
+            self.configs.lock().unwrap().insert(desc.digest.clone(), b);
+        }
+        Ok(())
+    }
+
+    fn put_manifest(&self, manifest: &RawManifest) -> Result<()> {
+        self.carry(&manifest.descriptor(), &mut &manifest.bytes[..])?;
+        self.manifests
+            .lock()
+            .unwrap()
+            .insert(manifest.digest.clone(), manifest.clone());
+        Ok(())
+    }
+
+    fn add_image(&self, root: &Descriptor, names: &[ImageName]) -> Result<()> {
+        let mut images = self.images.lock().unwrap();
+        match images.iter_mut().find(|(d, _)| d.digest == root.digest) {
+            Some((_, existing)) => {
+                for n in names {
+                    if !existing.contains(n) {
+                        existing.push(n.clone());
+                    }
+                }
+            }
+            None => images.push((root.clone(), names.to_vec())),
+        }
+        Ok(())
+    }
+
+    fn commit(&self) -> Result<()> {
+        let manifest = self.finish()?;
+        self.persist()?;
+        *self.written.lock().unwrap() = Some(manifest);
+        Ok(())
+    }
+
+    fn abort(&self) {
+        // Dropping a volume's temporary file deletes it.
+        for v in std::mem::take(&mut *self.volumes.lock().unwrap()) {
+            if let Ok(v) = v.lock() {
+                unregister_cleanup(v.tmp.path());
+            }
+        }
+    }
+}
+
+/// Reads at most `limit` bytes (or, for the last part, to the end, where a
+/// verifying reader gives its verdict), hashing them.
+struct HashingReader<'a> {
+    inner: &'a mut dyn Read,
+    hasher: DigestHasher,
+    limit: u64,
+    last: bool,
+}
+
+impl Read for HashingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = if self.last {
+            buf.len()
+        } else {
+            buf.len().min(self.limit as usize)
+        };
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.inner.read(&mut buf[..want])?;
+        let counted = n.min(self.limit as usize);
+        self.hasher.update(&buf[..counted]);
+        self.limit -= counted as u64;
+        Ok(n)
+    }
+}
