@@ -67,14 +67,18 @@ pub struct BundleSink {
     /// From `--since`: digest → (size, id of the bundle that carried it).
     covered: HashMap<Digest, (u64, String)>,
     volumes: Mutex<Vec<Arc<Mutex<Volume>>>>,
+    /// Blobs some image of the run writes (or has written): another image
+    /// that needs one skips it rather than reading it again.
     claimed: Mutex<HashSet<Digest>>,
+    /// Blobs whose entries were started.
+    written: Mutex<HashSet<Digest>>,
     blobs: Mutex<BTreeMap<Digest, BundleBlob>>,
     required: Mutex<BTreeMap<Digest, RequiredBlob>>,
     manifests: Mutex<HashMap<Digest, RawManifest>>,
     configs: Mutex<HashMap<Digest, Vec<u8>>>,
     images: Mutex<Vec<(Descriptor, Vec<ImageName>)>>,
     /// The manifest written on commit.
-    written: Mutex<Option<BundleManifest>>,
+    committed: Mutex<Option<BundleManifest>>,
 }
 
 fn padded(size: u64) -> u64 {
@@ -121,18 +125,19 @@ impl BundleSink {
             covered,
             volumes: Mutex::new(Vec::new()),
             claimed: Mutex::new(HashSet::new()),
+            written: Mutex::new(HashSet::new()),
             blobs: Mutex::new(BTreeMap::new()),
             required: Mutex::new(BTreeMap::new()),
             manifests: Mutex::new(HashMap::new()),
             configs: Mutex::new(HashMap::new()),
             images: Mutex::new(Vec::new()),
-            written: Mutex::new(None),
+            committed: Mutex::new(None),
         })
     }
 
     /// The bundle manifest, once committed.
     pub fn manifest(&self) -> Option<BundleManifest> {
-        self.written.lock().unwrap().clone()
+        self.committed.lock().unwrap().clone()
     }
 
     fn dir(&self) -> PathBuf {
@@ -269,9 +274,10 @@ impl BundleSink {
     }
 
     fn carry(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()> {
-        if !self.claimed.lock().unwrap().insert(desc.digest.clone()) {
+        if !self.written.lock().unwrap().insert(desc.digest.clone()) {
             return Ok(());
         }
+        self.claimed.lock().unwrap().insert(desc.digest.clone());
         let parts = self.write_blob(desc, reader)?;
         self.blobs.lock().unwrap().insert(
             desc.digest.clone(),
@@ -285,7 +291,12 @@ impl BundleSink {
     }
 
     fn finish(&self) -> Result<BundleManifest> {
-        let images = self.images.lock().unwrap().clone();
+        // Images in a stable order (they arrive as their copies end).
+        let mut images = self.images.lock().unwrap().clone();
+        images.sort_by_key(|(d, names)| {
+            let first = names.first().map(ImageName::to_string);
+            (first, d.digest.to_string())
+        });
         let blobs = self.blobs.lock().unwrap().clone();
         let split = self.opts.split.is_some();
         let mut meta: Vec<(String, Vec<u8>)> = Vec::new();
@@ -481,7 +492,9 @@ impl ImageSink for BundleSink {
             );
             return Ok(true);
         }
-        Ok(false)
+        // The caller writes it; images saved at the same time skip it. (A
+        // failed blob fails the whole bundle, so none is left half-claimed.)
+        Ok(!self.claimed.lock().unwrap().insert(desc.digest.clone()))
     }
 
     fn put_blob(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()> {
@@ -526,7 +539,7 @@ impl ImageSink for BundleSink {
     fn commit(&self) -> Result<()> {
         let manifest = self.finish()?;
         self.persist()?;
-        *self.written.lock().unwrap() = Some(manifest);
+        *self.committed.lock().unwrap() = Some(manifest);
         Ok(())
     }
 

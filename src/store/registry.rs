@@ -380,6 +380,10 @@ impl MountIndex {
     }
 }
 
+/// Blobs from this size on are looked for (`HEAD`) even in a repository
+/// without tags, where an interrupted push may have left them.
+const NEW_REPO_HEAD_MIN: u64 = 1024 * 1024;
+
 /// A repository as a sink.
 pub struct RegistrySink {
     client: Arc<RegistryClient>,
@@ -565,9 +569,16 @@ impl ImageSink for RegistrySink {
     }
 
     fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
-        // A repository the registry did not know at the start holds only
-        // what this run put there.
-        if self.new_repo.load(std::sync::atomic::Ordering::Relaxed) {
+        // A repository the registry did not know at the start (no tag)
+        // holds what this run put there, and what an interrupted earlier
+        // push left: small blobs are sent again rather than asked about,
+        // large ones are worth a `HEAD`.
+        if self.new_repo.load(std::sync::atomic::Ordering::Relaxed)
+            && (desc.size < NEW_REPO_HEAD_MIN
+                || self
+                    .mounts
+                    .holds(self.client.host(), &desc.digest, &self.repo))
+        {
             return Ok(self
                 .mounts
                 .holds(self.client.host(), &desc.digest, &self.repo));

@@ -155,6 +155,13 @@ impl Proxy {
         rules.len() - 1
     }
 
+    /// Stops every fault (the registry recovers).
+    fn heal(&self) {
+        for r in self.state.rules.lock().unwrap().iter_mut() {
+            r.times = r.hits.len();
+        }
+    }
+
     /// Targets of the requests rule `id` was applied to.
     fn hits(&self, id: usize) -> Vec<String> {
         self.state.rules.lock().unwrap()[id].hits.clone()
@@ -844,4 +851,63 @@ fn sync_through_a_flaky_source_ends_complete() {
         );
         t.imgsync(&["verify", &target]).ok();
     }
+}
+
+/// A bundle load the registry keeps failing at the end (every manifest PUT
+/// answered 503): no tag is written, and the re-run moves only what is
+/// missing (the blobs are there: no blob bytes again).
+#[test]
+fn interrupted_bundle_load_resumes_with_what_is_missing() {
+    let reg = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let big = big_image(&t);
+    t.imgsync(&["save", "-q", "-o", "bundle.tar", &big, &hello("1.0")])
+        .ok();
+    let proxy = Proxy::start(&reg.host);
+    let refuse = proxy.rule("PUT", &[Path::Manifest], 100, Fault::Status(503, None));
+    let run = t.imgsync(&[
+        "load",
+        "--retry-times",
+        "1",
+        "bundle.tar",
+        "--to",
+        &format!("{}/m", proxy.host),
+    ]);
+    network_failure(run, &proxy.host);
+    assert!(!proxy.hits(refuse).is_empty());
+    proxy.heal();
+    let uploaded = proxy.seen("PUT", Path::Upload).len();
+    assert!(uploaded >= 2, "blobs were uploaded before the failure");
+    assert_ne!(
+        t.imgsync(&["tags", &format!("{}/m/big/app", reg.host)])
+            .code,
+        0,
+        "no tag is written by a failed load"
+    );
+    let again = t
+        .imgsync(&[
+            "load",
+            "--json",
+            "bundle.tar",
+            "--to",
+            &format!("{}/m", proxy.host),
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        proxy.seen("PUT", Path::Upload).len(),
+        uploaded + again["blobs_copied"].as_u64().unwrap() as usize
+    );
+    // The big layer went up in the first run and is not sent again.
+    let layer = big_layer(&t, &format!("{}/m/big/app:1", reg.host));
+    let puts = proxy.seen("PUT", Path::Upload);
+    assert_eq!(
+        puts.iter()
+            .filter(|s| upload_digest(&s.target) == layer)
+            .count(),
+        1,
+        "{puts:?}"
+    );
+    assert!(again["blobs_skipped"].as_u64().unwrap() >= 1, "{again}");
+    assert!(again["bytes_copied"].as_u64().unwrap() < MIB, "{again}");
 }
