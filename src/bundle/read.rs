@@ -109,6 +109,15 @@ impl Bundle {
             }
             opened.push((p.clone(), tar, listing, o));
         }
+        if let [(a, ma, _), (b, mb, _), ..] = manifests.as_slice()
+            && ma.id != mb.id
+        {
+            return Err(Error::Usage(format!(
+                "{} and {} are two different bundles; give one bundle (or the volumes of one) at a time",
+                a.display(),
+                b.display()
+            )));
+        }
         let Some((meta_path, manifest, meta)) = manifests.into_iter().next() else {
             if paths.len() == 1 && problems.is_empty() && opened[0].2.is_none() {
                 return Ok(Opened::NotABundle);

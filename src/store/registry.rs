@@ -7,16 +7,16 @@
 //! credentials to another host), and an interrupted download resumes with
 //! `Range` from where it stopped. Push: `HEAD` first; a blob another
 //! repository of the same registry holds is mounted; otherwise one `POST`
-//! and a streamed monolithic `PUT`. Manifests go by digest, children first;
+//! (sent while the source blob is being opened) and a streamed monolithic
+//! `PUT`. Manifests go by digest, children first;
 //! tags are written last, on commit, so a failed copy moves no tag.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 
+use bytes::BytesMut;
 use reqwest::StatusCode;
-use reqwest::blocking::Response;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE};
 
 use super::{BlobReader, ImageName, ImageSink, ImageSource, SinkCaps, SourceImage};
@@ -26,7 +26,12 @@ use crate::content::{
 };
 use crate::error::{Error, Result};
 use crate::registry::RegistryClient;
-use crate::registry::client::{Retry, error_chain};
+use crate::registry::client::{BodySender, Response, Retry, body_channel, error_chain};
+
+/// Bytes of a streamed upload handed over at once: large enough that the
+/// upload costs few system calls and wake-ups, small enough that a few in
+/// flight per blob keep memory low.
+const UPLOAD_CHUNK: usize = 256 * 1024;
 
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
@@ -384,6 +389,48 @@ impl MountIndex {
 /// without tags, where an interrupted push may have left them.
 const NEW_REPO_HEAD_MIN: u64 = 1024 * 1024;
 
+/// Starts an upload session in `repo`, or mounts the blob from `from`:
+/// `Ok(None)` when mounted, else the session's `Location`.
+fn start_upload(
+    client: &RegistryClient,
+    repo: &str,
+    digest: &Digest,
+    from: Option<&str>,
+) -> Result<Option<String>> {
+    let repo = repo.to_string();
+    let (query, what) = match from {
+        Some(f) => (
+            format!("?mount={}&from={f}", digest),
+            format!("mount {} from {f} into {repo}", digest),
+        ),
+        None => (
+            String::new(),
+            format!("start upload of {} to {repo}", digest),
+        ),
+    };
+    let r = client.send(&what, Retry::Yes, |http, base| {
+        http.post(format!("{base}/v2/{repo}/blobs/uploads/{query}"))
+            .header(CONTENT_LENGTH, "0")
+    })?;
+    match r.status() {
+        StatusCode::CREATED if from.is_some() => Ok(None),
+        StatusCode::ACCEPTED => {
+            let loc = r
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| {
+                    Error::Format(format!(
+                        "{what} on {}: no Location in the answer",
+                        client.host()
+                    ))
+                })?;
+            Ok(Some(loc.to_string()))
+        }
+        _ => Err(client.failure(&what, r)),
+    }
+}
+
 /// A repository as a sink.
 pub struct RegistrySink {
     client: Arc<RegistryClient>,
@@ -393,6 +440,9 @@ pub struct RegistrySink {
     tags: Mutex<Vec<(Digest, String)>>,
     /// Uploads this sink has claimed and not yet released.
     claimed: Mutex<Vec<Digest>>,
+    /// Upload sessions being opened ahead, by blob: the `POST` runs while
+    /// the engine opens the source blob, and `put_blob` takes it over.
+    sessions: Mutex<HashMap<Digest, std::thread::JoinHandle<Result<Option<String>>>>>,
     /// The last manifest put, not yet pushed (see `put_manifest`).
     pending: Mutex<Option<RawManifest>>,
     /// The registry said the repository does not exist: no blob needs a
@@ -418,6 +468,7 @@ impl RegistrySink {
             manifests: Mutex::new(HashMap::new()),
             tags: Mutex::new(Vec::new()),
             claimed: Mutex::new(Vec::new()),
+            sessions: Mutex::new(HashMap::new()),
             pending: Mutex::new(None),
             new_repo: Default::default(),
         }
@@ -429,38 +480,38 @@ impl RegistrySink {
 
     /// Starts an upload session, or mounts: `Ok(None)` when mounted.
     fn start_upload(&self, desc: &Descriptor, from: Option<&str>) -> Result<Option<String>> {
+        start_upload(&self.client, &self.repo, &desc.digest, from)
+    }
+
+    /// Opens the upload session of a blob this sink is about to upload, on
+    /// another thread: one round trip less on the way of each blob.
+    fn open_session_ahead(&self, digest: &Digest) {
+        let client = self.client.clone();
         let repo = self.repo.clone();
-        let (query, what) = match from {
-            Some(f) => (
-                format!("?mount={}&from={f}", desc.digest),
-                format!("mount {} from {f} into {repo}", desc.digest),
-            ),
-            None => (
-                String::new(),
-                format!("start upload of {} to {repo}", desc.digest),
-            ),
+        let d = digest.clone();
+        let session = std::thread::spawn(move || start_upload(&client, &repo, &d, None));
+        // A session opened earlier for the same blob and not used (its
+        // source could not be read) lapses on the registry.
+        self.sessions
+            .lock()
+            .unwrap()
+            .insert(digest.clone(), session);
+    }
+
+    /// The upload session for a blob: the one opened ahead, or a new one.
+    fn upload_session(&self, desc: &Descriptor) -> Result<String> {
+        let ahead = self.sessions.lock().unwrap().remove(&desc.digest);
+        let location = match ahead {
+            Some(session) => session.join().map_err(|_| {
+                Error::Network(format!(
+                    "{}: the thread opening an upload session panicked",
+                    self.label()
+                ))
+            })??,
+            None => self.start_upload(desc, None)?,
         };
-        let r = self.client.send(&what, Retry::Yes, |http, base| {
-            http.post(format!("{base}/v2/{repo}/blobs/uploads/{query}"))
-                .header(CONTENT_LENGTH, "0")
-        })?;
-        match r.status() {
-            StatusCode::CREATED if from.is_some() => Ok(None),
-            StatusCode::ACCEPTED => {
-                let loc = r
-                    .headers()
-                    .get(LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| {
-                        Error::Format(format!(
-                            "{what} on {}: no Location in the answer",
-                            self.client.host()
-                        ))
-                    })?;
-                Ok(Some(loc.to_string()))
-            }
-            _ => Err(self.client.failure(&what, r)),
-        }
+        location
+            .ok_or_else(|| Error::Format(format!("{}: upload session not opened", self.label())))
     }
 
     /// Resolves an upload `Location` (maybe relative) and adds the digest
@@ -480,40 +531,15 @@ impl RegistrySink {
     }
 }
 
-/// Feeds a request body from a channel, so a borrowed reader can stream
-/// into an upload running on another thread.
-struct ChannelBody {
-    rx: Receiver<io::Result<Vec<u8>>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChannelBody {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(Ok(b)) => {
-                    self.buf = b;
-                    self.pos = 0;
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
 /// The writing end of a streamed upload: hashes, counts, and hands full
-/// buffers to the request thread.
+/// chunks to the request.
 struct ChannelWriter {
-    tx: Option<std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>>,
-    buf: Vec<u8>,
+    tx: BodySender,
+    buf: BytesMut,
     hasher: crate::content::DigestHasher,
     written: u64,
+    /// The request ended before the body was complete.
+    stopped: bool,
 }
 
 impl ChannelWriter {
@@ -521,20 +547,15 @@ impl ChannelWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(256 * 1024));
-        match &self.tx {
-            Some(tx) => tx
-                .send(Ok(chunk))
-                .map_err(|_| io::Error::other("the upload stopped")),
-            None => Err(io::Error::other("the upload stopped")),
-        }
+        let chunk = std::mem::replace(&mut self.buf, BytesMut::with_capacity(UPLOAD_CHUNK));
+        let sent = self.tx.send(chunk.freeze());
+        self.stopped |= sent.is_err();
+        sent
     }
 
     /// Makes the request fail rather than complete with what was sent.
     fn fail(&mut self, why: String) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Err(io::Error::other(why)));
-        }
+        self.tx.fail(why);
     }
 }
 
@@ -543,7 +564,7 @@ impl io::Write for ChannelWriter {
         self.hasher.update(data);
         self.written += data.len() as u64;
         self.buf.extend_from_slice(data);
-        if self.buf.len() >= 256 * 1024 {
+        if self.buf.len() >= UPLOAD_CHUNK {
             self.send()?;
         }
         Ok(data.len())
@@ -666,6 +687,11 @@ impl ImageSink for RegistrySink {
     }
 
     fn mount_blob(&self, desc: &Descriptor, from: Option<&(String, String)>) -> Result<bool> {
+        // This sink claimed the upload already (a retry of a blob whose
+        // source failed before its bytes went up): it uploads again.
+        if self.claimed.lock().unwrap().contains(&desc.digest) {
+            return Ok(false);
+        }
         let host = self.client.host().to_string();
         let known_elsewhere = || self.mounts.find_other(&host, &desc.digest, &self.repo);
         // Unless it can be mounted already, one image uploads each blob;
@@ -674,6 +700,7 @@ impl ImageSink for RegistrySink {
         if known_elsewhere().is_none() && from.is_none_or(|(h, r)| h != &host || r == &self.repo) {
             if self.mounts.claim(&host, &desc.digest) {
                 self.claimed.lock().unwrap().push(desc.digest.clone());
+                self.open_session_ahead(&desc.digest);
                 return Ok(false);
             }
             if self.mounts.holds(&host, &desc.digest, &self.repo) {
@@ -731,12 +758,8 @@ impl ImageSink for RegistrySink {
             format!("{base}{location}")
         };
         let what = format!("{what}: upload to {}", self.repo);
-        let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(4);
-        let body = Mutex::new(Some(ChannelBody {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-        }));
+        let (tx, body) = body_channel(None);
+        let body = Mutex::new(Some(body));
         let (digest, size, next) = std::thread::scope(|s| {
             let upload = s.spawn(|| {
                 self.client.send(&what, Retry::No, |http, _| {
@@ -744,16 +767,17 @@ impl ImageSink for RegistrySink {
                         .patch(patch_url.as_str())
                         .header(CONTENT_TYPE, "application/octet-stream");
                     match body.lock().unwrap().take() {
-                        Some(b) => req.body(reqwest::blocking::Body::new(b)),
+                        Some(b) => req.body(b),
                         None => req.body(Vec::new()),
                     }
                 })
             });
             let mut w = ChannelWriter {
-                tx: Some(tx),
-                buf: Vec::with_capacity(256 * 1024),
+                tx,
+                buf: BytesMut::with_capacity(UPLOAD_CHUNK),
                 hasher: crate::content::DigestHasher::sha256(),
                 written: 0,
+                stopped: false,
             };
             let produced = produce(&mut w).and_then(|()| {
                 use std::io::Write;
@@ -762,11 +786,27 @@ impl ImageSink for RegistrySink {
             if let Err(e) = &produced {
                 w.fail(e.to_string());
             }
-            let (hasher, written) = (w.hasher.clone(), w.written);
+            let (hasher, written, stopped) = (w.hasher.clone(), w.written, w.stopped);
             drop(w);
             let response = upload
                 .join()
                 .map_err(|_| Error::Network(format!("{what}: upload thread panicked")))?;
+            // When the request ended before the body did (connection lost,
+            // the registry refused it), its outcome is the cause, not the
+            // write that found it gone.
+            if stopped {
+                match response {
+                    Err(e) => return Err(e),
+                    Ok(r) if !r.status().is_success() => {
+                        return Err(self.client.failure(&what, r));
+                    }
+                    Ok(_) => {}
+                }
+                produced?;
+                return Err(Error::Network(format!(
+                    "{what}: the registry ended the upload early"
+                )));
+            }
             produced?;
             let r = response?;
             if !r.status().is_success() {
@@ -871,46 +911,55 @@ impl RegistrySink {
 
     /// One `POST` and one streamed monolithic `PUT`.
     fn upload(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()> {
-        let location = self
-            .start_upload(desc, None)?
-            .ok_or_else(|| Error::Format(format!("{}: upload session not opened", self.label())))?;
+        let location = self.upload_session(desc)?;
         let url = self.finish_url(&location, &desc.digest)?;
         let what = format!("upload {} to {}", desc.digest, self.repo);
-        let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(4);
-        let body = Mutex::new(Some(ChannelBody {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-        }));
         let size = desc.size;
+        let (mut tx, body) = body_channel(Some(size));
+        let body = Mutex::new(Some(body));
         std::thread::scope(|s| {
             // The request runs on its own thread; this one reads (and
-            // verifies) the source and feeds it.
+            // verifies) the source and feeds it in large chunks.
             let upload = s.spawn(|| {
                 self.client.send(&what, Retry::No, |http, _| {
                     let req = http
                         .put(url.as_str())
                         .header(CONTENT_TYPE, "application/octet-stream");
                     match body.lock().unwrap().take() {
-                        Some(b) => req.body(reqwest::blocking::Body::sized(b, size)),
+                        Some(b) => req.header(CONTENT_LENGTH, size).body(b),
                         None => req.body(Vec::new()),
                     }
                 })
             });
-            let mut buf = vec![0u8; 256 * 1024];
             let mut failed = None;
-            loop {
-                match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if tx.send(Ok(buf[..n].to_vec())).is_err() {
+            let mut done = false;
+            while !done {
+                let mut buf = BytesMut::zeroed(UPLOAD_CHUNK);
+                let mut filled = 0;
+                // Fill the chunk: a network source returns what one packet
+                // or frame held.
+                while filled < buf.len() {
+                    match reader.read(&mut buf[filled..]) {
+                        Ok(0) => {
+                            done = true;
+                            break;
+                        }
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            tx.fail("the source stream failed".to_string());
+                            failed = Some(e);
+                            done = true;
                             break;
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(io::Error::other("the source stream failed")));
-                        failed = Some(e);
+                }
+                if failed.is_some() {
+                    break;
+                }
+                if filled > 0 {
+                    buf.truncate(filled);
+                    if tx.send(buf.freeze()).is_err() {
                         break;
                     }
                 }
