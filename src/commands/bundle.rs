@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::copy::{Into, copy_opened, registry_targets};
+use super::copy::{Into, copy_opened, merge, registry_targets};
 use super::{Context, DockerFormat, open_source};
 use crate::bundle::manifest::{BundleManifest, read_since};
 use crate::bundle::read::Opened;
@@ -245,16 +245,6 @@ fn save_one(
     let mut opts = options.clone();
     opts.platforms = w.platforms.clone();
     copy_images(source.as_ref(), sink, &plans, &opts, progress)
-}
-
-fn merge(into: &mut CopyReport, from: CopyReport) {
-    into.images.extend(from.images);
-    into.images_up_to_date += from.images_up_to_date;
-    into.blobs_copied += from.blobs_copied;
-    into.blobs_skipped += from.blobs_skipped;
-    into.blobs_mounted += from.blobs_mounted;
-    into.bytes_copied += from.bytes_copied;
-    into.conversions.extend(from.conversions);
 }
 
 #[derive(Debug, Clone)]
@@ -682,18 +672,7 @@ pub fn verify(
             return Ok(report);
         }
     };
-    let plans: Vec<ImagePlan> = images
-        .into_iter()
-        .map(|image| ImagePlan {
-            names: image.names.clone(),
-            image,
-        })
-        .collect();
-    let mut opts = options.clone();
-    opts.keep_going = true;
-    opts.platforms.clear();
-    opts.format = None;
-    opts.compress = None;
+    let (plans, opts) = super::verify::plans_and_options(images, options);
     let sink = VerifySink {
         required: &required,
     };

@@ -127,7 +127,8 @@ pub(crate) fn registry_targets(
         .collect()
 }
 
-fn merge(into: &mut CopyReport, from: CopyReport) {
+/// Adds one report's counts to another's.
+pub(crate) fn merge(into: &mut CopyReport, from: CopyReport) {
     into.images.extend(from.images);
     into.images_up_to_date += from.images_up_to_date;
     into.blobs_copied += from.blobs_copied;

@@ -22,8 +22,17 @@ pub fn run(
         registry,
     };
     let source = open_source(loc, &ctx)?;
-    let plans: Vec<ImagePlan> = source
-        .images()?
+    let (plans, opts) = plans_and_options(source.images()?, options);
+    copy_images(source.as_ref(), &NullSink, &plans, &opts, progress)
+}
+
+/// Every image as it is, and options that read everything, convert
+/// nothing and collect every problem.
+pub(crate) fn plans_and_options(
+    images: Vec<crate::store::SourceImage>,
+    options: &CopyOptions,
+) -> (Vec<ImagePlan>, CopyOptions) {
+    let plans = images
         .into_iter()
         .map(|image| ImagePlan {
             names: image.names.clone(),
@@ -35,5 +44,5 @@ pub fn run(
     opts.platforms.clear();
     opts.format = None;
     opts.compress = None;
-    copy_images(source.as_ref(), &NullSink, &plans, &opts, progress)
+    (plans, opts)
 }

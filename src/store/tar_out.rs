@@ -38,15 +38,19 @@ pub struct TarOut {
 }
 
 fn header(path: &str, size: u64) -> Result<[u8; 512]> {
+    header_of(path, size, tar::EntryType::Regular, 0o644)
+}
+
+fn header_of(path: &str, size: u64, kind: tar::EntryType, mode: u32) -> Result<[u8; 512]> {
     let mut h = tar::Header::new_gnu();
     h.set_path(path)
         .map_err(|e| Error::Format(format!("cannot store {path:?} in a tar header: {e}")))?;
     h.set_size(size);
-    h.set_mode(0o644);
+    h.set_mode(mode);
     h.set_mtime(0);
     h.set_uid(0);
     h.set_gid(0);
-    h.set_entry_type(tar::EntryType::Regular);
+    h.set_entry_type(kind);
     h.set_cksum();
     Ok(*h.as_bytes())
 }
@@ -183,17 +187,7 @@ impl TarOut {
         if !self.written.lock().unwrap().insert(path.to_string()) {
             return Ok(());
         }
-        let mut h = tar::Header::new_gnu();
-        h.set_path(path)
-            .map_err(|e| Error::Format(format!("cannot store {path:?} in a tar header: {e}")))?;
-        h.set_size(0);
-        h.set_mode(0o755);
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_cksum();
-        let head = *h.as_bytes();
+        let head = header_of(path, 0, tar::EntryType::Directory, 0o755)?;
         match &self.mode {
             Mode::Positional { file, end } => {
                 let offset = {
