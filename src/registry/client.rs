@@ -228,6 +228,16 @@ impl TlsSetup {
             .user_agent(concat!("imgsync/", env!("CARGO_PKG_VERSION")));
         if !self.verify {
             b = b.tls_danger_accept_invalid_certs(true);
+        } else if self.identities.is_empty() {
+            // The system's trust store is read when a certificate is first
+            // checked, not before: a registry that speaks plain HTTP (tried
+            // over HTTPS first) never needs it.
+            let tls = lazy_tls_config(&self.cas)?;
+            b = b.tls_backend_preconfigured(tls);
+            let _guard = runtime().enter();
+            return b
+                .build()
+                .map_err(|e| Error::Usage(format!("{host}: cannot set up the HTTP client: {e}")));
         }
         let mut cas = Vec::new();
         for (f, pem) in &self.cas {
@@ -252,6 +262,113 @@ impl TlsSetup {
         let _guard = runtime().enter();
         b.build()
             .map_err(|e| Error::Usage(format!("{host}: cannot set up the HTTP client: {e}")))
+    }
+}
+
+/// A TLS client setup that verifies servers against the system's trust
+/// store plus `cas`, loading the store on the first certificate to check.
+fn lazy_tls_config(cas: &[(PathBuf, Vec<u8>)]) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    install_crypto_provider();
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+    let mut extra = Vec::new();
+    for (f, pem) in cas {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::Usage(format!("{}: not a PEM certificate: {e}", f.display())))?;
+        if certs.is_empty() {
+            return Err(Error::Usage(format!(
+                "{}: not a PEM certificate: no certificate in it",
+                f.display()
+            )));
+        }
+        extra.extend(certs);
+    }
+    let verifier = Arc::new(LazyVerifier {
+        extra,
+        provider: provider.clone(),
+        inner: OnceLock::new(),
+    });
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Usage(format!("TLS setup: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+/// The platform verifier, built (trust store read) on first use.
+#[derive(Debug)]
+struct LazyVerifier {
+    extra: Vec<rustls::pki_types::CertificateDer<'static>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    inner: OnceLock<std::result::Result<rustls_platform_verifier::Verifier, rustls::Error>>,
+}
+
+impl LazyVerifier {
+    fn get(&self) -> std::result::Result<&rustls_platform_verifier::Verifier, rustls::Error> {
+        self.inner
+            .get_or_init(|| {
+                rustls_platform_verifier::Verifier::new_with_extra_roots(
+                    self.extra.iter().cloned(),
+                    self.provider.clone(),
+                )
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for LazyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.get()?
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

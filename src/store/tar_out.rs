@@ -34,6 +34,9 @@ pub struct TarOut {
     /// An entry failed after its space was taken: the archive cannot be
     /// completed, and no later entry may pretend otherwise.
     poisoned: std::sync::atomic::AtomicBool,
+    /// What made the first entry fail: later entries report it too, so
+    /// whichever failure is reported first names the cause.
+    cause: Mutex<Option<(crate::error::ErrorClass, String)>>,
     label: String,
 }
 
@@ -69,6 +72,7 @@ impl TarOut {
             },
             written: Mutex::new(HashSet::new()),
             poisoned: Default::default(),
+            cause: Mutex::new(None),
             label,
         }
     }
@@ -81,6 +85,7 @@ impl TarOut {
             },
             written: Mutex::new(HashSet::new()),
             poisoned: Default::default(),
+            cause: Mutex::new(None),
             label,
         }
     }
@@ -102,7 +107,11 @@ impl TarOut {
             return Ok(false);
         }
         let result = self.write_entry(path, size, data);
-        if result.is_err() {
+        if let Err(e) = &result {
+            self.cause
+                .lock()
+                .unwrap()
+                .get_or_insert_with(|| (e.class(), e.to_string()));
             self.poisoned
                 .store(true, std::sync::atomic::Ordering::SeqCst);
         }
@@ -111,6 +120,21 @@ impl TarOut {
 
     fn check_poisoned(&self) -> Result<()> {
         if self.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
+            use crate::error::ErrorClass;
+            if let Some((class, msg)) = self.cause.lock().unwrap().clone() {
+                let msg = format!("{msg} (so {} cannot be completed)", self.label);
+                return Err(match class {
+                    ErrorClass::Integrity => Error::Integrity(msg),
+                    ErrorClass::NotFound => Error::NotFound(msg),
+                    ErrorClass::Format => Error::Format(msg),
+                    ErrorClass::Network => Error::Network(msg),
+                    ErrorClass::Auth => Error::Auth(msg),
+                    _ => Error::Io {
+                        what: format!("write {}", self.label),
+                        source: io::Error::other(msg),
+                    },
+                });
+            }
             return Err(Error::Io {
                 what: format!("write {}", self.label),
                 source: io::Error::other(

@@ -160,6 +160,19 @@ impl LayoutSink {
             Err(_) => false,
         };
         if existed {
+            if !root.join(OCI_LAYOUT_FILE).exists() {
+                let foreign = fs::read_dir(root)
+                    .map_err(|e| Error::path("read directory", root, e))?
+                    .filter_map(|e| e.ok())
+                    .any(|e| !e.file_name().to_string_lossy().starts_with(".imgsync-tmp-"));
+                // Another writer may have claimed it as a layout meanwhile.
+                if foreign && !root.join(OCI_LAYOUT_FILE).exists() {
+                    return Err(Error::Usage(format!(
+                        "{label}: {} is a non-empty directory without an oci-layout file; refusing to write into it",
+                        root.display()
+                    )));
+                }
+            }
             if root.join(OCI_LAYOUT_FILE).exists() {
                 super::read::read_layout_index(&crate::store::files::DirTree {
                     root: root.to_path_buf(),
@@ -169,17 +182,6 @@ impl LayoutSink {
                     Error::Format(_) if !root.join(INDEX_FILE).exists() => Ok(Default::default()),
                     e => Err(e),
                 })?;
-            } else {
-                let foreign = fs::read_dir(root)
-                    .map_err(|e| Error::path("read directory", root, e))?
-                    .filter_map(|e| e.ok())
-                    .any(|e| !e.file_name().to_string_lossy().starts_with(".imgsync-tmp-"));
-                if foreign {
-                    return Err(Error::Usage(format!(
-                        "{label}: {} is a non-empty directory without an oci-layout file; refusing to write into it",
-                        root.display()
-                    )));
-                }
             }
         } else {
             fs::create_dir_all(root).map_err(|e| Error::path("create directory", root, e))?;
