@@ -267,7 +267,6 @@ impl Bundle {
                 None
             }
         };
-        let _ = split;
         Ok(Opened::Bundle(Box::new(Bundle {
             manifest,
             label,
@@ -301,14 +300,17 @@ impl Bundle {
         }
     }
 
-    /// Re-hashes every entry of every volume of a split bundle against its
-    /// listing, `jobs` at once, naming the volume of each corrupt entry.
-    /// Returns the problems and the blobs they concern.
-    pub fn check_volumes(&self, jobs: usize) -> (Vec<String>, HashSet<Digest>) {
+    /// Re-hashes every part of a blob cut across volumes against its
+    /// volume's listing, `jobs` at once, naming the volume of each corrupt
+    /// part (a whole blob is checked by its own digest, and
+    /// [`Bundle::location_of`] names its volume). Returns the problems and
+    /// the blobs they concern.
+    pub fn check_parts(&self, jobs: usize) -> (Vec<String>, HashSet<Digest>) {
         let work: Vec<(u32, &String, &super::manifest::VolumeEntry)> = self
             .listings
             .iter()
             .flat_map(|(n, l)| l.entries.iter().map(move |(p, e)| (*n, p, e)))
+            .filter(|(_, p, _)| p.starts_with(PARTS_DIR))
             .collect();
         let problems = std::sync::Mutex::new(Vec::new());
         let bad = std::sync::Mutex::new(HashSet::new());

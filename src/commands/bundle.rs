@@ -616,14 +616,6 @@ impl ImageSink for VerifySink<'_> {
     }
 }
 
-/// Is this a bundle (or volumes of one), rather than a plain archive?
-pub fn is_bundle(files: &[PathBuf], tmpdir: &Path) -> Result<bool> {
-    if files.len() > 1 {
-        return Ok(true);
-    }
-    Ok(matches!(Bundle::open(files, tmpdir)?, Opened::Bundle(_)))
-}
-
 /// `imgsync verify BUNDLE...`: re-hash every blob of the bundle, check every
 /// manifest's references, and name what is missing or corrupt.
 pub fn verify(
@@ -642,7 +634,7 @@ pub fn verify(
     };
     let m = bundle.manifest();
     let mut problems = bundle.problems().to_vec();
-    let (volume_problems, mut reported) = bundle.check_volumes(options.jobs);
+    let (volume_problems, mut reported) = bundle.check_parts(options.jobs);
     problems.extend(volume_problems);
     // Blobs in missing volumes, or found corrupt already, are not read again.
     reported.extend(bundle.unavailable());
@@ -680,6 +672,11 @@ pub fn verify(
         Ok(r) => report.copy = r,
         Err(e) => report.copy.errors.push(e),
     }
+    // A blob that does not match its digest is named with its volume.
+    report.copy.errors = std::mem::take(&mut report.copy.errors)
+        .into_iter()
+        .map(|e| with_location(e, &bundle))
+        .collect();
     // Every image the manifest lists must be in the index.
     let listed: HashSet<&Digest> = plans.iter().map(|p| &p.image.root.digest).collect();
     for img in &m.images {

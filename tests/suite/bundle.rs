@@ -320,6 +320,18 @@ fn incremental_chain_loads_in_order_and_names_what_is_missing() {
         .map(|r| r["digest"].as_str().unwrap())
         .collect();
     assert!(required.contains(&base_digest.as_str()) && required.contains(&b1_digest.as_str()));
+    // Two bundles at once are refused, for verify and load alike.
+    t.imgsync(&["verify", "b1.tar", "b2.tar"])
+        .fails(2, &["b1.tar", "b2.tar", "two different bundles"]);
+    t.imgsync(&[
+        "load",
+        "b1.tar",
+        "b2.tar",
+        "--to",
+        &format!("{}/x", far.host),
+    ])
+    .fails(2, &["two different bundles"]);
+    assert!(registry_is_empty(&far));
     // verify of an incremental bundle alone: sound, and says what it needs.
     let v = t.imgsync(&["verify", "b3.tar"]).ok();
     assert!(
