@@ -12,6 +12,8 @@
 
 mod convert;
 mod stream;
+#[cfg(target_os = "linux")]
+mod zstd_contiguous;
 
 use std::collections::HashMap;
 use std::io::{self, BufWriter, Read};
@@ -797,8 +799,8 @@ fn move_blob(
                 };
                 let mut enc = encoder(out, target, opts.compress_level)
                     .map_err(|e| Error::io(job.what.clone(), e))?;
-                io::copy(&mut plain, &mut enc).map_err(|e| {
-                    match Error::io(job.what.clone(), e) {
+                enc.copy_from(&mut plain)
+                    .map_err(|e| match Error::io(job.what.clone(), e) {
                         Error::Io { what, source }
                             if source.kind() == io::ErrorKind::InvalidData
                                 || source.kind() == io::ErrorKind::InvalidInput =>
@@ -806,8 +808,7 @@ fn move_blob(
                             Error::Integrity(format!("{what}: cannot decompress layer: {source}"))
                         }
                         other => other,
-                    }
-                })?;
+                    })?;
                 enc.finish_box()
                     .map_err(|e| Error::io(job.what.clone(), e))?;
                 // An uncompressed source's digest is its DiffID, checked by

@@ -259,19 +259,38 @@ pub fn encoder<'a, W: Write + 'a>(
     Ok(match c {
         Compression::None => Box::new(Plain(w)),
         Compression::Gzip => Box::new(ParallelGzip::new(w, level.unwrap_or(DEFAULT_GZIP_LEVEL))),
-        Compression::Zstd => {
-            // Single-threaded: layers are compressed in parallel already,
-            // and multi-threaded zstd buffers grow memory per layer.
-            let e = zstd::stream::write::Encoder::new(w, level.unwrap_or(3))?;
-            Box::new(e)
-        }
+        // Single-threaded: layers are compressed in parallel already, and
+        // multi-threaded zstd buffers grow memory per layer.
+        #[cfg(target_os = "linux")]
+        Compression::Zstd => super::zstd_contiguous::encoder(w, level.unwrap_or(3))?,
+        #[cfg(not(target_os = "linux"))]
+        Compression::Zstd => Box::new(zstd::stream::write::Encoder::new(w, level.unwrap_or(3))?),
     })
 }
 
 /// A writer that must be finished (compressors write trailers).
 pub trait FinishWrite: Write {
     fn finish_box(self: Box<Self>) -> io::Result<()>;
+
+    /// Writes everything `r` holds, in reads of a few hundred KiB.
+    fn copy_from(&mut self, r: &mut dyn Read) -> io::Result<u64> {
+        let mut buf = vec![0u8; COPY_BUF];
+        let mut total = 0u64;
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.write_all(&buf[..n])?;
+            total += n as u64;
+        }
+    }
 }
+
+/// Read size when feeding a compressor.
+const COPY_BUF: usize = 256 * 1024;
 
 struct Plain<W>(W);
 

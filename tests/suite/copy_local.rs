@@ -708,3 +708,36 @@ fn containerd_store_archive_missing_other_platforms_copies_the_listed_one() {
     assert_eq!(report["images"][0]["names"][0], "docker.io/library/app:1");
     t.imgsync(&["verify", "oci:out"]).ok();
 }
+
+/// A layer recompressed to zstd gets the same digest every time, whatever
+/// the source's compression (and so the sizes in which its bytes arrive):
+/// mirroring it again never uploads a new blob or moves a tag.
+#[test]
+fn zstd_recompression_is_reproducible() {
+    let t = TestDir::new();
+    // A few MiB of text that compresses, with a tail that is not a whole
+    // number of MiB.
+    let mut content = Vec::new();
+    let mut x: u64 = 7;
+    while content.len() < (5 << 20) + 777 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        content.extend_from_slice(format!("line {} of {}\n", x >> 50, x % 1000).as_bytes());
+    }
+    let layer = layer_tar("data.txt", &content);
+    legacy_archive(&t.path("big.tar"), "big:1", &[&layer]);
+    let src = format!("docker-archive:{}", t.p("big.tar"));
+    for dest in ["oci:a:x", "oci:b:x"] {
+        t.imgsync(&["copy", "--dest-compress", "zstd", &src, dest]).ok();
+    }
+    t.imgsync(&["copy", "--dest-compress", "gzip", &src, "oci:gz:x"])
+        .ok();
+    t.imgsync(&["copy", "--dest-compress", "zstd", "oci:gz:x", "oci:c:x"])
+        .ok();
+    let a = manifest_of(&t.path("a"), "x");
+    assert_eq!(a, manifest_of(&t.path("b"), "x"));
+    assert_eq!(a, manifest_of(&t.path("c"), "x"), "from gzip, same bytes");
+    let digest = a["layers"][0]["digest"].as_str().unwrap();
+    let zst = layout_blob(&t.path("a"), digest);
+    assert!(zstd::decode_all(&zst[..]).unwrap() == layer);
+    t.imgsync(&["verify", "oci:a"]).ok();
+}
