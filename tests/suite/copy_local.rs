@@ -720,14 +720,17 @@ fn zstd_recompression_is_reproducible() {
     let mut content = Vec::new();
     let mut x: u64 = 7;
     while content.len() < (5 << 20) + 777 {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         content.extend_from_slice(format!("line {} of {}\n", x >> 50, x % 1000).as_bytes());
     }
     let layer = layer_tar("data.txt", &content);
     legacy_archive(&t.path("big.tar"), "big:1", &[&layer]);
     let src = format!("docker-archive:{}", t.p("big.tar"));
     for dest in ["oci:a:x", "oci:b:x"] {
-        t.imgsync(&["copy", "--dest-compress", "zstd", &src, dest]).ok();
+        t.imgsync(&["copy", "--dest-compress", "zstd", &src, dest])
+            .ok();
     }
     t.imgsync(&["copy", "--dest-compress", "gzip", &src, "oci:gz:x"])
         .ok();

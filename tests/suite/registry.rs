@@ -238,10 +238,32 @@ fn tls_registry_needs_its_ca() {
     let src = format!("{}:{HELLO}:1.0", hello());
     t.imgsync(&["copy", &src, &dest])
         .fails(EXIT_NETWORK, &[&reg.host, "certificate"]);
-    t.imgsync(&["copy", "--dest-cert-dir", &reg.cert_dir(), &src, &dest])
+    // The registry offers HTTP/2 over TLS (ALPN), and every request of the
+    // push and the pull uses it.
+    let push = t
+        .imgsync(&[
+            "copy",
+            "--debug",
+            "--dest-cert-dir",
+            &reg.cert_dir(),
+            &src,
+            &dest,
+        ])
         .ok();
-    t.imgsync(&["copy", "--src-tls-verify=false", &dest, "oci:l"])
+    let pull = t
+        .imgsync(&["copy", "--debug", "--src-tls-verify=false", &dest, "oci:l"])
         .ok();
+    for run in [&push, &pull] {
+        let requests: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("imgsync: debug: ") && l.contains(" -> "))
+            .collect();
+        assert!(requests.len() >= 3, "{}", run.stderr);
+        for l in requests {
+            assert!(l.ends_with("(HTTP/2.0)"), "not HTTP/2: {l}");
+        }
+    }
     let ca = format!("{}/ca.crt", reg.cert_dir());
     assert_eq!(
         skopeo_digest(&dest, &["--cert-dir", &reg.cert_dir()]),
