@@ -19,8 +19,9 @@
 //! fresh ones taken). Resident memory is about one window plus three
 //! chunks, a few MiB more than zstd's own ring buffer.
 //!
-//! When the reservation is used up, the frame is ended and a new one begins
-//! in a fresh reservation; a zstd stream of several frames decodes as the
+//! A stream longer than [`FIRST`] goes on in multi-threaded frames (see
+//! [`ContiguousZstd`]); a single-threaded frame also ends when its
+//! reservation is used up. A zstd stream of several frames decodes as the
 //! concatenation of their contents (RFC 8878 §3.1), which every layer reader
 //! handles.
 //!
@@ -34,6 +35,7 @@
 use std::ffi::{CStr, c_void};
 use std::io::{self, Read, Write};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use zstd_sys as z;
 
@@ -191,16 +193,91 @@ impl Drop for Ctx {
     }
 }
 
+/// Compression threads in use by the zstd streams of this process.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Input compressed on one thread, as one frame, before a stream goes on in
+/// multi-threaded frames. Most layers end before it.
+const FIRST: u64 = 64 << 20;
+/// Input per multi-threaded frame: the worker count is chosen again at
+/// each, so a large layer left alone at the end takes the idle cores.
+const SEGMENT: u64 = 32 << 20;
+/// zstd job size in multi-threaded frames (measured: 6 % more work than one
+/// thread, output no larger, a few MiB per worker).
+const JOB_SIZE: u32 = 2 << 20;
+/// Most workers one multi-threaded frame takes.
+const MAX_WORKERS: usize = 4;
+
+/// Where frames start, and how many workers they may take.
+#[derive(Clone, Copy)]
+struct Policy {
+    cores: usize,
+    first: u64,
+    segment: u64,
+    /// Workers of every multi-threaded frame, instead of idle cores.
+    workers: Option<usize>,
+}
+
+impl Policy {
+    fn from_machine() -> Self {
+        Policy {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            first: FIRST,
+            segment: SEGMENT,
+            workers: None,
+        }
+    }
+}
+
+/// Threads a stream counts in [`THREADS`].
+struct Held(usize);
+
+impl Held {
+    fn set(&mut self, n: usize) {
+        THREADS.fetch_add(n, Ordering::SeqCst);
+        THREADS.fetch_sub(self.0, Ordering::SeqCst);
+        self.0 = n;
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        THREADS.fetch_sub(self.0, Ordering::SeqCst);
+    }
+}
+
 /// Compresses everything written to it into the inner writer as zstd. See
 /// the module documentation.
 ///
-/// Single-threaded on purpose: layers are compressed in parallel already,
-/// and the output must depend on the input alone (a multi-threaded zstd
-/// frame differs from a single-threaded one), so that compressing the same
-/// layer again gives the same digest.
+/// The first [`FIRST`] bytes are one single-threaded frame over contiguous
+/// input. A larger stream goes on in frames of [`SEGMENT`] bytes, each
+/// compressed by zstd's worker threads, as many as there are idle cores
+/// (at least one): typically the last large layer of an image, left alone
+/// after the others finished, then uses every core. Frame boundaries and
+/// kinds depend on the input's length alone, and a multi-threaded frame's
+/// bytes do not depend on its number of workers, so the same layer always
+/// compresses to the same bytes, on any machine.
 pub struct ContiguousZstd<W: Write> {
-    inner: W,
-    frame: Frame,
+    state: State<W>,
+    level: i32,
+    policy: Policy,
+    held: Held,
+    /// Input taken so far.
+    taken: u64,
+    /// Input offset where the current frame ends.
+    frame_end: u64,
+    buf: Vec<u8>,
+}
+
+enum State<W: Write> {
+    Single(W, Frame),
+    Threaded(zstd::stream::write::Encoder<'static, W>),
+    /// After an error between frames.
+    Broken,
+}
+
+fn broken() -> io::Error {
+    io::Error::other("zstd stream broken by an earlier error")
 }
 
 /// One single-threaded frame over a reservation.
@@ -374,44 +451,125 @@ impl Frame {
 }
 
 impl<W: Write> ContiguousZstd<W> {
-    /// `reserve`: address space per frame, a multiple of [`CHUNK`]. On
-    /// failure the writer is handed back.
+    /// `reserve`: address space per single-threaded frame, a multiple of
+    /// [`CHUNK`]. On failure the writer is handed back.
     pub fn new(inner: W, level: i32, reserve: usize) -> Result<Self, (W, io::Error)> {
-        Self::with_pages(inner, level, reserve, true)
+        Self::with(inner, level, reserve, true, Policy::from_machine())
     }
 
-    fn with_pages(
+    fn with(
         inner: W,
         level: i32,
         reserve: usize,
         move_pages: bool,
+        policy: Policy,
     ) -> Result<Self, (W, io::Error)> {
         match Frame::new(level, reserve, move_pages) {
-            Ok(frame) => Ok(ContiguousZstd { inner, frame }),
+            Ok(frame) => {
+                let mut held = Held(0);
+                held.set(1);
+                Ok(ContiguousZstd {
+                    state: State::Single(inner, frame),
+                    level,
+                    policy,
+                    held,
+                    taken: 0,
+                    frame_end: policy.first,
+                    buf: Vec::new(),
+                })
+            }
             Err(e) => Err((inner, e)),
         }
     }
 
-    /// Ends the stream and returns the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
-        self.frame.compress(&mut self.inner, true)?;
-        self.inner.flush()?;
-        Ok(self.inner)
+    /// Ends the current frame and starts a multi-threaded one.
+    fn next_frame(&mut self) -> io::Result<()> {
+        let mut inner = match std::mem::replace(&mut self.state, State::Broken) {
+            State::Single(mut inner, mut frame) => {
+                frame.compress(&mut inner, true)?;
+                inner
+            }
+            State::Threaded(enc) => enc.finish()?,
+            State::Broken => return Err(broken()),
+        };
+        self.held.set(0);
+        let workers = self.policy.workers.unwrap_or_else(|| {
+            let busy = THREADS.load(Ordering::SeqCst);
+            self.policy.cores.saturating_sub(busy).clamp(1, MAX_WORKERS)
+        });
+        self.held.set(workers);
+        inner.flush()?;
+        let mut enc = zstd::stream::write::Encoder::new(inner, self.level)?;
+        enc.multithread(workers as u32)?;
+        enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(JOB_SIZE))?;
+        self.state = State::Threaded(enc);
+        self.frame_end = self.frame_end.saturating_add(self.policy.segment);
+        Ok(())
     }
 
-    /// Reads `r` to its end, straight into the reservation.
+    /// How much of `n` the current frame takes; starts the next frame when
+    /// the current one is full.
+    fn frame_room(&mut self, n: usize) -> io::Result<usize> {
+        if self.taken == self.frame_end {
+            self.next_frame()?;
+        }
+        Ok((self.frame_end - self.taken).min(n as u64) as usize)
+    }
+
+    /// Ends the stream and returns the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        let mut inner = match std::mem::replace(&mut self.state, State::Broken) {
+            State::Single(mut inner, mut frame) => {
+                frame.compress(&mut inner, true)?;
+                inner
+            }
+            State::Threaded(enc) => enc.finish()?,
+            State::Broken => return Err(broken()),
+        };
+        inner.flush()?;
+        Ok(inner)
+    }
+
+    /// Reads `r` to its end, straight into the reservation while on one
+    /// thread.
     pub fn read_all_from(&mut self, r: &mut dyn Read) -> io::Result<u64> {
         let mut total = 0u64;
         loop {
-            let n = self.frame.room(&mut self.inner, READ)?;
-            let got = match r.read(self.frame.space(n)) {
-                Ok(0) => return Ok(total),
-                Ok(got) => got,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            let cap = self.frame_room(READ)?;
+            let got = match &mut self.state {
+                State::Single(inner, frame) => {
+                    let n = frame.room(inner, cap)?;
+                    let got = read_some(r, frame.space(n))?;
+                    if got > 0 {
+                        frame.wrote(inner, got)?;
+                    }
+                    got
+                }
+                State::Threaded(enc) => {
+                    if self.buf.is_empty() {
+                        self.buf = vec![0; READ];
+                    }
+                    let got = read_some(r, &mut self.buf[..cap])?;
+                    enc.write_all(&self.buf[..got])?;
+                    got
+                }
+                State::Broken => return Err(broken()),
             };
-            self.frame.wrote(&mut self.inner, got)?;
+            if got == 0 {
+                return Ok(total);
+            }
+            self.taken += got as u64;
             total += got as u64;
+        }
+    }
+}
+
+/// One read, retried when interrupted.
+fn read_some(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
         }
     }
 }
@@ -421,9 +579,18 @@ impl<W: Write> Write for ContiguousZstd<W> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let n = self.frame.room(&mut self.inner, buf.len())?;
-        self.frame.space(n).copy_from_slice(&buf[..n]);
-        self.frame.wrote(&mut self.inner, n)?;
+        let cap = self.frame_room(buf.len())?;
+        let n = match &mut self.state {
+            State::Single(inner, frame) => {
+                let n = frame.room(inner, cap)?;
+                frame.space(n).copy_from_slice(&buf[..n]);
+                frame.wrote(inner, n)?;
+                n
+            }
+            State::Threaded(enc) => enc.write(&buf[..cap])?,
+            State::Broken => return Err(broken()),
+        };
+        self.taken += n as u64;
         Ok(n)
     }
 
@@ -431,7 +598,11 @@ impl<W: Write> Write for ContiguousZstd<W> {
         // Input is held until a full step (or the end): flushing a partial
         // block would make the output larger, and nothing downstream needs
         // a compressed prefix early.
-        self.inner.flush()
+        match &mut self.state {
+            State::Single(inner, _) => inner.flush(),
+            State::Threaded(enc) => enc.get_mut().flush(),
+            State::Broken => Err(broken()),
+        }
     }
 }
 
@@ -473,9 +644,27 @@ mod tests {
         compress_with(data, reserve, by_read, true)
     }
 
+    /// One frame per reservation, single-threaded.
+    const SINGLE: Policy = Policy {
+        cores: 1,
+        first: u64::MAX,
+        segment: 0,
+        workers: None,
+    };
+
     fn compress_with(data: &[u8], reserve: usize, by_read: bool, move_pages: bool) -> Vec<u8> {
+        compress_policy(data, reserve, by_read, move_pages, SINGLE)
+    }
+
+    fn compress_policy(
+        data: &[u8],
+        reserve: usize,
+        by_read: bool,
+        move_pages: bool,
+        policy: Policy,
+    ) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut e = ContiguousZstd::with_pages(&mut out, 3, reserve, move_pages)
+        let mut e = ContiguousZstd::with(&mut out, 3, reserve, move_pages, policy)
             .map_err(|(_, e)| e)
             .unwrap();
         if by_read {
@@ -518,13 +707,16 @@ mod tests {
     #[test]
     fn memory_is_reused_not_grown() {
         let data = sample(24 << 20);
-        let mut e = ContiguousZstd::new(io::sink(), 3, DEFAULT_RESERVE)
+        let mut e = ContiguousZstd::with(io::sink(), 3, DEFAULT_RESERVE, true, SINGLE)
             .map_err(|(_, e)| e)
             .unwrap();
         e.read_all_from(&mut &data[..]).unwrap();
         // A window (2 MiB at level 3) and a block behind, a step pending, a
         // read in progress, and chunk rounding: a few MiB, not 24.
-        let fresh = e.frame.fresh;
+        let State::Single(_, frame) = &e.state else {
+            panic!("single-threaded")
+        };
+        let fresh = frame.fresh;
         assert!(fresh <= 7, "{fresh} chunks of fresh memory for 24 MiB");
         e.finish().unwrap();
     }
@@ -549,6 +741,34 @@ mod tests {
             // Frames always split at the same offsets too.
             assert!(compress(&data, 5 << 20, true) == compress(&data, 5 << 20, false));
         }
+    }
+
+    #[test]
+    fn threaded_frames_depend_on_the_input_alone() {
+        // 6 MiB single-threaded, then frames of 4 MiB: 1 + 4 frames.
+        let data = sample(21 << 20);
+        let policy = |workers| Policy {
+            cores: 1,
+            first: 6 << 20,
+            segment: 4 << 20,
+            workers: Some(workers),
+        };
+        let one = compress_policy(&data, DEFAULT_RESERVE, true, true, policy(1));
+        assert_eq!(frames(&one), 5);
+        let three = compress_policy(&data, DEFAULT_RESERVE, false, true, policy(3));
+        assert!(
+            one == three,
+            "worker count or write sizes changed the output"
+        );
+        let single = compress(&data, DEFAULT_RESERVE, true);
+        assert!(one.len() as f64 <= single.len() as f64 * 1.01);
+        // Idle cores, whatever they are, give the same bytes.
+        let idle = Policy {
+            cores: 64,
+            workers: None,
+            ..policy(1)
+        };
+        assert!(compress_policy(&data, DEFAULT_RESERVE, true, true, idle) == one);
     }
 
     #[test]
