@@ -482,8 +482,8 @@ impl<W: Write> ContiguousZstd<W> {
         }
     }
 
-    /// Ends the current frame and starts a multi-threaded one.
-    fn next_frame(&mut self) -> io::Result<()> {
+    /// Ends the current frame and hands back the inner writer, flushed.
+    fn end_frame(&mut self) -> io::Result<W> {
         let mut inner = match std::mem::replace(&mut self.state, State::Broken) {
             State::Single(mut inner, mut frame) => {
                 frame.compress(&mut inner, true)?;
@@ -492,13 +492,19 @@ impl<W: Write> ContiguousZstd<W> {
             State::Threaded(enc) => enc.finish()?,
             State::Broken => return Err(broken()),
         };
+        inner.flush()?;
+        Ok(inner)
+    }
+
+    /// Ends the current frame and starts a multi-threaded one.
+    fn next_frame(&mut self) -> io::Result<()> {
+        let inner = self.end_frame()?;
         self.held.set(0);
         let workers = self.policy.workers.unwrap_or_else(|| {
             let busy = THREADS.load(Ordering::SeqCst);
             self.policy.cores.saturating_sub(busy).clamp(1, MAX_WORKERS)
         });
         self.held.set(workers);
-        inner.flush()?;
         let mut enc = zstd::stream::write::Encoder::new(inner, self.level)?;
         enc.multithread(workers as u32)?;
         enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(JOB_SIZE))?;
@@ -518,16 +524,7 @@ impl<W: Write> ContiguousZstd<W> {
 
     /// Ends the stream and returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
-        let mut inner = match std::mem::replace(&mut self.state, State::Broken) {
-            State::Single(mut inner, mut frame) => {
-                frame.compress(&mut inner, true)?;
-                inner
-            }
-            State::Threaded(enc) => enc.finish()?,
-            State::Broken => return Err(broken()),
-        };
-        inner.flush()?;
-        Ok(inner)
+        self.end_frame()
     }
 
     /// Reads `r` to its end, straight into the reservation while on one
