@@ -8,10 +8,10 @@
 //! 16 % more instructions (5.06 G against 4.23 G for 120 MiB) and gives
 //! slightly larger output.
 //!
-//! [`ContiguousZstd`] gives zstd the whole stream as one contiguous input
-//! instead. It reserves a large range of address space (no memory is
-//! committed for it), writes the stream into it in order, and lets zstd read
-//! it in place (`ZSTD_c_stableInBuffer`). Memory stays bounded: a chunk that
+//! [`ContiguousZstd`] gives zstd the whole frame as one contiguous input
+//! instead. It reserves a range of address space as large as the frame (no
+//! memory is committed for it), writes the stream into it in order, and
+//! lets zstd read it in place (`ZSTD_c_stableInBuffer`). Memory stays bounded: a chunk that
 //! has fallen more than a window (plus a block) behind the compressor can no
 //! longer be referenced, and its pages are moved with `mremap` to just past
 //! the write position, where they are reused: no copy, no page fault, no
@@ -39,9 +39,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use zstd_sys as z;
 
-/// Address space reserved per frame. Nothing is committed for it; only the
-/// chunks in use are readable and writable.
-const DEFAULT_RESERVE: usize = 16 << 30;
+/// Address space reserved for the single-threaded frame, which holds the
+/// first [`FIRST`] bytes. Nothing is committed for it; only the chunks in
+/// use are readable and writable. Each page move splits the mapping, so a
+/// reservation is kept to tens of MiB (a few dozen mappings).
+const DEFAULT_RESERVE: usize = FIRST as usize;
 /// Granularity of commitment and reuse.
 const CHUNK: usize = 1 << 20;
 /// Input handed to zstd per call.
