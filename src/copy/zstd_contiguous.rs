@@ -67,12 +67,23 @@ pub fn encoder<'a, W: Write + 'a>(
 struct Reservation {
     base: NonNull<u8>,
     len: usize,
-    /// Move pages of spare chunks (else release them and take fresh ones).
-    move_pages: bool,
+    pages: Pages,
+}
+
+/// What becomes of the pages of spare chunks.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Pages {
+    /// Moved to the write position.
+    Move,
+    /// Released; the write position takes fresh ones.
+    Release,
+    /// Moved with a call the kernel refuses, to test the way back.
+    #[cfg(test)]
+    FailingMove,
 }
 
 impl Reservation {
-    fn new(len: usize, move_pages: bool) -> io::Result<Self> {
+    fn new(len: usize, pages: Pages) -> io::Result<Self> {
         // SAFETY: a fresh anonymous mapping at an address of the kernel's
         // choosing; it touches no existing memory. PROT_NONE commits nothing.
         let p = unsafe {
@@ -89,17 +100,23 @@ impl Reservation {
             return Err(io::Error::last_os_error());
         }
         let base = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap"))?;
-        Ok(Reservation {
-            base,
-            len,
-            move_pages,
-        })
+        Ok(Reservation { base, len, pages })
     }
 
     fn at(&self, offset: usize) -> *mut u8 {
         debug_assert!(offset <= self.len);
         // SAFETY: within the reservation (or one past its end).
         unsafe { self.base.as_ptr().add(offset) }
+    }
+
+    /// Gives the pages of the spare chunk at `from` back to the system; the
+    /// range stays mapped (reading zeros).
+    fn release(&self, from: usize) {
+        // SAFETY: a whole chunk of the reservation that nobody reads or
+        // writes any more (it is more than a window behind the compressor).
+        unsafe {
+            libc::madvise(self.at(from).cast::<c_void>(), CHUNK, libc::MADV_DONTNEED);
+        }
     }
 
     /// Makes the chunk at `offset` usable, with the pages of the spare chunk
@@ -110,8 +127,16 @@ impl Reservation {
     /// Pages are therefore moved with `MREMAP_DONTUNMAP` (Linux 5.7), which
     /// leaves the old range mapped and empty; without it, the spare chunk's
     /// pages are released and the new chunk gets fresh ones.
-    fn commit(&self, offset: usize, spare: Option<usize>) -> io::Result<bool> {
-        if let Some(from) = spare.filter(|_| self.move_pages) {
+    fn commit(&mut self, offset: usize, spare: Option<usize>) -> io::Result<bool> {
+        if let Some(from) = spare.filter(|_| self.pages != Pages::Release) {
+            let flags = libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED | libc::MREMAP_DONTUNMAP;
+            #[cfg(test)]
+            let flags = if self.pages == Pages::FailingMove {
+                // DONTUNMAP needs MAYMOVE: refused before anything is done.
+                libc::MREMAP_FIXED | libc::MREMAP_DONTUNMAP
+            } else {
+                flags
+            };
             // SAFETY: both ranges are whole chunks inside the reservation;
             // `from` is no longer read by anyone (it is more than a window
             // behind the compressor) and `offset` holds nothing yet. The
@@ -122,20 +147,39 @@ impl Reservation {
                     self.at(from).cast::<c_void>(),
                     CHUNK,
                     CHUNK,
-                    libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED | libc::MREMAP_DONTUNMAP,
+                    flags,
                     self.at(offset).cast::<c_void>(),
                 )
             };
             if p != libc::MAP_FAILED {
                 return Ok(true);
             }
+            // Not supported here (before Linux 5.7), or failed. A failed
+            // move may already have unmapped the target range: map fresh
+            // pages over it in place, so that no hole is left, and stop
+            // moving pages.
+            self.pages = Pages::Release;
+            // SAFETY: a whole chunk of the reservation, holding nothing;
+            // MAP_FIXED replaces what is there (our own reserved range, or
+            // the hole a failed move left in it) in one step.
+            let q = unsafe {
+                libc::mmap(
+                    self.at(offset).cast::<c_void>(),
+                    CHUNK,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            self.release(from);
+            if q == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            return Ok(false);
         }
         if let Some(from) = spare {
-            // SAFETY: a whole chunk of the reservation nobody reads any more;
-            // its pages go back to the system, the range stays mapped.
-            unsafe {
-                libc::madvise(self.at(from).cast::<c_void>(), CHUNK, libc::MADV_DONTNEED);
-            }
+            self.release(from);
         }
         // SAFETY: a whole chunk inside the reservation that holds nothing.
         let r = unsafe {
@@ -304,7 +348,7 @@ struct Frame {
 }
 
 impl Frame {
-    fn new(level: i32, reserve: usize, move_pages: bool) -> io::Result<Self> {
+    fn new(level: i32, reserve: usize, pages: Pages) -> io::Result<Self> {
         // SAFETY: returns a new context or null.
         let ctx = NonNull::new(unsafe { z::ZSTD_createCCtx() })
             .ok_or_else(|| io::Error::other("zstd: cannot create a context"))?;
@@ -329,7 +373,7 @@ impl Frame {
         }
         Ok(Frame {
             ctx,
-            region: Reservation::new(reserve, move_pages)?,
+            region: Reservation::new(reserve, pages)?,
             filled: 0,
             given: 0,
             committed: 0,
@@ -357,7 +401,7 @@ impl Frame {
                     z::ZSTD_ResetDirective::ZSTD_reset_session_only,
                 )
             })?;
-            self.region = Reservation::new(self.region.len, self.region.move_pages)?;
+            self.region = Reservation::new(self.region.len, self.region.pages)?;
             self.filled = 0;
             self.given = 0;
             self.committed = 0;
@@ -456,17 +500,17 @@ impl<W: Write> ContiguousZstd<W> {
     /// `reserve`: address space per single-threaded frame, a multiple of
     /// [`CHUNK`]. On failure the writer is handed back.
     pub fn new(inner: W, level: i32, reserve: usize) -> Result<Self, (W, io::Error)> {
-        Self::with(inner, level, reserve, true, Policy::from_machine())
+        Self::with(inner, level, reserve, Pages::Move, Policy::from_machine())
     }
 
     fn with(
         inner: W,
         level: i32,
         reserve: usize,
-        move_pages: bool,
+        pages: Pages,
         policy: Policy,
     ) -> Result<Self, (W, io::Error)> {
-        match Frame::new(level, reserve, move_pages) {
+        match Frame::new(level, reserve, pages) {
             Ok(frame) => {
                 let mut held = Held(0);
                 held.set(1);
@@ -640,7 +684,7 @@ mod tests {
     }
 
     fn compress(data: &[u8], reserve: usize, by_read: bool) -> Vec<u8> {
-        compress_with(data, reserve, by_read, true)
+        compress_with(data, reserve, by_read, Pages::Move)
     }
 
     /// One frame per reservation, single-threaded.
@@ -651,19 +695,19 @@ mod tests {
         workers: None,
     };
 
-    fn compress_with(data: &[u8], reserve: usize, by_read: bool, move_pages: bool) -> Vec<u8> {
-        compress_policy(data, reserve, by_read, move_pages, SINGLE)
+    fn compress_with(data: &[u8], reserve: usize, by_read: bool, pages: Pages) -> Vec<u8> {
+        compress_policy(data, reserve, by_read, pages, SINGLE)
     }
 
     fn compress_policy(
         data: &[u8],
         reserve: usize,
         by_read: bool,
-        move_pages: bool,
+        pages: Pages,
         policy: Policy,
     ) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut e = ContiguousZstd::with(&mut out, 3, reserve, move_pages, policy)
+        let mut e = ContiguousZstd::with(&mut out, 3, reserve, pages, policy)
             .map_err(|(_, e)| e)
             .unwrap();
         if by_read {
@@ -706,7 +750,7 @@ mod tests {
     #[test]
     fn memory_is_reused_not_grown() {
         let data = sample(24 << 20);
-        let mut e = ContiguousZstd::with(io::sink(), 3, DEFAULT_RESERVE, true, SINGLE)
+        let mut e = ContiguousZstd::with(io::sink(), 3, DEFAULT_RESERVE, Pages::Move, SINGLE)
             .map_err(|(_, e)| e)
             .unwrap();
         e.read_all_from(&mut &data[..]).unwrap();
@@ -752,9 +796,9 @@ mod tests {
             segment: 4 << 20,
             workers: Some(workers),
         };
-        let one = compress_policy(&data, DEFAULT_RESERVE, true, true, policy(1));
+        let one = compress_policy(&data, DEFAULT_RESERVE, true, Pages::Move, policy(1));
         assert_eq!(frames(&one), 5);
-        let three = compress_policy(&data, DEFAULT_RESERVE, false, true, policy(3));
+        let three = compress_policy(&data, DEFAULT_RESERVE, false, Pages::Move, policy(3));
         assert!(
             one == three,
             "worker count or write sizes changed the output"
@@ -767,7 +811,7 @@ mod tests {
             workers: None,
             ..policy(1)
         };
-        assert!(compress_policy(&data, DEFAULT_RESERVE, true, true, idle) == one);
+        assert!(compress_policy(&data, DEFAULT_RESERVE, true, Pages::Move, idle) == one);
     }
 
     #[test]
@@ -788,10 +832,12 @@ mod tests {
                 std::thread::spawn(move || {
                     for round in 0..3 {
                         let junk = vec![i as u8 + round; 3 << 20];
-                        // Half the streams release pages instead of moving
-                        // them, as on kernels before 5.7.
+                        // Some streams release pages instead of moving them,
+                        // as on kernels before 5.7, or find the kernel
+                        // refusing the move and fall back.
                         let by_read = (i + round as usize).is_multiple_of(2);
-                        let out = compress_with(&data, 5 << 20, by_read, i.is_multiple_of(2));
+                        let pages = [Pages::Move, Pages::Release, Pages::FailingMove][i % 3];
+                        let out = compress_with(&data, 5 << 20, by_read, pages);
                         assert_eq!(frames(&out), 3);
                         assert!(junk.iter().all(|&b| b == i as u8 + round));
                     }
