@@ -68,6 +68,8 @@ struct Reservation {
     base: NonNull<u8>,
     len: usize,
     pages: Pages,
+    /// A failed page move left the range in an unknown state.
+    lost: bool,
 }
 
 /// What becomes of the pages of spare chunks.
@@ -100,7 +102,12 @@ impl Reservation {
             return Err(io::Error::last_os_error());
         }
         let base = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap"))?;
-        Ok(Reservation { base, len, pages })
+        Ok(Reservation {
+            base,
+            len,
+            pages,
+            lost: false,
+        })
     }
 
     fn at(&self, offset: usize) -> *mut u8 {
@@ -109,13 +116,23 @@ impl Reservation {
         unsafe { self.base.as_ptr().add(offset) }
     }
 
-    /// Gives the pages of the spare chunk at `from` back to the system; the
-    /// range stays mapped (reading zeros).
+    /// Gives the pages of the spare chunk at `from` back to the system and
+    /// makes it inaccessible again, as it was before it was committed.
     fn release(&self, from: usize) {
         // SAFETY: a whole chunk of the reservation that nobody reads or
         // writes any more (it is more than a window behind the compressor).
         unsafe {
             libc::madvise(self.at(from).cast::<c_void>(), CHUNK, libc::MADV_DONTNEED);
+        }
+        self.close(from);
+    }
+
+    /// Makes a vacated chunk inaccessible: the process's data size stays
+    /// flat, and any read of it would fault rather than see zeros.
+    fn close(&self, from: usize) {
+        // SAFETY: a whole chunk of the reservation nobody uses any more.
+        unsafe {
+            libc::mprotect(self.at(from).cast::<c_void>(), CHUNK, libc::PROT_NONE);
         }
     }
 
@@ -125,9 +142,12 @@ impl Reservation {
     /// The reservation never has a hole: another thread's mapping could be
     /// placed in one, and unmapping the reservation would then take it too.
     /// Pages are therefore moved with `MREMAP_DONTUNMAP` (Linux 5.7), which
-    /// leaves the old range mapped and empty; without it, the spare chunk's
-    /// pages are released and the new chunk gets fresh ones.
+    /// leaves the old range mapped; without it, the spare chunk's pages are
+    /// released and the new chunk gets fresh ones.
     fn commit(&mut self, offset: usize, spare: Option<usize>) -> io::Result<bool> {
+        if self.lost {
+            return Err(io::Error::other("zstd buffer mapping lost"));
+        }
         if let Some(from) = spare.filter(|_| self.pages != Pages::Release) {
             let flags = libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED | libc::MREMAP_DONTUNMAP;
             #[cfg(test)]
@@ -152,36 +172,42 @@ impl Reservation {
                 )
             };
             if p != libc::MAP_FAILED {
+                self.close(from);
                 return Ok(true);
             }
-            // Not supported here (before Linux 5.7), or failed. A failed
-            // move may already have unmapped the target range: map fresh
-            // pages over it in place, so that no hole is left, and stop
-            // moving pages.
+            let err = io::Error::last_os_error();
             self.pages = Pages::Release;
-            // SAFETY: a whole chunk of the reservation, holding nothing;
-            // MAP_FIXED replaces what is there (our own reserved range, or
-            // the hole a failed move left in it) in one step.
-            let q = unsafe {
-                libc::mmap(
-                    self.at(offset).cast::<c_void>(),
-                    CHUNK,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
-                    -1,
-                    0,
-                )
-            };
             self.release(from);
-            if q == libc::MAP_FAILED {
-                return Err(io::Error::last_os_error());
+            if err.raw_os_error() != Some(libc::EINVAL) {
+                // The kernel may have unmapped the target range before it
+                // failed. Fill the hole if it is one; if something is
+                // mapped there, it may be another thread's: leave it, and
+                // never unmap the whole reservation.
+                // SAFETY: MAP_FIXED_NOREPLACE maps only where nothing is.
+                let q = unsafe {
+                    libc::mmap(
+                        self.at(offset).cast::<c_void>(),
+                        CHUNK,
+                        libc::PROT_NONE,
+                        libc::MAP_PRIVATE
+                            | libc::MAP_ANONYMOUS
+                            | libc::MAP_NORESERVE
+                            | libc::MAP_FIXED_NOREPLACE,
+                        -1,
+                        0,
+                    )
+                };
+                if q == libc::MAP_FAILED || q != self.at(offset).cast::<c_void>() {
+                    self.lost = true;
+                    return Err(err);
+                }
             }
-            return Ok(false);
-        }
-        if let Some(from) = spare {
+            // EINVAL (no MREMAP_DONTUNMAP before Linux 5.7) is returned
+            // before anything is changed: the target is still ours.
+        } else if let Some(from) = spare {
             self.release(from);
         }
-        // SAFETY: a whole chunk inside the reservation that holds nothing.
+        // SAFETY: a whole chunk of the reservation that holds nothing.
         let r = unsafe {
             libc::mprotect(
                 self.at(offset).cast::<c_void>(),
@@ -198,6 +224,11 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
+        if self.lost {
+            // Part of the range may belong to someone else now: leaving the
+            // rest mapped costs address space, not memory.
+            return;
+        }
         // SAFETY: the mapping made in `new`: pages were only ever moved
         // within it, so it covers exactly this range and nothing else.
         unsafe {
@@ -576,35 +607,94 @@ impl<W: Write> ContiguousZstd<W> {
     /// Reads `r` to its end, straight into the reservation while on one
     /// thread.
     pub fn read_all_from(&mut self, r: &mut dyn Read) -> io::Result<u64> {
+        let result = self.read_all(r);
+        if result.is_err() {
+            // zstd's context is undefined after an error, and the input
+            // incomplete: nothing more may be done with this stream.
+            self.state = State::Broken;
+        }
+        result
+    }
+
+    /// Whether the next byte starts a new frame (multi-threaded, or in a
+    /// new reservation).
+    fn at_boundary(&self) -> bool {
+        self.taken == self.frame_end
+            || matches!(&self.state, State::Single(_, f) if f.filled == f.region.len)
+    }
+
+    fn read_all(&mut self, r: &mut dyn Read) -> io::Result<u64> {
         let mut total = 0u64;
         loop {
-            let cap = self.frame_room(READ)?;
-            let got = match &mut self.state {
-                State::Single(inner, frame) => {
-                    let n = frame.room(inner, cap)?;
-                    let got = read_some(r, frame.space(n))?;
-                    if got > 0 {
-                        frame.wrote(inner, got)?;
-                    }
-                    got
+            if self.at_boundary() || !matches!(self.state, State::Single(..)) {
+                // Through a buffer: a new frame starts only once there are
+                // bytes for it, so the frames do not depend on read sizes.
+                if self.buf.is_empty() {
+                    self.buf = vec![0; READ];
                 }
-                State::Threaded(enc) => {
-                    if self.buf.is_empty() {
-                        self.buf = vec![0; READ];
-                    }
-                    let got = read_some(r, &mut self.buf[..cap])?;
-                    enc.write_all(&self.buf[..got])?;
-                    got
+                let mut buf = std::mem::take(&mut self.buf);
+                let got = read_some(r, &mut buf).and_then(|got| checked(got, buf.len()));
+                let written = got
+                    .as_ref()
+                    .map_or(Ok(()), |&got| self.write_all_of(&buf[..got]));
+                self.buf = buf;
+                let got = got?;
+                written?;
+                if got == 0 {
+                    return Ok(total);
                 }
-                State::Broken => return Err(broken()),
+                total += got as u64;
+                continue;
+            }
+            let cap = (self.frame_end - self.taken).min(READ as u64) as usize;
+            let State::Single(inner, frame) = &mut self.state else {
+                unreachable!("checked above");
             };
+            let n = frame.room(inner, cap)?;
+            let got = checked(read_some(r, frame.space(n))?, n)?;
             if got == 0 {
                 return Ok(total);
             }
+            frame.wrote(inner, got)?;
             self.taken += got as u64;
             total += got as u64;
         }
     }
+
+    fn write_all_of(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.write_some(buf)?;
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    fn write_some(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let cap = self.frame_room(buf.len())?;
+        let n = match &mut self.state {
+            State::Single(inner, frame) => {
+                let n = frame.room(inner, cap)?;
+                frame.space(n).copy_from_slice(&buf[..n]);
+                frame.wrote(inner, n)?;
+                n
+            }
+            State::Threaded(enc) => enc.write(&buf[..cap])?,
+            State::Broken => return Err(broken()),
+        };
+        self.taken += n as u64;
+        Ok(n)
+    }
+}
+
+/// A read's count, refused when larger than the buffer it was given (a
+/// broken reader must not move the write position past committed memory).
+fn checked(got: usize, room: usize) -> io::Result<usize> {
+    if got > room {
+        return Err(io::Error::other(
+            "a reader returned more bytes than it was given room for",
+        ));
+    }
+    Ok(got)
 }
 
 /// One read, retried when interrupted.
@@ -622,30 +712,27 @@ impl<W: Write> Write for ContiguousZstd<W> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let cap = self.frame_room(buf.len())?;
-        let n = match &mut self.state {
-            State::Single(inner, frame) => {
-                let n = frame.room(inner, cap)?;
-                frame.space(n).copy_from_slice(&buf[..n]);
-                frame.wrote(inner, n)?;
-                n
-            }
-            State::Threaded(enc) => enc.write(&buf[..cap])?,
-            State::Broken => return Err(broken()),
-        };
-        self.taken += n as u64;
-        Ok(n)
+        let result = self.write_some(buf);
+        if result.is_err() {
+            // zstd's context is undefined after an error.
+            self.state = State::Broken;
+        }
+        result
     }
 
     fn flush(&mut self) -> io::Result<()> {
         // Input is held until a full step (or the end): flushing a partial
         // block would make the output larger, and nothing downstream needs
         // a compressed prefix early.
-        match &mut self.state {
+        let result = match &mut self.state {
             State::Single(inner, _) => inner.flush(),
             State::Threaded(enc) => enc.get_mut().flush(),
             State::Broken => Err(broken()),
+        };
+        if result.is_err() {
+            self.state = State::Broken;
         }
+        result
     }
 }
 
@@ -812,6 +899,78 @@ mod tests {
             ..policy(1)
         };
         assert!(compress_policy(&data, DEFAULT_RESERVE, true, Pages::Move, idle) == one);
+    }
+
+    #[test]
+    fn streams_ending_exactly_at_a_frame_boundary() {
+        let policy = Policy {
+            cores: 1,
+            first: 6 << 20,
+            segment: 4 << 20,
+            workers: Some(2),
+        };
+        for len in [6 << 20, 10 << 20] {
+            let data = sample(len);
+            let by_read = compress_policy(&data, DEFAULT_RESERVE, true, Pages::Move, policy);
+            let by_write = compress_policy(&data, DEFAULT_RESERVE, false, Pages::Move, policy);
+            assert!(by_read == by_write, "{len}: no empty frame at the end");
+            assert_eq!(frames(&by_read), 1 + (len - (6 << 20)) / (4 << 20));
+        }
+        // The same at the end of a reservation.
+        let data = sample(10 << 20);
+        let by_read = compress_with(&data, 5 << 20, true, Pages::Move);
+        assert!(by_read == compress_with(&data, 5 << 20, false, Pages::Move));
+        assert_eq!(frames(&by_read), 2);
+    }
+
+    /// Claims to have read more than it was given room for.
+    struct Liar;
+
+    impl Read for Liar {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            Ok(buf.len() + 1)
+        }
+    }
+
+    /// Fails once it has taken `left` bytes.
+    struct Failing {
+        left: usize,
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if buf.len() > self.left {
+                return Err(io::Error::other("disk full"));
+            }
+            self.left -= buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_reader_claiming_too_much_is_refused() {
+        let mut e = ContiguousZstd::new(io::sink(), 3, DEFAULT_RESERVE)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        let err = e.read_all_from(&mut Liar).unwrap_err();
+        assert!(err.to_string().contains("more bytes"), "{err}");
+        assert!(e.write_all(b"more").is_err(), "the stream is broken now");
+    }
+
+    #[test]
+    fn after_an_error_the_stream_refuses_everything() {
+        let data = sample(4 << 20);
+        let mut e = ContiguousZstd::new(Failing { left: 100_000 }, 3, DEFAULT_RESERVE)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        let err = e.write_all(&data).unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        let again = e.write(b"x").unwrap_err();
+        assert!(again.to_string().contains("broken"), "{again}");
+        assert!(e.finish().is_err());
     }
 
     #[test]
