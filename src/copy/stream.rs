@@ -259,8 +259,7 @@ pub fn encoder<'a, W: Write + 'a>(
     Ok(match c {
         Compression::None => Box::new(Plain(w)),
         Compression::Gzip => Box::new(ParallelGzip::new(w, level.unwrap_or(DEFAULT_GZIP_LEVEL))),
-        // Single-threaded: layers are compressed in parallel already, and
-        // multi-threaded zstd buffers grow memory per layer.
+        // Reproducible output, threads only for large layers: see the module.
         #[cfg(target_os = "linux")]
         Compression::Zstd => super::zstd_contiguous::encoder(w, level.unwrap_or(3))?,
         #[cfg(not(target_os = "linux"))]
@@ -277,14 +276,22 @@ pub trait FinishWrite: Write {
         let mut buf = vec![0u8; COPY_BUF];
         let mut total = 0u64;
         loop {
-            let n = match r.read(&mut buf) {
-                Ok(0) => return Ok(total),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
+            let n = read_some(r, &mut buf)?;
+            if n == 0 {
+                return Ok(total);
+            }
             self.write_all(&buf[..n])?;
             total += n as u64;
+        }
+    }
+}
+
+/// One read, retried when interrupted.
+pub(super) fn read_some(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
         }
     }
 }

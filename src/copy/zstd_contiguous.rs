@@ -20,8 +20,8 @@
 //! chunks, a few MiB more than zstd's own ring buffer.
 //!
 //! A stream longer than [`FIRST`] goes on in multi-threaded frames (see
-//! [`ContiguousZstd`]); a single-threaded frame also ends when its
-//! reservation is used up. A zstd stream of several frames decodes as the
+//! [`ContiguousZstd`]); the reservation holds exactly the single-threaded
+//! frame. A zstd stream of several frames decodes as the
 //! concatenation of their contents (RFC 8878 §3.1), which every layer reader
 //! handles.
 //!
@@ -39,11 +39,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use zstd_sys as z;
 
-/// Address space reserved for the single-threaded frame, which holds the
-/// first [`FIRST`] bytes. Nothing is committed for it; only the chunks in
-/// use are readable and writable. Each page move splits the mapping, so a
-/// reservation is kept to tens of MiB (a few dozen mappings).
-const DEFAULT_RESERVE: usize = FIRST as usize;
+use super::stream::read_some;
+
 /// Granularity of commitment and reuse.
 const CHUNK: usize = 1 << 20;
 /// Input handed to zstd per call.
@@ -57,7 +54,7 @@ pub fn encoder<'a, W: Write + 'a>(
     w: W,
     level: i32,
 ) -> io::Result<Box<dyn super::stream::FinishWrite + 'a>> {
-    match ContiguousZstd::new(w, level, DEFAULT_RESERVE) {
+    match ContiguousZstd::new(w, level) {
         Ok(e) => Ok(Box::new(e)),
         Err((w, _)) => Ok(Box::new(zstd::stream::write::Encoder::new(w, level)?)),
     }
@@ -400,7 +397,7 @@ impl Frame {
         // compresses, and holds back less than a block of what it was given.
         let history = window + z::ZSTD_BLOCKSIZE_MAX as usize;
         if reserve < 4 * CHUNK || !reserve.is_multiple_of(CHUNK) || reserve < 2 * history {
-            return Err(io::Error::other("zstd reservation too small"));
+            return Err(io::Error::other("zstd: single-threaded frame too short"));
         }
         Ok(Frame {
             ctx,
@@ -418,27 +415,9 @@ impl Frame {
     }
 
     /// Makes room for up to `n` more bytes at the write position (at most
-    /// [`READ`], and never past the end of the reservation) and returns how
-    /// many. When the reservation is full, ends the frame into `inner` and
-    /// starts a new one in a fresh reservation: frames always hold exactly
-    /// a reservation of input, whatever the sizes of the writes.
-    fn room(&mut self, inner: &mut dyn Write, n: usize) -> io::Result<usize> {
-        if self.filled == self.region.len {
-            self.compress(inner, true)?;
-            // SAFETY: the context is ours; starts the next frame afresh.
-            Ctx::check(unsafe {
-                z::ZSTD_CCtx_reset(
-                    self.ctx.0.as_ptr(),
-                    z::ZSTD_ResetDirective::ZSTD_reset_session_only,
-                )
-            })?;
-            self.region = Reservation::new(self.region.len, self.region.pages)?;
-            self.filled = 0;
-            self.given = 0;
-            self.committed = 0;
-            self.released = 0;
-            self.spare.clear();
-        }
+    /// [`READ`], and never past the end of the reservation, which is the
+    /// end of the frame) and returns how many.
+    fn room(&mut self, n: usize) -> io::Result<usize> {
         let n = n.min(READ).min(self.region.len - self.filled);
         while self.committed < self.filled + n {
             let spare = self.spare.pop();
@@ -528,19 +507,15 @@ impl Frame {
 }
 
 impl<W: Write> ContiguousZstd<W> {
-    /// `reserve`: address space per single-threaded frame, a multiple of
-    /// [`CHUNK`]. On failure the writer is handed back.
-    pub fn new(inner: W, level: i32, reserve: usize) -> Result<Self, (W, io::Error)> {
-        Self::with(inner, level, reserve, Pages::Move, Policy::from_machine())
+    /// On failure the writer is handed back.
+    pub fn new(inner: W, level: i32) -> Result<Self, (W, io::Error)> {
+        Self::with(inner, level, Pages::Move, Policy::from_machine())
     }
 
-    fn with(
-        inner: W,
-        level: i32,
-        reserve: usize,
-        pages: Pages,
-        policy: Policy,
-    ) -> Result<Self, (W, io::Error)> {
+    /// The single-threaded frame's reservation is exactly `policy.first`
+    /// bytes (a multiple of [`CHUNK`]): the frame ends where it is full.
+    fn with(inner: W, level: i32, pages: Pages, policy: Policy) -> Result<Self, (W, io::Error)> {
+        let reserve = usize::try_from(policy.first).unwrap_or(usize::MAX);
         match Frame::new(level, reserve, pages) {
             Ok(frame) => {
                 let mut held = Held(0);
@@ -616,17 +591,10 @@ impl<W: Write> ContiguousZstd<W> {
         result
     }
 
-    /// Whether the next byte starts a new frame (multi-threaded, or in a
-    /// new reservation).
-    fn at_boundary(&self) -> bool {
-        self.taken == self.frame_end
-            || matches!(&self.state, State::Single(_, f) if f.filled == f.region.len)
-    }
-
     fn read_all(&mut self, r: &mut dyn Read) -> io::Result<u64> {
         let mut total = 0u64;
         loop {
-            if self.at_boundary() || !matches!(self.state, State::Single(..)) {
+            if self.taken == self.frame_end || !matches!(self.state, State::Single(..)) {
                 // Through a buffer: a new frame starts only once there are
                 // bytes for it, so the frames do not depend on read sizes.
                 if self.buf.is_empty() {
@@ -650,7 +618,7 @@ impl<W: Write> ContiguousZstd<W> {
             let State::Single(inner, frame) = &mut self.state else {
                 unreachable!("checked above");
             };
-            let n = frame.room(inner, cap)?;
+            let n = frame.room(cap)?;
             let got = checked(read_some(r, frame.space(n))?, n)?;
             if got == 0 {
                 return Ok(total);
@@ -673,7 +641,7 @@ impl<W: Write> ContiguousZstd<W> {
         let cap = self.frame_room(buf.len())?;
         let n = match &mut self.state {
             State::Single(inner, frame) => {
-                let n = frame.room(inner, cap)?;
+                let n = frame.room(cap)?;
                 frame.space(n).copy_from_slice(&buf[..n]);
                 frame.wrote(inner, n)?;
                 n
@@ -695,16 +663,6 @@ fn checked(got: usize, room: usize) -> io::Result<usize> {
         ));
     }
     Ok(got)
-}
-
-/// One read, retried when interrupted.
-fn read_some(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match r.read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
 }
 
 impl<W: Write> Write for ContiguousZstd<W> {
@@ -770,31 +728,25 @@ mod tests {
         v
     }
 
-    fn compress(data: &[u8], reserve: usize, by_read: bool) -> Vec<u8> {
-        compress_with(data, reserve, by_read, Pages::Move)
+    /// A single-threaded frame of `first` bytes, then multi-threaded
+    /// frames of `segment` bytes with one worker.
+    fn frames_of(first: u64, segment: u64) -> Policy {
+        Policy {
+            cores: 1,
+            first,
+            segment,
+            workers: Some(1),
+        }
     }
 
-    /// One frame per reservation, single-threaded.
-    const SINGLE: Policy = Policy {
-        cores: 1,
-        first: u64::MAX,
-        segment: 0,
-        workers: None,
-    };
-
-    fn compress_with(data: &[u8], reserve: usize, by_read: bool, pages: Pages) -> Vec<u8> {
-        compress_policy(data, reserve, by_read, pages, SINGLE)
+    /// The machine's policy: one frame up to 64 MiB.
+    fn compress(data: &[u8], by_read: bool) -> Vec<u8> {
+        compress_policy(data, by_read, Pages::Move, Policy::from_machine())
     }
 
-    fn compress_policy(
-        data: &[u8],
-        reserve: usize,
-        by_read: bool,
-        pages: Pages,
-        policy: Policy,
-    ) -> Vec<u8> {
+    fn compress_policy(data: &[u8], by_read: bool, pages: Pages, policy: Policy) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut e = ContiguousZstd::with(&mut out, 3, reserve, pages, policy)
+        let mut e = ContiguousZstd::with(&mut out, 3, pages, policy)
             .map_err(|(_, e)| e)
             .unwrap();
         if by_read {
@@ -823,7 +775,7 @@ mod tests {
     #[test]
     fn long_stream_round_trips_in_one_frame_no_larger_than_zstd_streaming() {
         let data = sample(24 << 20);
-        let ours = compress(&data, DEFAULT_RESERVE, true);
+        let ours = compress(&data, true);
         assert_eq!(frames(&ours), 1);
         let theirs = zstd::stream::encode_all(&data[..], 3).unwrap();
         assert!(
@@ -837,7 +789,7 @@ mod tests {
     #[test]
     fn memory_is_reused_not_grown() {
         let data = sample(24 << 20);
-        let mut e = ContiguousZstd::with(io::sink(), 3, DEFAULT_RESERVE, Pages::Move, SINGLE)
+        let mut e = ContiguousZstd::new(io::sink(), 3)
             .map_err(|(_, e)| e)
             .unwrap();
         e.read_all_from(&mut &data[..]).unwrap();
@@ -852,24 +804,16 @@ mod tests {
     }
 
     #[test]
-    fn reservation_used_up_starts_new_frames() {
-        let data = sample(21 << 20);
-        // 8 MiB per frame: three frames, pages reused within each.
-        let out = compress(&data, 8 << 20, false);
-        assert_eq!(frames(&out), 3);
-    }
-
-    #[test]
     fn same_input_same_output() {
-        // Digests of recompressed layers must not change between runs.
-        // Whatever the sizes of the writes, and with the input a whole
-        // number of steps or not.
+        // Digests of recompressed layers must not change between runs:
+        // whatever the sizes of the reads or writes, with the input a whole
+        // number of steps or not, and across a frame boundary.
         for len in [6 << 20, (6 << 20) + 12345] {
             let data = sample(len);
-            let by_read = compress(&data, DEFAULT_RESERVE, true);
-            assert!(by_read == compress(&data, DEFAULT_RESERVE, false));
-            // Frames always split at the same offsets too.
-            assert!(compress(&data, 5 << 20, true) == compress(&data, 5 << 20, false));
+            assert!(compress(&data, true) == compress(&data, false));
+            let split = frames_of(5 << 20, 4 << 20);
+            let by_read = compress_policy(&data, true, Pages::Move, split);
+            assert!(by_read == compress_policy(&data, false, Pages::Move, split));
         }
     }
 
@@ -878,19 +822,17 @@ mod tests {
         // 6 MiB single-threaded, then frames of 4 MiB: 1 + 4 frames.
         let data = sample(21 << 20);
         let policy = |workers| Policy {
-            cores: 1,
-            first: 6 << 20,
-            segment: 4 << 20,
             workers: Some(workers),
+            ..frames_of(6 << 20, 4 << 20)
         };
-        let one = compress_policy(&data, DEFAULT_RESERVE, true, Pages::Move, policy(1));
+        let one = compress_policy(&data, true, Pages::Move, policy(1));
         assert_eq!(frames(&one), 5);
-        let three = compress_policy(&data, DEFAULT_RESERVE, false, Pages::Move, policy(3));
+        let three = compress_policy(&data, false, Pages::Move, policy(3));
         assert!(
             one == three,
             "worker count or write sizes changed the output"
         );
-        let single = compress(&data, DEFAULT_RESERVE, true);
+        let single = compress(&data, true);
         assert!(one.len() as f64 <= single.len() as f64 * 1.01);
         // Idle cores, whatever they are, give the same bytes.
         let idle = Policy {
@@ -898,29 +840,19 @@ mod tests {
             workers: None,
             ..policy(1)
         };
-        assert!(compress_policy(&data, DEFAULT_RESERVE, true, Pages::Move, idle) == one);
+        assert!(compress_policy(&data, true, Pages::Move, idle) == one);
     }
 
     #[test]
     fn streams_ending_exactly_at_a_frame_boundary() {
-        let policy = Policy {
-            cores: 1,
-            first: 6 << 20,
-            segment: 4 << 20,
-            workers: Some(2),
-        };
+        let policy = frames_of(6 << 20, 4 << 20);
         for len in [6 << 20, 10 << 20] {
             let data = sample(len);
-            let by_read = compress_policy(&data, DEFAULT_RESERVE, true, Pages::Move, policy);
-            let by_write = compress_policy(&data, DEFAULT_RESERVE, false, Pages::Move, policy);
+            let by_read = compress_policy(&data, true, Pages::Move, policy);
+            let by_write = compress_policy(&data, false, Pages::Move, policy);
             assert!(by_read == by_write, "{len}: no empty frame at the end");
             assert_eq!(frames(&by_read), 1 + (len - (6 << 20)) / (4 << 20));
         }
-        // The same at the end of a reservation.
-        let data = sample(10 << 20);
-        let by_read = compress_with(&data, 5 << 20, true, Pages::Move);
-        assert!(by_read == compress_with(&data, 5 << 20, false, Pages::Move));
-        assert_eq!(frames(&by_read), 2);
     }
 
     /// Claims to have read more than it was given room for.
@@ -952,7 +884,7 @@ mod tests {
 
     #[test]
     fn a_reader_claiming_too_much_is_refused() {
-        let mut e = ContiguousZstd::new(io::sink(), 3, DEFAULT_RESERVE)
+        let mut e = ContiguousZstd::new(io::sink(), 3)
             .map_err(|(_, e)| e)
             .unwrap();
         let err = e.read_all_from(&mut Liar).unwrap_err();
@@ -963,7 +895,7 @@ mod tests {
     #[test]
     fn after_an_error_the_stream_refuses_everything() {
         let data = sample(4 << 20);
-        let mut e = ContiguousZstd::new(Failing { left: 100_000 }, 3, DEFAULT_RESERVE)
+        let mut e = ContiguousZstd::new(Failing { left: 100_000 }, 3)
             .map_err(|(_, e)| e)
             .unwrap();
         let err = e.write_all(&data).unwrap_err();
@@ -976,14 +908,15 @@ mod tests {
     #[test]
     fn empty_and_tiny_streams() {
         for len in [0, 1, 100, 200 << 10] {
-            compress(&sample(len), DEFAULT_RESERVE, len.is_multiple_of(2));
+            compress(&sample(len), len.is_multiple_of(2));
         }
     }
 
     #[test]
     fn parallel_streams_keep_to_their_own_memory() {
-        // Frames turn over (reservations are unmapped and made again) while
-        // other threads map and unmap memory of their own.
+        // Reservations are made, have their pages moved, and are unmapped
+        // (at the end of each single-threaded frame) while other threads
+        // map and unmap memory of their own.
         let data = std::sync::Arc::new(sample(12 << 20));
         let workers: Vec<_> = (0..4)
             .map(|i| {
@@ -996,7 +929,8 @@ mod tests {
                         // refusing the move and fall back.
                         let by_read = (i + round as usize).is_multiple_of(2);
                         let pages = [Pages::Move, Pages::Release, Pages::FailingMove][i % 3];
-                        let out = compress_with(&data, 5 << 20, by_read, pages);
+                        let out =
+                            compress_policy(&data, by_read, pages, frames_of(5 << 20, 4 << 20));
                         assert_eq!(frames(&out), 3);
                         assert!(junk.iter().all(|&b| b == i as u8 + round));
                     }
@@ -1009,7 +943,8 @@ mod tests {
     }
 
     #[test]
-    fn too_small_a_reservation_is_refused() {
-        assert!(ContiguousZstd::new(Vec::new(), 3, CHUNK).is_err());
+    fn too_short_a_single_threaded_frame_is_refused() {
+        let short = frames_of(CHUNK as u64, CHUNK as u64);
+        assert!(ContiguousZstd::with(Vec::new(), 3, Pages::Move, short).is_err());
     }
 }
