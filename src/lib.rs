@@ -1,30 +1,34 @@
 //! imgsync: move container images between `docker save` archives, OCI image
-//! layouts, OCI archives and (later) registries.
+//! layouts, OCI archives and registries.
 //!
 //! An image is a small graph of content-addressed blobs; every place an image
 //! lives is a store that hands out or takes in blobs and manifests by digest.
-//! Copying is one walk over that graph between two stores (see [`copy`]).
+//! Copying is one walk over that graph between two stores (see [`engine`]).
 //!
-//! Layers, from the bottom up:
+//! Layers, from the bottom up; a layer uses only those below it:
 //! - [`content`]: the content model (digests, descriptors, manifests,
 //!   platforms, references). No I/O.
-//! - [`store`]: the store traits and the local transports.
-//! - [`copy`]: the engine that walks an image graph from a source to a sink.
-//! - [`commands`]: `copy`, `inspect`, `verify` as library calls.
-// `unsafe` is confined to `copy::zstd_contiguous` (zstd in place over a
+//! - [`store`]: the store traits and every transport behind them (layouts,
+//!   archives, bundles, registries), and the one place that opens a
+//!   [`store::location::Location`].
+//! - [`engine`]: the walk of an image graph from a source to a sink:
+//!   planning, transfer, verification, conversion, codecs, the worker pool
+//!   and progress events.
+//! - [`commands`]: one module per verb, plain functions over options and a
+//!   progress sink. A verb calls the engine and the stores, never another
+//!   verb.
+//!
+//! The binary adds `cli` on top: argument parsing and the only printer.
+//! [`error`] is shared by every layer.
+// `unsafe` is confined to `engine::zstd_contiguous` (zstd in place over a
 // memory mapping, for a measured 16 % less compression work); every other
 // module is safe code.
 #![deny(unsafe_code)]
 
-pub mod bundle;
 pub mod commands;
 pub mod content;
-pub mod copy;
+pub mod engine;
 pub mod error;
-pub mod location;
-pub mod progress;
-pub mod registry;
 pub mod store;
-pub mod sync;
 
 pub use error::{Error, ErrorClass, Result};

@@ -8,20 +8,20 @@ use std::sync::{Arc, Mutex};
 
 use super::copy::{Into, copy_opened, merge, registry_targets};
 use super::{Context, DockerFormat, open_source};
-use crate::bundle::manifest::{BundleManifest, read_since};
-use crate::bundle::read::Opened;
-use crate::bundle::{Bundle, BundleOptions, BundleSink};
+use crate::commands::sync::{SyncOptions, settings_for};
 use crate::content::manifest::is_manifest_media_type;
 use crate::content::{Descriptor, Digest, ManifestView, Platform, Reference};
-use crate::copy::{CopyOptions, CopyReport, ImagePlan, copy_images};
+use crate::engine::progress::Progress;
+use crate::engine::{CopyOptions, CopyReport, ImagePlan, copy_images};
 use crate::error::{Error, Result};
-use crate::location::Location;
-use crate::progress::Progress;
-use crate::registry::{ClientPool, RegistrySettings};
+use crate::store::bundle::manifest::{BundleManifest, read_since};
+use crate::store::bundle::read::Opened;
+use crate::store::bundle::{Bundle, BundleOptions, BundleSink};
+use crate::store::location::Location;
 use crate::store::null::NullSink;
+use crate::store::registry::{ClientPool, RegistrySettings};
 use crate::store::registry::{MountIndex, RegistrySink};
 use crate::store::{ImageName, ImageSink, ImageSource, SourceImage};
-use crate::sync::{SyncOptions, settings_for};
 
 #[derive(Debug, Clone)]
 pub struct SaveArgs {
@@ -107,14 +107,14 @@ fn wanted_images(args: &SaveArgs, pool: &ClientPool) -> Result<Vec<Wanted>> {
         })
         .collect();
     if let Some(path) = &args.config {
-        let config = crate::sync::load(path)?;
+        let config = crate::commands::sync::load(path)?;
         let opts = SyncOptions {
             jobs: args.options.jobs,
             shard: None,
             copy: args.options.clone(),
             registry: args.registry.clone(),
         };
-        for item in crate::sync::plan::expand(&config, &opts, pool)? {
+        for item in crate::commands::sync::plan::expand(&config, &opts, pool)? {
             let platforms = if args.options.platforms.is_empty() {
                 item.platforms.clone()
             } else {
@@ -190,10 +190,10 @@ pub fn save(args: &SaveArgs, progress: &dyn Progress) -> Result<SaveReport> {
     }
     let manifest = sink.manifest().expect("a committed bundle has a manifest");
     if let Some(p) = &args.manifest_out {
-        crate::store::spool::write_file_atomic(p, &manifest.to_bytes(), 0o644)?;
+        crate::store::atomic_file::write_file_atomic(p, &manifest.to_bytes(), 0o644)?;
     }
     let files: Vec<PathBuf> = if args.split.is_some() {
-        crate::bundle::read::existing_volumes(&args.out)
+        crate::store::bundle::read::existing_volumes(&args.out)
     } else {
         vec![args.out.clone()]
     };
@@ -389,7 +389,7 @@ fn with_location(e: Error, bundle: &Bundle) -> Error {
 
 fn plain_archive(path: &str) -> Result<Location> {
     let f = std::fs::File::open(path).map_err(|e| Error::path("open", Path::new(path), e))?;
-    let tar = crate::store::tar_index::TarIndex::new(f, path)?;
+    let tar = crate::store::tar::index::TarIndex::new(f, path)?;
     let oci = tar.contains("oci-layout")? && !tar.contains("manifest.json")?;
     Ok(if oci {
         Location::OciArchive {

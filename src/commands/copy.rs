@@ -13,12 +13,12 @@ use std::sync::Arc;
 
 use super::{Context, DockerFormat, open_sink, open_source};
 use crate::content::Reference;
-use crate::copy::{CopyOptions, CopyReport, ImagePlan, copy_images};
+use crate::engine::progress::Progress;
+use crate::engine::{CopyOptions, CopyReport, ImagePlan, copy_images};
 use crate::error::{Error, Result};
-use crate::location::Location;
-use crate::progress::Progress;
-use crate::registry::{ClientPool, RegistrySettings};
 use crate::store::layout::Selector;
+use crate::store::location::Location;
+use crate::store::registry::{ClientPool, RegistrySettings};
 use crate::store::registry::{MountIndex, RegistrySink};
 use crate::store::{ImageName, ImageSink, ImageSource, SourceImage};
 

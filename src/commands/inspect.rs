@@ -7,8 +7,8 @@ use crate::content::config::ConfigView;
 use crate::content::media_type::is_image_config;
 use crate::content::{Descriptor, Digest, ManifestView, Platform};
 use crate::error::{Error, Result};
-use crate::location::Location;
 use crate::store::ImageSource;
+use crate::store::location::Location;
 
 #[derive(Debug, Serialize)]
 pub struct LayerInfo {

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::registry::client::Retry;
-use crate::registry::credentials::{self, Credential};
-use crate::registry::{ClientPool, RegistrySettings};
+use crate::store::registry::client::Retry;
+use crate::store::registry::credentials::{self, Credential};
+use crate::store::registry::{ClientPool, RegistrySettings};
 
 /// Checks `cred` against `host` and stores it; returns the file written.
 pub fn login(host: &str, cred: Credential, settings: &RegistrySettings) -> Result<PathBuf> {

@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod copy;
 pub mod inspect;
 pub mod login;
+pub mod sync;
 pub mod tags;
 pub mod verify;
 
@@ -12,14 +13,14 @@ use std::path::{Path, PathBuf};
 
 use crate::content::Platform;
 use crate::error::{Error, Result};
-use crate::location::Location;
-use crate::registry::{ClientPool, RegistrySettings};
 use crate::store::docker_archive::DockerArchiveSource;
 use crate::store::files::DirTree;
 use crate::store::layout::{LayoutSink, LayoutSource};
+use crate::store::location::Location;
 use crate::store::oci_archive::OciArchiveSource;
 use crate::store::registry::RegistrySource;
-use crate::store::tar_writer::{ArchiveSink, Flavor};
+use crate::store::registry::{ClientPool, RegistrySettings};
+use crate::store::tar::writer::{ArchiveSink, Flavor};
 use crate::store::{ImageSink, ImageSource};
 
 /// Which docker archive shape to write.

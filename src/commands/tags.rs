@@ -1,28 +1,9 @@
-//! `imgsync tags REPOSITORY`: every tag of a registry repository, following
-//! `Link` pagination (formats reference §6.4).
-
-use reqwest::header::LINK;
+//! `imgsync tags REPOSITORY`: every tag of a registry repository.
 
 use crate::content::Reference;
 use crate::error::{Error, Result};
-use crate::registry::client::Retry;
-use crate::registry::{ClientPool, RegistryClient, RegistrySettings};
-
-/// The `next` target of a `Link` header, if any.
-fn next_link(value: &str) -> Option<String> {
-    value.split(',').find_map(|part| {
-        let (url, params) = part.split_once(';')?;
-        params
-            .split(';')
-            .any(|p| p.trim().trim_start_matches("rel=").trim_matches('"') == "next")
-            .then(|| {
-                url.trim()
-                    .trim_start_matches('<')
-                    .trim_end_matches('>')
-                    .to_string()
-            })
-    })
-}
+use crate::store::registry::tags::list_tags;
+use crate::store::registry::{ClientPool, RegistrySettings};
 
 pub fn run(repo: &Reference, settings: &RegistrySettings) -> Result<Vec<String>> {
     if repo.tag.is_some() || repo.digest.is_some() {
@@ -33,97 +14,4 @@ pub fn run(repo: &Reference, settings: &RegistrySettings) -> Result<Vec<String>>
     let pool = ClientPool::default();
     let client = pool.get(&repo.domain, settings)?;
     list_tags(&client, &repo.path)
-}
-
-/// Every tag of a repository, sorted.
-pub fn list_tags(client: &RegistryClient, repo: &str) -> Result<Vec<String>> {
-    client.add_scope(format!("repository:{repo}:pull"));
-    #[derive(serde::Deserialize)]
-    struct TagList {
-        tags: Option<Vec<String>>,
-    }
-    let mut tags: Vec<String> = paginate(
-        client,
-        &format!("/v2/{repo}/tags/list?n=1000"),
-        &format!("list tags of {repo}"),
-        |b| {
-            serde_json::from_slice::<TagList>(b)
-                .map(|t| t.tags.unwrap_or_default())
-                .map_err(|e| format!("invalid tag list: {e}"))
-        },
-    )?;
-    tags.sort();
-    tags.dedup();
-    Ok(tags)
-}
-
-/// Every repository of a registry's catalog (`GET /v2/_catalog`).
-pub fn list_repositories(client: &RegistryClient) -> Result<Vec<String>> {
-    client.add_scope("registry:catalog:*".to_string());
-    #[derive(serde::Deserialize)]
-    struct Catalog {
-        repositories: Option<Vec<String>>,
-    }
-    paginate(client, "/v2/_catalog?n=1000", "list repositories", |b| {
-        serde_json::from_slice::<Catalog>(b)
-            .map(|c| c.repositories.unwrap_or_default())
-            .map_err(|e| format!("invalid catalog: {e}"))
-    })
-}
-
-/// Follows `Link: <...>; rel="next"` through every page.
-fn paginate(
-    client: &RegistryClient,
-    first: &str,
-    what: &str,
-    parse: impl Fn(&[u8]) -> std::result::Result<Vec<String>, String>,
-) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut next = Some(first.to_string());
-    let mut pages = 0;
-    while let Some(path) = next.take() {
-        pages += 1;
-        if pages > 100_000 {
-            return Err(Error::Format(format!(
-                "{what} on {}: pagination does not end",
-                client.host()
-            )));
-        }
-        let r = client.send(what, Retry::Yes, |http, base| {
-            if path.starts_with("http://") || path.starts_with("https://") {
-                http.get(path.as_str())
-            } else {
-                http.get(format!("{base}{path}"))
-            }
-        })?;
-        if !r.status().is_success() {
-            return Err(client.failure(what, r));
-        }
-        next = r
-            .headers()
-            .get(LINK)
-            .and_then(|v| v.to_str().ok())
-            .and_then(next_link);
-        let body = r
-            .bytes()
-            .map_err(|e| Error::Network(format!("{what} on {}: {e}", client.host())))?;
-        out.extend(
-            parse(&body).map_err(|e| Error::Format(format!("{what} on {}: {e}", client.host())))?,
-        );
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_relative_next_links() {
-        assert_eq!(
-            next_link(r#"</v2/foo/tags/list?last=b&n=2>; rel="next""#).as_deref(),
-            Some("/v2/foo/tags/list?last=b&n=2")
-        );
-        assert_eq!(next_link(r#"</x>; rel="prev""#), None);
-    }
 }

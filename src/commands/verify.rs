@@ -3,19 +3,19 @@
 //! not just the first.
 
 use super::{Context, open_source};
-use crate::copy::{CopyOptions, CopyReport, ImagePlan, copy_images};
+use crate::engine::progress::Progress;
+use crate::engine::{CopyOptions, CopyReport, ImagePlan, copy_images};
 use crate::error::Result;
-use crate::location::Location;
-use crate::progress::Progress;
+use crate::store::location::Location;
 use crate::store::null::NullSink;
 
 pub fn run(
     loc: &Location,
     options: &CopyOptions,
-    registry: &crate::registry::RegistrySettings,
+    registry: &crate::store::registry::RegistrySettings,
     progress: &dyn Progress,
 ) -> Result<CopyReport> {
-    let pool = crate::registry::ClientPool::default();
+    let pool = crate::store::registry::ClientPool::default();
     let ctx = Context {
         tmpdir: &options.tmpdir,
         pool: &pool,

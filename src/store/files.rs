@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use super::BlobReader;
-use super::tar_index::TarIndex;
+use super::tar::index::TarIndex;
 use crate::error::{Error, Result};
 
 pub trait FileTree: Send + Sync {

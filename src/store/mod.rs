@@ -14,16 +14,18 @@ use std::path::Path;
 use crate::content::{Descriptor, Digest, RawManifest, Reference};
 use crate::error::Result;
 
+pub mod atomic_file;
+pub mod bundle;
+pub mod cleanup;
 pub mod docker_archive;
 pub mod files;
 pub mod layout;
+pub mod location;
 pub mod null;
 pub mod oci_archive;
 pub mod registry;
 pub mod spool;
-pub mod tar_index;
-pub mod tar_out;
-pub mod tar_writer;
+pub mod tar;
 
 pub type BlobReader = Box<dyn Read + Send>;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::layout::{LayoutSource, Selector};
 use super::spool::{OpenedArchive, open_archive};
-use super::tar_index::TarIndex;
+use super::tar::index::TarIndex;
 use super::{BlobReader, ImageSource, SourceImage};
 use crate::content::Descriptor;
 use crate::error::{Error, Result};

@@ -7,68 +7,11 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
+use super::cleanup::{register_cleanup, unregister_cleanup};
 use crate::content::media_type::{Compression, Sniffed};
 use crate::error::{Error, Result};
-
-static CLEANUP: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-
-type Hook = std::sync::Arc<dyn Fn() + Send + Sync>;
-static HOOKS: Mutex<Vec<(usize, Hook)>> = Mutex::new(Vec::new());
-static NEXT_HOOK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Registers something to undo if the process is interrupted; returns an id
-/// for [`unregister_hook`].
-pub fn register_hook(hook: Hook) -> usize {
-    let id = NEXT_HOOK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    HOOKS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push((id, hook));
-    id
-}
-
-pub fn unregister_hook(id: usize) {
-    HOOKS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .retain(|(i, _)| *i != id);
-}
-
-/// Registers a path to delete if the process is interrupted.
-pub fn register_cleanup(path: &Path) {
-    CLEANUP
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(path.to_path_buf());
-}
-
-/// Forgets a path registered with [`register_cleanup`].
-pub fn unregister_cleanup(path: &Path) {
-    CLEANUP
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .retain(|p| p != path);
-}
-
-/// Runs every registered hook and deletes every registered path (called
-/// from the interrupt handler).
-pub fn cleanup_all() {
-    let hooks = std::mem::take(&mut *HOOKS.lock().unwrap_or_else(|e| e.into_inner()));
-    for (_, h) in hooks {
-        h();
-    }
-    let paths = std::mem::take(&mut *CLEANUP.lock().unwrap_or_else(|e| e.into_inner()));
-    for p in paths {
-        if p.is_dir() {
-            let _ = std::fs::remove_dir_all(&p);
-        } else {
-            let _ = std::fs::remove_file(&p);
-        }
-    }
-}
 
 /// An archive ready for random access.
 pub struct OpenedArchive {
@@ -173,36 +116,4 @@ impl Drop for OpenedArchive {
             unregister_cleanup(p);
         }
     }
-}
-
-/// A temporary file that becomes part of a destination (a layout blob, an
-/// archive): readable by others once renamed into place, as a file written
-/// by `cp` would be.
-pub fn destination_tempfile(dir: &Path, prefix: &str) -> io::Result<tempfile::NamedTempFile> {
-    use std::os::unix::fs::PermissionsExt;
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .permissions(std::fs::Permissions::from_mode(0o644))
-        .tempfile_in(dir)
-}
-
-/// Replaces `path` with `bytes` atomically (a temporary file beside it,
-/// then a rename), with the given permission bits.
-pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> crate::error::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::path("create directory", dir, e))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".imgsync-")
-        .permissions(std::fs::Permissions::from_mode(mode))
-        .tempfile_in(dir)
-        .map_err(|e| Error::path("write into", dir, e))?;
-    tmp.write_all(bytes)
-        .map_err(|e| Error::path("write", path, e))?;
-    tmp.persist(path)
-        .map_err(|e| Error::path("write", path, e.error))?;
-    Ok(())
 }

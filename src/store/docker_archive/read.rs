@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::store::files::FileTree;
 use crate::store::layout::{LayoutSource, Selector, blob_path};
 use crate::store::spool::{OpenedArchive, open_archive};
-use crate::store::tar_index::TarIndex;
+use crate::store::tar::index::TarIndex;
 use crate::store::{BlobReader, ImageName, ImageSource, SourceImage};
 
 const MANIFEST_JSON_CAP: u64 = 20 * 1024 * 1024;

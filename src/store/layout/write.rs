@@ -24,7 +24,7 @@ use crate::content::descriptor::{ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME
 use crate::content::media_type::OCI_INDEX;
 use crate::content::{Descriptor, MAX_MANIFEST_BYTES, RawManifest, Reference};
 use crate::error::{Error, Result};
-use crate::store::spool::{register_hook, unregister_hook};
+use crate::store::cleanup::{register_hook, unregister_hook};
 use crate::store::{ImageName, ImageSink, SinkCaps};
 
 pub const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -235,7 +235,7 @@ impl LayoutSink {
 
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let dest = self.root.join(name);
-        let mut tmp = crate::store::spool::destination_tempfile(&self.tmp, ".blob-")
+        let mut tmp = crate::store::atomic_file::destination_tempfile(&self.tmp, ".blob-")
             .map_err(|e| Error::path("write into", &self.tmp, e))?;
         tmp.write_all(bytes)
             .map_err(|e| Error::path("write", tmp.path(), e))?;
@@ -390,7 +390,7 @@ impl ImageSink for LayoutSink {
     }
 
     fn put_blob(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()> {
-        let tmp = crate::store::spool::destination_tempfile(&self.tmp, ".blob-")
+        let tmp = crate::store::atomic_file::destination_tempfile(&self.tmp, ".blob-")
             .map_err(|e| Error::path("write into", &self.tmp, e))?;
         {
             let mut w = BufWriter::with_capacity(256 * 1024, tmp.as_file());

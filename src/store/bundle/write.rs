@@ -24,10 +24,11 @@ use super::manifest::{
 use crate::content::media_type::{OCI_INDEX, is_image_config};
 use crate::content::{Descriptor, Digest, DigestHasher, MAX_MANIFEST_BYTES, Platform, RawManifest};
 use crate::error::{Error, Result};
+use crate::store::atomic_file::destination_tempfile;
+use crate::store::cleanup::{register_cleanup, unregister_cleanup};
 use crate::store::layout::{OCI_LAYOUT_CONTENT, index_bytes, merge_index_entries};
-use crate::store::spool::{destination_tempfile, register_cleanup, unregister_cleanup};
-use crate::store::tar_out::TarOut;
-use crate::store::tar_writer::{Capture, docker_metadata};
+use crate::store::tar::out::TarOut;
+use crate::store::tar::writer::{Capture, docker_metadata};
 use crate::store::{ImageName, ImageSink, SinkCaps};
 
 const BLOCK: u64 = 512;

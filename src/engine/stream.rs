@@ -9,8 +9,8 @@ use std::thread::JoinHandle;
 
 use crate::content::media_type::Compression;
 use crate::content::{Digest, DigestHasher};
+use crate::engine::progress::Progress;
 use crate::error::Error;
-use crate::progress::Progress;
 
 /// Verifies that a stream has exactly the expected size and digest. The
 /// verdict is given on the read that reaches the end: an error there makes

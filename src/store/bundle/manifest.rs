@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::content::Digest;
 use crate::error::{Error, Result};
-use crate::store::tar_index::TarIndex;
+use crate::store::tar::index::TarIndex;
 
 pub const BUNDLE_FILE: &str = "imgsync-bundle.json";
 pub const VOLUME_FILE: &str = "imgsync-volume.json";

@@ -3,7 +3,7 @@
 //! the legacy shape (`<id>/layer.tar`, `<config>.json`).
 //!
 //! Entries are added as blobs arrive, in parallel into a file (see
-//! [`super::tar_out`]); the metadata files come last. The archive is written
+//! [`super::out`]); the metadata files come last. The archive is written
 //! to a temporary file beside the destination and renamed over it on
 //! commit, so a failed or interrupted copy leaves the destination as it was.
 //! Standard output (`-`) is streamed directly.
@@ -15,13 +15,13 @@ use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
-use super::layout::{OCI_LAYOUT_CONTENT, index_bytes, merge_index_entries};
-use super::spool::{register_cleanup, unregister_cleanup};
-use super::tar_out::TarOut;
-use super::{ImageName, ImageSink, SinkCaps};
+use super::out::TarOut;
 use crate::content::media_type::{OCI_INDEX, is_image_config};
 use crate::content::{Descriptor, Digest, MAX_MANIFEST_BYTES, Platform, RawManifest};
 use crate::error::{Error, Result};
+use crate::store::cleanup::{register_cleanup, unregister_cleanup};
+use crate::store::layout::{OCI_LAYOUT_CONTENT, index_bytes, merge_index_entries};
+use crate::store::{ImageName, ImageSink, SinkCaps};
 
 /// Which kind of archive to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,10 +78,11 @@ impl ArchiveSink {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let tmp = super::spool::destination_tempfile(&dir, &format!(".{file_name}.imgsync-"))
-                .map_err(|e| {
-                Error::path("cannot write destination; create a file in", &dir, e)
-            })?;
+            let tmp = crate::store::atomic_file::destination_tempfile(
+                &dir,
+                &format!(".{file_name}.imgsync-"),
+            )
+            .map_err(|e| Error::path("cannot write destination; create a file in", &dir, e))?;
             register_cleanup(tmp.path());
             let f = tmp
                 .reopen()
@@ -180,7 +181,7 @@ pub(crate) fn docker_metadata(
     let mut entries: Vec<Value> = Vec::new();
     let mut repositories: serde_json::Map<String, Value> = serde_json::Map::new();
     for (root, names) in images {
-        let image = match super::docker_archive::write::pick_platform_manifest(
+        let image = match crate::store::docker_archive::write::pick_platform_manifest(
             root, manifests, platform, label,
         ) {
             Ok(m) => m,

@@ -19,14 +19,14 @@ use bytes::BytesMut;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE};
 
-use super::{BlobReader, ImageName, ImageSink, ImageSource, SinkCaps, SourceImage};
+use super::RegistryClient;
+use super::client::{BodySender, Response, Retry, body_channel, error_chain};
 use crate::content::manifest::is_manifest_media_type;
 use crate::content::{
     Descriptor, Digest, MAX_MANIFEST_BYTES, ManifestView, RawManifest, Reference,
 };
 use crate::error::{Error, Result};
-use crate::registry::RegistryClient;
-use crate::registry::client::{BodySender, Response, Retry, body_channel, error_chain};
+use crate::store::{BlobReader, ImageName, ImageSink, ImageSource, SinkCaps, SourceImage};
 
 /// Bytes of a streamed upload handed over at once: large enough that the
 /// upload costs few system calls and wake-ups, small enough that a few in
@@ -97,7 +97,7 @@ fn get_small(client: &RegistryClient, what: &str, path: &str) -> Result<Small> {
         })();
         match result {
             Err(e) if e.class().is_transient() && attempt < client.retry_times() => {
-                crate::registry::client::sleep_backoff(attempt, None);
+                crate::store::registry::client::sleep_backoff(attempt, None);
                 attempt += 1;
             }
             other => return other,
@@ -295,7 +295,7 @@ impl Read for ResumingBlob {
                 Err(e) if self.offset < self.size && self.resumes < self.client.retry_times() => {
                     self.resumes += 1;
                     self.body = None;
-                    crate::registry::client::sleep_backoff(self.resumes - 1, None);
+                    crate::store::registry::client::sleep_backoff(self.resumes - 1, None);
                     if let Err(err) = self.connect() {
                         let _ = e;
                         return Err(err.into_io());
@@ -901,7 +901,7 @@ impl RegistrySink {
             http.get(format!("{base}/v2/{repo}/tags/list?n=1"))
         })?;
         if r.status() == StatusCode::NOT_FOUND
-            && crate::registry::client::registry_error(r).contains("NAME_UNKNOWN")
+            && crate::store::registry::client::registry_error(r).contains("NAME_UNKNOWN")
         {
             self.new_repo
                 .store(true, std::sync::atomic::Ordering::Relaxed);

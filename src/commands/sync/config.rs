@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use crate::content::{Platform, Reference};
 use crate::error::{Error, Result};
-use crate::location::Location;
-use crate::registry::{Credential, RegistrySettings};
+use crate::store::location::Location;
+use crate::store::registry::{Credential, RegistrySettings};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::store::files::FileTree;
 use crate::store::layout::{LayoutSource, blob_path};
 use crate::store::spool::{OpenedArchive, open_archive};
-use crate::store::tar_index::TarIndex;
+use crate::store::tar::index::TarIndex;
 use crate::store::{BlobReader, ImageSource, SourceImage};
 
 /// Where a blob's bytes are: entries of volumes, in order.

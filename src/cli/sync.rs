@@ -8,9 +8,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Args;
 
 use imgsync::Error;
-use imgsync::copy::{CopyOptions, default_jobs};
-use imgsync::registry::{ClientPool, RegistrySettings};
-use imgsync::sync::{self, Action, SyncOptions};
+use imgsync::commands::sync::{self, Action, SyncOptions};
+use imgsync::engine::{CopyOptions, default_jobs};
+use imgsync::store::registry::{ClientPool, RegistrySettings};
 
 /// Exit code when another run holds the lock: not a failure, but visible.
 pub const EXIT_LOCKED: u8 = 75;
@@ -102,7 +102,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, Error> {
     Ok(Duration::from_secs(secs))
 }
 
-pub fn run(c: SyncCmd, progress: &dyn imgsync::progress::Progress) -> Result<ExitCode, Error> {
+pub fn run(
+    c: SyncCmd,
+    progress: &dyn imgsync::engine::progress::Progress,
+) -> Result<ExitCode, Error> {
     let _lock = match &c.lock {
         Some(path) => {
             let f = std::fs::OpenOptions::new()
@@ -184,7 +187,7 @@ fn once(
     c: &SyncCmd,
     config: &sync::Config,
     opts: &SyncOptions,
-    progress: &dyn imgsync::progress::Progress,
+    progress: &dyn imgsync::engine::progress::Progress,
 ) -> Result<u8, Error> {
     let started = Instant::now();
     let pool = ClientPool::default();

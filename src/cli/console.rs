@@ -10,9 +10,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use imgsync::commands::inspect::ImageInfo;
 use imgsync::content::Digest;
-use imgsync::copy::CopyReport;
-use imgsync::location::Location;
-use imgsync::progress::{BlobOutcome, Progress};
+use imgsync::engine::CopyReport;
+use imgsync::engine::progress::{BlobOutcome, Progress};
+use imgsync::store::location::Location;
 
 /// Renders engine events: bars per blob on a terminal, one line per image
 /// otherwise, nothing with `-q`.

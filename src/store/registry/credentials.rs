@@ -290,7 +290,7 @@ pub fn remove(host: &str, file: Option<&Path>) -> Result<bool> {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::store::spool::write_file_atomic(path, bytes, 0o600)
+    crate::store::atomic_file::write_file_atomic(path, bytes, 0o600)
 }
 
 #[cfg(test)]

@@ -10,12 +10,12 @@ use reqwest::header::ACCEPT;
 
 use super::config::{Config, Entry, RepoFilter, Source, TagFilter, Target};
 use super::{SyncOptions, settings_for, shard_of};
-use crate::commands::tags::{list_repositories, list_tags};
 use crate::content::descriptor::ANNOTATION_REF_NAME;
 use crate::content::{Digest, Platform, Reference};
 use crate::error::{Error, Result};
-use crate::registry::ClientPool;
-use crate::registry::client::Retry;
+use crate::store::registry::ClientPool;
+use crate::store::registry::client::Retry;
+use crate::store::registry::tags::{list_repositories, list_tags};
 
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 

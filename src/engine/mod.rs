@@ -11,6 +11,7 @@
 //! The caller commits or aborts the sink.
 
 mod convert;
+pub mod progress;
 mod stream;
 #[cfg(target_os = "linux")]
 mod zstd_contiguous;
@@ -32,8 +33,8 @@ use crate::content::{
     Descriptor, Digest, DigestHasher, MAX_MANIFEST_BYTES, ManifestKind, ManifestView, Platform,
     RawManifest,
 };
+use crate::engine::progress::{BlobOutcome, Progress};
 use crate::error::{Error, Result};
-use crate::progress::{BlobOutcome, Progress};
 use crate::store::{ImageName, ImageSink, ImageSource, SourceImage};
 
 #[derive(Debug, Clone)]
@@ -672,7 +673,7 @@ fn run_jobs(
                                     && attempt < opts.retry_times
                                     && sink.caps().retry_blobs =>
                             {
-                                crate::registry::client::sleep_backoff(attempt, None);
+                                crate::store::registry::client::sleep_backoff(attempt, None);
                                 attempt += 1;
                             }
                             _ => break r,
@@ -845,9 +846,9 @@ fn move_blob(
                 .spool_dir()
                 .map(PathBuf::from)
                 .unwrap_or_else(|| opts.tmpdir.clone());
-            let tmp = crate::store::spool::destination_tempfile(&dir, ".imgsync-blob-")
+            let tmp = crate::store::atomic_file::destination_tempfile(&dir, ".imgsync-blob-")
                 .map_err(|e| Error::path("create a temporary file in", &dir, e))?;
-            crate::store::spool::register_cleanup(tmp.path());
+            crate::store::cleanup::register_cleanup(tmp.path());
             let result = (|| {
                 let file = tmp
                     .reopen()
@@ -863,7 +864,7 @@ fn move_blob(
                     .map_err(|e| Error::path("write", tmp.path(), e))?;
                 Ok((out.hasher.finish(), out.written))
             })();
-            crate::store::spool::unregister_cleanup(tmp.path());
+            crate::store::cleanup::unregister_cleanup(tmp.path());
             let (digest, size) = result?;
             let mut desc = job.src.clone();
             desc.digest = digest;

@@ -21,11 +21,11 @@ pub use config::{Config, load};
 pub use plan::{Item, TargetRef};
 pub use report::{Action, ImageReport, RunReport};
 
-use crate::copy::{CopyOptions, ImagePlan};
+use crate::engine::progress::Progress;
+use crate::engine::{CopyOptions, ImagePlan};
 use crate::error::{Error, ErrorClass, Result};
-use crate::progress::Progress;
-use crate::registry::{ClientPool, RegistrySettings};
 use crate::store::layout::LayoutSink;
+use crate::store::registry::{ClientPool, RegistrySettings};
 use crate::store::registry::{MountIndex, RegistrySink, RegistrySource};
 use crate::store::{ImageName, ImageSink, ImageSource};
 
@@ -134,7 +134,7 @@ fn copy_one(
     pool: &ClientPool,
     mounts: &Arc<MountIndex>,
     progress: &dyn Progress,
-) -> Result<crate::copy::CopyReport> {
+) -> Result<crate::engine::CopyReport> {
     let src_settings = settings_for(config, &item.source.domain, &opts.registry);
     let client = pool.get(&item.source.domain, &src_settings)?;
     let source = RegistrySource::open(client, item.source.clone())?;
@@ -171,8 +171,8 @@ fn copy_one(
         };
         if m.digest == crate::content::Digest::sha256_of(&m.bytes) {
             sink.retag(&m, tag)?;
-            let mut report = crate::copy::CopyReport::default();
-            report.images.push(crate::copy::ImageResult {
+            let mut report = crate::engine::CopyReport::default();
+            report.images.push(crate::engine::ImageResult {
                 label: item.source.to_string(),
                 source_digest: image.root.digest.clone(),
                 digest: image.root.digest.clone(),

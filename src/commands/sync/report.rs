@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::plan::Item;
-use crate::copy::CopyReport;
+use crate::engine::CopyReport;
 use crate::error::{ErrorClass, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -170,5 +170,5 @@ impl RunReport {
 
 /// Writes a report or metrics file atomically.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    crate::store::spool::write_file_atomic(path, bytes, 0o644)
+    crate::store::atomic_file::write_file_atomic(path, bytes, 0o644)
 }

@@ -1,0 +1,42 @@
+//! `imgsync tags REPOSITORY`.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use imgsync::Error;
+use imgsync::commands;
+use imgsync::engine::default_jobs;
+
+use super::{RegistryArgs, console, registry_ref};
+
+#[derive(Args)]
+pub struct TagsCmd {
+    /// A registry repository (host/repo), without a tag.
+    repository: String,
+    /// Print a JSON list.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+pub fn run(c: TagsCmd) -> Result<ExitCode, Error> {
+    let repo = registry_ref(&c.repository)?;
+    let s = c.registry.settings(default_jobs())?;
+    let tags = commands::tags::run(&repo, &s)?;
+    if c.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&tags).expect("JSON values serialise")
+        );
+    } else {
+        let mut out = String::new();
+        for t in tags {
+            out.push_str(&t);
+            out.push('\n');
+        }
+        console::write_stdout(out.as_bytes());
+    }
+    Ok(ExitCode::SUCCESS)
+}

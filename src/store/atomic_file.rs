@@ -1,0 +1,40 @@
+//! Files that become part of a destination: created under a temporary name
+//! beside their final place and renamed into it, so a reader never sees a
+//! half-written file.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::error::Error;
+
+/// A temporary file that becomes part of a destination (a layout blob, an
+/// archive): readable by others once renamed into place, as a file written
+/// by `cp` would be.
+pub fn destination_tempfile(dir: &Path, prefix: &str) -> io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)
+}
+
+/// Replaces `path` with `bytes` atomically (a temporary file beside it,
+/// then a rename), with the given permission bits.
+pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> crate::error::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::path("create directory", dir, e))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".imgsync-")
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .map_err(|e| Error::path("write into", dir, e))?;
+    tmp.write_all(bytes)
+        .map_err(|e| Error::path("write", path, e))?;
+    tmp.persist(path)
+        .map_err(|e| Error::path("write", path, e.error))?;
+    Ok(())
+}
