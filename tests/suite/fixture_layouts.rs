@@ -49,7 +49,8 @@ impl Layout {
 
     /// Stores a one-layer image; returns its manifest's descriptor. The
     /// manifest's own `mediaType` field is `manifest_type`, absent when
-    /// `None`; `gzip` compresses the layer.
+    /// `None`; `docker` gives the config and gzip layer Docker media types
+    /// instead of OCI ones.
     pub fn image(&self, text: &str, manifest_type: Option<&str>, docker: bool) -> Value {
         let layer = layer_of(&[("file.txt", text)]);
         let config = image_config("amd64", "linux", "1970-01-01T00:00:00Z", &[&layer]);
@@ -292,6 +293,6 @@ pub fn descriptor_without_blob(root: &Path) -> String {
     .unwrap();
     let absent = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#;
     let entry = json!({"mediaType": DESCRIPTOR, "size": absent.len(), "digest": digest(absent)});
-    write_index(root, &[entry.clone()], false);
+    write_index(root, std::slice::from_ref(&entry), false);
     entry["digest"].as_str().unwrap().to_string()
 }
