@@ -192,11 +192,62 @@ pub fn fixture(name: &str) -> PathBuf {
     project_root().join("fixtures").join(name)
 }
 
-/// The shared peer fixtures (read-only).
-pub fn peer(rel: &str) -> PathBuf {
-    let p = project_root().join("../shared/peer-fixtures").join(rel);
-    assert!(p.exists(), "peer fixture {} is missing", p.display());
-    p
+/// Where the third-party corpus is looked for: beside the project, as CI
+/// checks it out. A fresh clone has no such directory.
+const PEER_CORPUS: &str = "../shared/peer-fixtures";
+
+/// The third-party corpus (read-only), when it is checked out beside the
+/// project.
+pub struct PeerCorpus {
+    root: PathBuf,
+}
+
+impl PeerCorpus {
+    /// A file or directory of the corpus. Once the corpus is present, a
+    /// missing entry is a failure: the corpus and these tests drifted apart.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        let p = self.root.join(rel);
+        assert!(p.exists(), "peer fixture {} is missing", p.display());
+        p
+    }
+}
+
+/// The corpus, or `None` when it is absent; each test that reads it starts
+/// with `let Some(corpus) = peer_corpus() else { return };`. The shapes it
+/// exercises are also built by `fixture_archives` and `fixture_layouts`, so
+/// a fresh clone still tests them; the first skip says so on the terminal,
+/// once per run.
+pub fn peer_corpus() -> Option<PeerCorpus> {
+    let root = project_root().join(PEER_CORPUS);
+    if root.is_dir() {
+        return Some(PeerCorpus { root });
+    }
+    static SKIP_NOTICE: std::sync::Once = std::sync::Once::new();
+    SKIP_NOTICE.call_once(|| {
+        // Written to the process's stderr handle, not with `eprintln!`,
+        // which the test harness captures and shows only for failures.
+        let line = format!(
+            "peer corpus {PEER_CORPUS} absent: {} corpus tests skipped; own fixtures cover the same shapes\n",
+            corpus_test_count()
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    });
+    None
+}
+
+/// How many tests read the corpus: each begins with the one
+/// `peer_corpus()` guard, counted in the files that hold them so the
+/// notice cannot fall out of step with the suite.
+fn corpus_test_count() -> usize {
+    let guard = concat!("= peer_corpus", "() else");
+    [
+        include_str!("peer_fixtures.rs"),
+        include_str!("regressions.rs"),
+        include_str!("bad_input.rs"),
+    ]
+    .iter()
+    .map(|source| source.matches(guard).count())
+    .sum()
 }
 
 pub fn read_json(path: &Path) -> Value {

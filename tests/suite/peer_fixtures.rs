@@ -8,197 +8,20 @@
 //! Fixtures are read in place (they are read-only); anything that must be
 //! changed or written beside is first copied into the test's temp dir.
 
-use std::collections::BTreeSet;
-use std::path::Path;
-
-use serde_json::Value;
-
+use super::fixture_checks::*;
 use super::harness::*;
-
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
-
-fn da(path: &Path) -> String {
-    format!("docker-archive:{}", path.display())
-}
-
-fn oci(path: &Path) -> String {
-    format!("oci:{}", path.display())
-}
-
-fn inspect(t: &TestDir, loc: &str) -> Vec<Value> {
-    let v = t.imgsync(&["inspect", "--json", loc]).ok().json();
-    v.as_array()
-        .unwrap_or_else(|| panic!("inspect --json {loc} is not a list: {v}"))
-        .clone()
-}
-
-fn names(image: &Value) -> Vec<String> {
-    image["names"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n.as_str().unwrap().to_string())
-        .collect()
-}
-
-/// (ref name, digest) of every entry of a layout's `index.json`.
-fn index_entries(layout: &Path) -> Vec<(Option<String>, String)> {
-    let index = read_json(&layout.join("index.json"));
-    index["manifests"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|m| {
-                    (
-                        m["annotations"][REF_NAME].as_str().map(str::to_string),
-                        m["digest"].as_str().unwrap().to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Asserts a failed run with one error line holding every needle, and that
-/// the temp dir is as it was (no destination, no temporary file).
-fn rejected(t: &TestDir, args: &[&str], code: i32, needles: &[&str]) -> String {
-    let before = t.entries();
-    let run = t.imgsync(args);
-    let errors = run
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("imgsync: error:"))
-        .count();
-    let stderr = run.stderr.clone();
-    let line = run.fails(code, needles);
-    assert_eq!(
-        errors,
-        1,
-        "imgsync {}: expected one error line:\n{stderr}",
-        args.join(" ")
-    );
-    assert_eq!(
-        t.entries(),
-        before,
-        "imgsync {} left files behind",
-        args.join(" ")
-    );
-    line
-}
-
-/// Copies `src` into a new OCI layout `dest` of the temp dir and verifies it.
-fn copy_verify(t: &TestDir, src: &str, dest: &str) {
-    t.imgsync(&["copy", src, &oci(&t.path(dest))]).ok();
-    t.imgsync(&["verify", &oci(&t.path(dest))]).ok();
-}
-
-/// Reads a `docker save` archive and checks what imgsync reports against
-/// the archive's own `manifest.json`: the images' names (in order), each
-/// config digest (the hash of the config entry), the layer count, and for
-/// uncompressed layers a digest equal to the config's DiffID. Then copies
-/// it into an OCI layout, verifies that, and checks the layout names the
-/// same manifests. Returns the `inspect --json` images.
-fn read_docker_archive(t: &TestDir, path: &Path, expected_names: &[&[&str]]) -> Vec<Value> {
-    let images = inspect(t, &da(path));
-    let got: Vec<Vec<String>> = images.iter().map(names).collect();
-    assert_eq!(got, expected_names, "names of {}", path.display());
-
-    let manifest: Value =
-        serde_json::from_slice(&tar_entry(path, "manifest.json").expect("manifest.json")).unwrap();
-    for entry in manifest.as_array().unwrap() {
-        let config_name = entry["Config"].as_str().unwrap();
-        let config_bytes = tar_entry(path, config_name)
-            .unwrap_or_else(|| panic!("{config_name} is in the archive"));
-        let config_digest = format!("sha256:{}", sha256_hex(&config_bytes));
-        let image = images
-            .iter()
-            .find(|i| i["config"] == config_digest.as_str())
-            .unwrap_or_else(|| panic!("{}: no image has config {config_digest}", path.display()));
-        let config: Value = serde_json::from_slice(&config_bytes).unwrap();
-        let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
-        let layers = image["layers"].as_array().unwrap();
-        assert_eq!(
-            layers.len(),
-            entry["Layers"].as_array().unwrap().len(),
-            "{}: layers of {config_digest}",
-            path.display()
-        );
-        assert_eq!(layers.len(), diff_ids.len());
-        for (layer, diff_id) in layers.iter().zip(diff_ids) {
-            if layer["media_type"].as_str().unwrap().ends_with(".tar") {
-                assert_eq!(
-                    &layer["digest"],
-                    diff_id,
-                    "{}: an uncompressed layer's digest is its DiffID",
-                    path.display()
-                );
-            }
-        }
-    }
-
-    copy_verify(t, &da(path), "out");
-    let want: BTreeSet<String> = images
-        .iter()
-        .map(|i| i["digest"].as_str().unwrap().to_string())
-        .collect();
-    let have: BTreeSet<String> = index_entries(&t.path("out"))
-        .into_iter()
-        .map(|(_, d)| d)
-        .collect();
-    assert_eq!(have, want, "{}: manifests in the copy", path.display());
-    images
-}
-
-/// Copies every entry of a layout's `index.json` one by one (by ref name,
-/// or `@N` when it has none) into one OCI layout, verifies it, and checks
-/// each copied entry kept its ref name and digest. Entries that fail to
-/// copy are collected and reported together.
-fn copy_layout_entries(t: &TestDir, src: &Path) {
-    let entries = index_entries(src);
-    assert!(!entries.is_empty(), "{} lists no images", src.display());
-    let dest = t.path("out");
-    let mut failed = Vec::new();
-    let mut copied = Vec::new();
-    for (i, (name, digest)) in entries.iter().enumerate() {
-        let selector = name.clone().unwrap_or_else(|| format!("@{i}"));
-        let run = t.imgsync(&["copy", &format!("{}:{selector}", oci(src)), &oci(&dest)]);
-        if run.code == 0 {
-            copied.push((name.clone(), digest.clone()));
-        } else {
-            failed.push(format!(
-                "{selector} (exit {}): {}",
-                run.code,
-                run.stderr.trim()
-            ));
-        }
-    }
-    if !copied.is_empty() {
-        t.imgsync(&["verify", &oci(&dest)]).ok();
-        let have = index_entries(&dest);
-        for e in &copied {
-            assert!(
-                have.contains(e),
-                "{}: {e:?} is not in the copy's index.json: {have:?}",
-                src.display()
-            );
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "{}: entries that could not be copied:\n{}",
-        src.display(),
-        failed.join("\n")
-    );
-}
 
 // ---- containers-image -------------------------------------------------
 
 #[test]
 fn almostempty_is_read() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
     let images = read_docker_archive(
         &t,
-        &peer("containers-image/docker-archive/almostempty.tar"),
+        &corpus.path("containers-image/docker-archive/almostempty.tar"),
         &[&["docker.io/library/emptyimage:latest"]],
     );
     // The config is stored under its own digest.
@@ -215,8 +38,11 @@ fn almostempty_is_read() {
 /// no layers) still resolves every ref to the digest `index.json` gives.
 #[test]
 fn multiple_images_refs_resolve_and_placeholder_layers_are_refused() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
-    let src = peer("containers-image/oci-layout/multiple_images");
+    let src = corpus.path("containers-image/oci-layout/multiple_images");
     for (name, digest) in index_entries(&src) {
         let name = name.expect("every entry has a ref name");
         if name == "1.0.0" {
@@ -243,8 +69,11 @@ fn multiple_images_refs_resolve_and_placeholder_layers_are_refused() {
 
 #[test]
 fn two_identical_references_are_ambiguous() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
-    let src = peer("containers-image/oci-layout/two_identical_references");
+    let src = corpus.path("containers-image/oci-layout/two_identical_references");
     let loc = format!("{}:1.0.0", oci(&src));
     rejected(
         &t,
@@ -271,13 +100,16 @@ fn two_identical_references_are_ambiguous() {
 /// `index.json` is parsed and each ref resolves to its (absent) digest.
 #[test]
 fn index_only_fixtures() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
     for name in [
         "name_lookups",
         "two_images_manifest",
         "index_without_mediatype",
     ] {
-        let src = peer(&format!("containers-image/oci-layout/{name}"));
+        let src = corpus.path(&format!("containers-image/oci-layout/{name}"));
         rejected(
             &t,
             &["inspect", &oci(&src)],
@@ -286,7 +118,10 @@ fn index_only_fixtures() {
         );
     }
     let add_layout_file = |name: &str| {
-        let dir = t.copy_in(&peer(&format!("containers-image/oci-layout/{name}")), name);
+        let dir = t.copy_in(
+            &corpus.path(&format!("containers-image/oci-layout/{name}")),
+            name,
+        );
         tool("chmod", &["-R", "u+w", &dir.display().to_string()]);
         std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
         dir
@@ -348,10 +183,13 @@ fn index_only_fixtures() {
 
 #[test]
 fn test_link_two_images_share_a_symlinked_layer() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
     let images = read_docker_archive(
         &t,
-        &peer("go-containerregistry/tarball/test_link.tar"),
+        &corpus.path("go-containerregistry/tarball/test_link.tar"),
         &[
             &["docker.io/bazel/v1/tarball:test_image_1"],
             &["docker.io/bazel/v1/tarball:test_image_3"],
@@ -367,10 +205,13 @@ fn test_link_two_images_share_a_symlinked_layer() {
 
 #[test]
 fn test_bundle_two_images_without_tags() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
     read_docker_archive(
         &t,
-        &peer("go-containerregistry/tarball/test_bundle.tar"),
+        &corpus.path("go-containerregistry/tarball/test_bundle.tar"),
         &[
             &["docker.io/library/test_image_2:latest"],
             &["docker.io/library/test_image_1:latest"],
@@ -380,6 +221,9 @@ fn test_bundle_two_images_without_tags() {
 
 #[test]
 fn single_image_tarballs_are_read() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     for (file, name) in [
         (
             "test_image_1.tar",
@@ -401,7 +245,7 @@ fn single_image_tarballs_are_read() {
         let t = TestDir::new();
         read_docker_archive(
             &t,
-            &peer(&format!("go-containerregistry/tarball/{file}")),
+            &corpus.path(&format!("go-containerregistry/tarball/{file}")),
             &[&[name]],
         );
     }
@@ -409,12 +253,15 @@ fn single_image_tarballs_are_read() {
 
 #[test]
 fn gzipped_archive_is_read_like_the_plain_one() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
     let plain = inspect(
         &t,
-        &da(&peer("go-containerregistry/tarball/test_image_1.tar")),
+        &da(&corpus.path("go-containerregistry/tarball/test_image_1.tar")),
     );
-    let gz = peer("go-containerregistry/tarball/test_image_1.tar.gz");
+    let gz = corpus.path("go-containerregistry/tarball/test_image_1.tar.gz");
     let before = t.entries();
     let images = inspect(&t, &da(&gz));
     assert_eq!(images, plain);
@@ -435,8 +282,11 @@ fn gzipped_archive_is_read_like_the_plain_one() {
 
 #[test]
 fn foreign_layers_are_read() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
-    let foreign = peer("go-containerregistry/tarball/foreign.tar");
+    let foreign = corpus.path("go-containerregistry/tarball/foreign.tar");
     let images = inspect(&t, &da(&foreign));
     assert_eq!(images.len(), 1);
     assert_eq!(names(&images[0]), ["gcr.io/foo/bar:latest"]);
@@ -466,7 +316,7 @@ fn foreign_layers_are_read() {
     );
     copy_verify(&t, &da(&foreign), "out");
 
-    let sparse = peer("go-containerregistry/tarball/sparse_foreign.tar");
+    let sparse = corpus.path("go-containerregistry/tarball/sparse_foreign.tar");
     let sparse_images = inspect(&t, &da(&sparse));
     assert_eq!(names(&sparse_images[0]), ["gcr.io/foo/bar:latest"]);
     assert_eq!(sparse_images[0]["layers"].as_array().unwrap().len(), 2);
@@ -478,11 +328,17 @@ fn foreign_layers_are_read() {
 /// the image is the same, so the manifest built for it must be too.
 #[test]
 fn sparse_foreign_describes_the_same_image_as_foreign() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
-    let full = inspect(&t, &da(&peer("go-containerregistry/tarball/foreign.tar")));
+    let full = inspect(
+        &t,
+        &da(&corpus.path("go-containerregistry/tarball/foreign.tar")),
+    );
     let sparse = inspect(
         &t,
-        &da(&peer("go-containerregistry/tarball/sparse_foreign.tar")),
+        &da(&corpus.path("go-containerregistry/tarball/sparse_foreign.tar")),
     );
     assert_eq!(
         sparse[0]["layers"], full[0]["layers"],
@@ -496,8 +352,11 @@ fn sparse_foreign_describes_the_same_image_as_foreign() {
 
 #[test]
 fn null_manifest_is_rejected() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
-    let src = peer("go-containerregistry/tarball/null_manifest.tar");
+    let src = corpus.path("go-containerregistry/tarball/null_manifest.tar");
     rejected(
         &t,
         &["copy", &da(&src), &oci(&t.path("out"))],
@@ -508,12 +367,15 @@ fn null_manifest_is_rejected() {
 
 #[test]
 fn archives_without_manifest_json_are_pre_1_10() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
     for rel in [
         "go-containerregistry/tarball/no_manifest.tar",
         "moby/emptyLayer.tar",
     ] {
-        let src = peer(rel);
+        let src = corpus.path(rel);
         let file = src.file_name().unwrap().to_string_lossy().into_owned();
         rejected(
             &t,
@@ -530,8 +392,11 @@ fn archives_without_manifest_json_are_pre_1_10() {
 /// names a layer that is not there.
 #[test]
 fn hello_world_v25_without_its_layer() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
-    let dir = peer("go-containerregistry/tarball/hello-world-v25-metadata");
+    let dir = corpus.path("go-containerregistry/tarball/hello-world-v25-metadata");
     let files = [
         "blobs/sha256/411caf340c828657e915a83ed561a79d2b8150dabad4dc079d881cbfe6f86afe",
         "blobs/sha256/ac09ed77c1b58dc3f93528f17515cb1c5487fa8f304ba2ed54d0f14686f1136e",
@@ -563,18 +428,13 @@ fn hello_world_v25_without_its_layer() {
 
 // ---- go-containerregistry: layout/ ------------------------------------
 
-/// Copying a whole layout in one run gives the same `index.json` entries.
-fn whole_layout_keeps_its_entries(t: &TestDir, src: &std::path::Path) {
-    copy_verify(t, &oci(src), "all");
-    let want: BTreeSet<_> = index_entries(src).into_iter().collect();
-    let have: BTreeSet<_> = index_entries(&t.path("all")).into_iter().collect();
-    assert_eq!(have, want);
-}
-
 #[test]
 fn test_index_keeps_every_digest() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
-    let src = peer("go-containerregistry/layout/test_index");
+    let src = corpus.path("go-containerregistry/layout/test_index");
     copy_layout_entries(&t, &src);
     // The whole layout in one copy gives the same entries.
     whole_layout_keeps_its_entries(&t, &src);
@@ -582,14 +442,23 @@ fn test_index_keeps_every_digest() {
 
 #[test]
 fn test_gc_index_keeps_every_digest() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
-    copy_layout_entries(&t, &peer("go-containerregistry/layout/test_gc_index"));
+    copy_layout_entries(
+        &t,
+        &corpus.path("go-containerregistry/layout/test_gc_index"),
+    );
 }
 
 #[test]
 fn test_index_one_image_keeps_its_digest() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
-    let src = peer("go-containerregistry/layout/test_index_one_image");
+    let src = corpus.path("go-containerregistry/layout/test_index_one_image");
     let images = inspect(&t, &oci(&src));
     assert_eq!(images.len(), 1);
     assert_eq!(
@@ -603,8 +472,11 @@ fn test_index_one_image_keeps_its_digest() {
 /// docker archive.
 #[test]
 fn helm_artifact_copies_to_oci_but_not_to_docker() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
-    let src = peer("go-containerregistry/layout/test_index_media_type");
+    let src = corpus.path("go-containerregistry/layout/test_index_media_type");
     copy_layout_entries(&t, &src);
     let digest = "sha256:b544f71ecd82372bc9a3c0dbef378abfd2734fe437df81ff6e242a0d720d8e3e";
     rejected(
@@ -617,8 +489,11 @@ fn helm_artifact_copies_to_oci_but_not_to_docker() {
 
 #[test]
 fn unknown_mediatype_without_blobs_is_a_missing_blob() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
-    let src = peer("go-containerregistry/layout/test_gc_image_unknown_mediatype");
+    let src = corpus.path("go-containerregistry/layout/test_gc_image_unknown_mediatype");
     let digest = "sha256:32589985702551b6c56033bb3334432a0a513bf9d6aceda0f67c42b003850720";
     rejected(
         &t,
@@ -641,16 +516,22 @@ fn unknown_mediatype_without_blobs_is_a_missing_blob() {
 /// descriptors, a loop, a self-referencing digest tag, untagged entries.
 #[test]
 fn regclient_testrepo_keeps_every_digest() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
-    copy_layout_entries(&t, &peer("regclient/testrepo"));
+    copy_layout_entries(&t, &corpus.path("regclient/testrepo"));
 }
 
 /// `v1` lists buildx "builder" attestation manifests whose config is `{}`;
 /// they are copied as they are, not refused.
 #[test]
 fn regclient_buildx_attestations_are_copied() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
-    let src = peer("regclient/testrepo");
+    let src = corpus.path("regclient/testrepo");
     let v1 = "sha256:7ceb9b6bcc274697d0c38be6214b50cec79d601bc61708747d3f6cb772f6c6fa";
     let images = inspect(&t, &format!("{}:v1", oci(&src)));
     assert_eq!(images[0]["digest"], v1);
@@ -671,8 +552,11 @@ fn regclient_buildx_attestations_are_copied() {
 /// subject is not needed to copy it.
 #[test]
 fn regclient_external_copies_without_its_subject() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
-    let src = peer("regclient/external");
+    let src = corpus.path("regclient/external");
     copy_layout_entries(&t, &src);
     whole_layout_keeps_its_entries(&t, &src);
 }
@@ -680,12 +564,15 @@ fn regclient_external_copies_without_its_subject() {
 /// A bare layer tar is not an image archive.
 #[test]
 fn regclient_layer_tar_is_not_an_image_archive() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
     for rel in [
         "regclient/layers/layer.tar",
         "regclient/layers/layer-wh.tar",
     ] {
-        let src = peer(rel);
+        let src = corpus.path(rel);
         let file = src.file_name().unwrap().to_string_lossy().into_owned();
         rejected(
             &t,

@@ -196,8 +196,12 @@ fn writing_a_ref_name_takes_it_from_other_entries() {
 
 #[test]
 fn docker_archive_refuses_foreign_layers_it_cannot_carry() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
-    let sparse = peer("go-containerregistry/tarball/sparse_foreign.tar")
+    let sparse = corpus
+        .path("go-containerregistry/tarball/sparse_foreign.tar")
         .display()
         .to_string();
     t.imgsync(&[
@@ -209,7 +213,8 @@ fn docker_archive_refuses_foreign_layers_it_cannot_carry() {
     assert!(!t.path("out.tar").exists());
     // A foreign layer whose bytes are present is stored as a plain tar in
     // the legacy shape, under its DiffID like the others.
-    let foreign = peer("go-containerregistry/tarball/foreign.tar")
+    let foreign = corpus
+        .path("go-containerregistry/tarball/foreign.tar")
         .display()
         .to_string();
     t.imgsync(&[
@@ -249,8 +254,11 @@ fn verify_reports_a_missing_blob_once_as_not_found() {
 
 #[test]
 fn docker_format_follows_renamed_manifests_and_leaves_artifacts_alone() {
+    let Some(corpus) = peer_corpus() else {
+        return;
+    };
     let t = TestDir::new();
-    let src = peer("regclient/testrepo");
+    let src = corpus.path("regclient/testrepo");
     let report = t
         .imgsync(&[
             "copy",
