@@ -7,11 +7,12 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 
 use imgsync::Error;
-use imgsync::commands::{self, DockerFormat};
+use imgsync::commands;
 use imgsync::content::Platform;
 use imgsync::content::media_type::Compression;
 use imgsync::engine::Format;
 use imgsync::store::location::Location;
+use imgsync::store::open::DockerFormat;
 
 use super::{Common, SharedRegistryArgs, console, options, settings};
 

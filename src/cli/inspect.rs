@@ -36,7 +36,7 @@ pub fn run(c: InspectCmd) -> Result<ExitCode, Error> {
     let tmpdir = c.tmpdir.unwrap_or_else(std::env::temp_dir);
     let registry = c.registry.settings(default_jobs())?;
     let pool = ClientPool::default();
-    let ctx = commands::Context {
+    let ctx = imgsync::store::open::Context {
         tmpdir: &tmpdir,
         pool: &pool,
         registry: &registry,

@@ -3,22 +3,24 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use super::copy::{Into, copy_opened, merge, registry_targets};
-use super::{Context, DockerFormat, open_source};
 use crate::commands::sync::{SyncOptions, settings_for};
 use crate::content::manifest::is_manifest_media_type;
 use crate::content::{Descriptor, Digest, ManifestView, Platform, Reference};
 use crate::engine::progress::Progress;
-use crate::engine::{CopyOptions, CopyReport, ImagePlan, copy_images};
+use crate::engine::{
+    CopyOptions, CopyReport, ImagePlan, copy_images, copy_location, copy_placed, pool,
+};
 use crate::error::{Error, Result};
 use crate::store::bundle::manifest::{BundleManifest, read_since};
 use crate::store::bundle::read::Opened;
 use crate::store::bundle::{Bundle, BundleOptions, BundleSink};
 use crate::store::location::Location;
 use crate::store::null::NullSink;
+use crate::store::open::{
+    Context, DestinationOptions, DockerFormat, open_destination, open_source, registry_targets,
+};
 use crate::store::registry::{ClientPool, RegistrySettings};
 use crate::store::registry::{MountIndex, RegistrySink};
 use crate::store::{ImageName, ImageSink, ImageSource, SourceImage};
@@ -137,8 +139,8 @@ fn wanted_images(args: &SaveArgs, pool: &ClientPool) -> Result<Vec<Wanted>> {
 
 /// `imgsync save`: every wanted image into one bundle.
 pub fn save(args: &SaveArgs, progress: &dyn Progress) -> Result<SaveReport> {
-    let pool = ClientPool::default();
-    let wanted = wanted_images(args, &pool)?;
+    let clients = ClientPool::default();
+    let wanted = wanted_images(args, &clients)?;
     let since = match &args.since {
         Some(p) => {
             let m = read_since(p)?;
@@ -155,34 +157,22 @@ pub fn save(args: &SaveArgs, progress: &dyn Progress) -> Result<SaveReport> {
             docker_platform: args.docker_platform.clone(),
         },
     )?;
-    let report = Mutex::new(CopyReport::default());
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
-    let next = AtomicUsize::new(0);
     // A few images at once; each moves its blobs in parallel too.
-    let workers = wanted.len().clamp(1, 4);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                loop {
-                    if failure.lock().unwrap().is_some() {
-                        break;
-                    }
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(w) = wanted.get(k) else { break };
-                    match save_one(w, &sink, &args.options, &pool, progress) {
-                        Ok(r) => merge(&mut report.lock().unwrap(), r),
-                        Err(e) => {
-                            failure.lock().unwrap().get_or_insert(e);
-                            break;
-                        }
-                    }
-                }
-            });
+    let results = pool::run_until(
+        &wanted,
+        wanted.len().clamp(1, 4),
+        |_, w| save_one(w, &sink, &args.options, &clients, progress),
+        |r| r.is_err(),
+    );
+    let mut report = CopyReport::default();
+    for r in results.into_iter().flatten() {
+        match r {
+            Ok(r) => report.merge(r),
+            Err(e) => {
+                sink.abort();
+                return Err(e);
+            }
         }
-    });
-    if let Some(e) = failure.into_inner().unwrap() {
-        sink.abort();
-        return Err(e);
     }
     if let Err(e) = sink.commit() {
         sink.abort();
@@ -202,8 +192,8 @@ pub fn save(args: &SaveArgs, progress: &dyn Progress) -> Result<SaveReport> {
         .filter_map(|f| std::fs::metadata(f).ok())
         .map(|m| m.len())
         .sum();
-    let mut copy = report.into_inner().unwrap();
-    copy.requests = pool.requests();
+    let mut copy = report;
+    copy.requests = clients.requests();
     Ok(SaveReport {
         copy,
         bundle: Some(manifest),
@@ -308,15 +298,28 @@ pub fn load(args: &LoadArgs, progress: &dyn Progress) -> Result<CopyReport> {
         Opened::NotABundle => {
             // A plain archive: load it as `copy` would.
             let path = args.files[0].display().to_string();
-            let source = super::copy::CopyArgs {
-                source: plain_archive(&path)?,
-                dest: args.to.clone(),
-                options: args.options.clone(),
-                docker_format: DockerFormat::Oci,
-                src_registry: RegistrySettings::default(),
-                dest_registry: args.registry.clone(),
+            let ctx = Context {
+                tmpdir: &args.options.tmpdir,
+                pool: &pool,
+                registry: &RegistrySettings::default(),
             };
-            return super::copy::run(&source, progress);
+            let dest = DestinationOptions {
+                docker_format: DockerFormat::Oci,
+                platform: None,
+                registry: &args.registry,
+                source_is_registry: false,
+                mounts: Arc::new(MountIndex::default()),
+            };
+            let mut report = copy_location(
+                &plain_archive(&path)?,
+                &args.to,
+                &ctx,
+                &dest,
+                &args.options,
+                progress,
+            )?;
+            report.requests = pool.requests();
+            return Ok(report);
         }
     };
     bundle.check()?;
@@ -355,15 +358,15 @@ pub fn load(args: &LoadArgs, progress: &dyn Progress) -> Result<CopyReport> {
     }
     let mounts = Arc::new(MountIndex::default());
     check_required(&bundle, &images, args, &pool, &mounts)?;
-    let into = Into {
-        dest: &args.to,
-        options: &args.options,
+    let dest = DestinationOptions {
         docker_format: DockerFormat::Oci,
-        dest_registry: &args.registry,
+        platform: None,
+        registry: &args.registry,
         source_is_registry: false,
         mounts,
     };
-    let mut report = copy_opened(bundle.as_ref(), images, &into, &pool, progress)
+    let placements = open_destination(&args.to, images, &bundle.describe(), &dest, &pool)?;
+    let mut report = copy_placed(bundle.as_ref(), placements, &args.options, progress)
         .map_err(|e| with_location(e, &bundle))?;
     report.requests = pool.requests();
     Ok(report)
@@ -507,27 +510,11 @@ fn head_all(
     sinks: &HashMap<String, RegistrySink>,
     asks: &[(String, Descriptor)],
 ) -> Result<Vec<bool>> {
-    let answers: Mutex<Vec<Option<Result<bool>>>> =
-        Mutex::new((0..asks.len()).map(|_| None).collect());
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..asks.len().clamp(1, 16) {
-            s.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((repo, d)) = asks.get(k) else { break };
-                    let r = sinks[repo].has_blob(d);
-                    answers.lock().unwrap()[k] = Some(r);
-                }
-            });
-        }
-    });
-    answers
-        .into_inner()
-        .unwrap()
-        .into_iter()
-        .map(|a| a.expect("every blob was asked about"))
-        .collect()
+    pool::run_all(asks, asks.len().clamp(1, 16), |_, (repo, d)| {
+        sinks[repo].has_blob(d)
+    })
+    .into_iter()
+    .collect()
 }
 
 /// "needs N blobs ... carried by bundle X": grouped by the earlier bundle

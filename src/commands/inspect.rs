@@ -2,13 +2,13 @@
 
 use serde::Serialize;
 
-use super::{Context, open_source};
 use crate::content::config::ConfigView;
 use crate::content::media_type::is_image_config;
 use crate::content::{Descriptor, Digest, ManifestView, Platform};
 use crate::error::{Error, Result};
 use crate::store::ImageSource;
 use crate::store::location::Location;
+use crate::store::open::{Context, open_source};
 
 #[derive(Debug, Serialize)]
 pub struct LayerInfo {

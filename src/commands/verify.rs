@@ -2,12 +2,12 @@
 //! every image and check sizes, digests and DiffIDs. Reports every problem,
 //! not just the first.
 
-use super::{Context, open_source};
 use crate::engine::progress::Progress;
 use crate::engine::{CopyOptions, CopyReport, ImagePlan, copy_images};
 use crate::error::Result;
 use crate::store::location::Location;
 use crate::store::null::NullSink;
+use crate::store::open::{Context, open_source};
 
 pub fn run(
     loc: &Location,

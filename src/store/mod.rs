@@ -23,6 +23,7 @@ pub mod layout;
 pub mod location;
 pub mod null;
 pub mod oci_archive;
+pub mod open;
 pub mod registry;
 pub mod spool;
 pub mod tar;

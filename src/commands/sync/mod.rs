@@ -204,5 +204,5 @@ fn copy_one(
         ),
     };
     let plan = [ImagePlan { image, names }];
-    crate::commands::copy::run_into(&source, sink.as_ref(), &plan, &copy_opts, progress)
+    crate::engine::copy_and_commit(&source, sink.as_ref(), &plan, &copy_opts, progress)
 }

@@ -1,0 +1,196 @@
+//! Emitting (sequential): write manifests children first, rewritten only
+//! where a conversion changed a child; the caller then names the images.
+
+use std::collections::HashMap;
+
+use super::Conversion;
+use super::convert::{self, Format};
+use super::plan::{Job, JobId, JobOutput, Node};
+use crate::content::media_type::{self};
+use crate::content::{Descriptor, Digest, ManifestKind, RawManifest};
+use crate::engine::progress::Progress;
+use crate::error::{Error, Result};
+use crate::store::ImageSink;
+
+pub(super) struct Emitter<'a> {
+    pub(super) sink: &'a dyn ImageSink,
+    pub(super) jobs: &'a [Job],
+    pub(super) outputs: &'a [Option<JobOutput>],
+    pub(super) format: Option<Format>,
+    pub(super) progress: &'a dyn Progress,
+    pub(super) conversions: Vec<Conversion>,
+    /// Manifests this run rewrote: old digest → new descriptor, so that
+    /// references to them (subjects, attestation annotations) follow.
+    pub(super) renamed: HashMap<Digest, Descriptor>,
+}
+
+impl Emitter<'_> {
+    /// Did every blob of this image arrive?
+    pub(super) fn complete(&self, node: &Node) -> bool {
+        match node {
+            Node::Blob { job } => self.outputs[*job].is_some(),
+            Node::Manifest { config, layers, .. } => config
+                .iter()
+                .chain(layers)
+                .all(|id| self.outputs[*id].is_some()),
+            Node::Index { children, .. } => children.iter().all(|(_, c)| self.complete(c)),
+        }
+    }
+
+    fn output(&self, id: JobId) -> Result<&JobOutput> {
+        self.outputs[id].as_ref().ok_or_else(|| {
+            Error::Integrity(format!(
+                "{}: blob {} was not copied",
+                self.jobs[id].what, self.jobs[id].src.digest
+            ))
+        })
+    }
+
+    pub(super) fn emit(&mut self, node: &Node, label: &str) -> Result<Descriptor> {
+        match node {
+            Node::Blob { job } => Ok(self.output(*job)?.desc.clone()),
+            Node::Manifest {
+                src,
+                raw,
+                kind,
+                image,
+                subject,
+                config,
+                layers,
+            } => {
+                let _ = config.map(|c| self.output(c)).transpose()?;
+                let own = Format::of(*kind).expect("schema1 is refused when planning");
+                // Artifacts keep their media types: only images convert.
+                let format = if *image {
+                    self.format.unwrap_or(own)
+                } else {
+                    own
+                };
+                let mut new_layers = Vec::new();
+                let mut changed = own != format;
+                let new_subject = subject.as_ref().and_then(|d| self.renamed.get(d)).cloned();
+                changed |= new_subject.is_some();
+                for &id in layers {
+                    let out = self.output(id)?;
+                    let mut desc = out.desc.clone();
+                    let transcoded = desc.digest != self.jobs[id].src.digest;
+                    changed |= transcoded;
+                    if format != own && media_type::layer_type(&desc.media_type).is_some() {
+                        let mt = convert::layer_media_type_for(&desc, format)?;
+                        changed |= mt != desc.media_type;
+                        desc.media_type = mt;
+                    }
+                    new_layers.push((desc, transcoded));
+                }
+                if !changed {
+                    self.sink.put_manifest(&RawManifest {
+                        bytes: raw.clone(),
+                        media_type: src.media_type.clone(),
+                        digest: src.digest.clone(),
+                    })?;
+                    return Ok(src.clone());
+                }
+                let m = convert::rewrite_manifest(
+                    raw,
+                    *kind,
+                    &new_layers,
+                    format,
+                    new_subject.as_ref(),
+                )
+                .map_err(|e| Error::Format(format!("{label}: {e}")))?;
+                self.sink.put_manifest(&m)?;
+                self.note(label, "manifest", &src.digest, &m.digest, format, *kind);
+                let mut desc = src.clone();
+                desc.media_type = m.media_type.clone();
+                desc.digest = m.digest.clone();
+                desc.size = m.bytes.len() as u64;
+                self.renamed.insert(src.digest.clone(), desc.clone());
+                Ok(desc)
+            }
+            Node::Index {
+                src,
+                raw,
+                kind,
+                children,
+                filtered,
+            } => {
+                let format = self
+                    .format
+                    .or(Format::of(*kind))
+                    .expect("indexes have a format");
+                let mut changed = *filtered || Format::of(*kind) != Some(format);
+                let mut out = Vec::new();
+                for (i, child) in children {
+                    let d = self.emit(child, label)?;
+                    let old = match child {
+                        Node::Index { src, .. } | Node::Manifest { src, .. } => &src.digest,
+                        Node::Blob { job } => &self.jobs[*job].src.digest,
+                    };
+                    changed |= &d.digest != old;
+                    out.push((*i, d));
+                }
+                if !changed {
+                    self.sink.put_manifest(&RawManifest {
+                        bytes: raw.clone(),
+                        media_type: src.media_type.clone(),
+                        digest: src.digest.clone(),
+                    })?;
+                    return Ok(src.clone());
+                }
+                let m = convert::rewrite_index(raw, &out, format, &self.renamed)
+                    .map_err(|e| Error::Format(format!("{label}: {e}")))?;
+                self.sink.put_manifest(&m)?;
+                let why = if *filtered {
+                    "platforms selected"
+                } else {
+                    "children changed"
+                };
+                self.conversions.push(Conversion {
+                    what: format!("{label}: index"),
+                    old: src.digest.clone(),
+                    new: m.digest.clone(),
+                    why: why.into(),
+                });
+                self.progress
+                    .converted(&format!("{label}: index"), &src.digest, &m.digest, why);
+                let mut desc = src.clone();
+                desc.media_type = m.media_type.clone();
+                desc.digest = m.digest.clone();
+                desc.size = m.bytes.len() as u64;
+                self.renamed.insert(src.digest.clone(), desc.clone());
+                Ok(desc)
+            }
+        }
+    }
+
+    fn note(
+        &mut self,
+        label: &str,
+        what: &str,
+        old: &Digest,
+        new: &Digest,
+        format: Format,
+        kind: ManifestKind,
+    ) {
+        let why = if Format::of(kind) != Some(format) {
+            format!(
+                "converted to {} media types",
+                if format == Format::Docker {
+                    "Docker"
+                } else {
+                    "OCI"
+                }
+            )
+        } else {
+            "layers recompressed".to_string()
+        };
+        let what = format!("{label}: {what}");
+        self.progress.converted(&what, old, new, &why);
+        self.conversions.push(Conversion {
+            what,
+            old: old.clone(),
+            new: new.clone(),
+            why,
+        });
+    }
+}
