@@ -36,20 +36,28 @@ class RegistryClient:
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        for attempt in range(2):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
-            try:
-                self.conn.request(method, path, body=body, headers=headers or {})
-                r = self.conn.getresponse()
-                data = r.read()
-                return r.status, {k.lower(): v for k, v in r.getheaders()}, data
-            except (http.client.HTTPException, OSError):
-                self.conn.close()
-                self.conn = None
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+        """(status, headers with lower-case names, body).
+
+        A failure is retried once on a new connection: the registry may have
+        closed the kept-alive one while it was idle.
+        """
+        try:
+            return self._exchange(method, path, body, headers)
+        except (http.client.HTTPException, OSError):
+            return self._exchange(method, path, body, headers)
+
+    def _exchange(self, method: str, path: str, body: bytes | None,
+                  headers: dict[str, str] | None) -> tuple[int, dict[str, str], bytes]:
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        try:
+            self.conn.request(method, path, body=body, headers=headers or {})
+            r = self.conn.getresponse()
+            data = r.read()
+        except (http.client.HTTPException, OSError):
+            self.close()
+            raise
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
 
     def paged(self, path: str, key: str) -> list[str]:
         out: list[str] = []
