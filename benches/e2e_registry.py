@@ -167,7 +167,6 @@ class RegistryHooks:
             remove_path(self.dest_path)
 
 
-
 def make_cases(scenario: str, image: str, tools: dict[str, str], inputs: Path, outdir: Path, meta: dict,
                setup: RegistryScenarios) -> list[Case]:
     """One case per tool; the registries a run needs are made by its hooks."""

@@ -118,7 +118,6 @@ class Endpoint:
             shutil.rmtree(self.registry.root, ignore_errors=True)
 
 
-
 class Registries:
     """Starts, tracks and stops the registries (and proxies) of one harness run."""
 
