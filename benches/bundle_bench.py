@@ -27,7 +27,7 @@ Load (a fresh, empty registry for every run and tool)
   reported.  After imgsync's load the destination's manifest digests are
   checked against the source's.
 
-Measurements (process launch and wait4 as in e2e.py)
+Measurements (process launch and wait4 as in e2e.py: harness/process.py)
   wall   best of --runs, seconds;  RSS  peak ru_maxrss (a shell loop
   reports the largest of its children);  bytes  the files written (save)
   or blobs the destination registry stores (load);  ratio  other / imgsync
@@ -45,104 +45,37 @@ Usage (from the project root):
 from __future__ import annotations
 
 import argparse
-import hashlib
-import http.client
 import json
 import os
 import shutil
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
 sys.dont_write_bytecode = True  # leave benches/ as it is
-import e2e  # noqa: E402
-import sync_bench  # noqa: E402
-from e2e import MIB, BenchError, log  # noqa: E402
+from harness import MIB, BenchError, log  # noqa: E402
+from harness.disk import TempWatch, dir_bytes  # noqa: E402
+from harness.images import build_app_layer, build_base_layers, write_docker_archive  # noqa: E402
+from harness.process import Runner, Sample, check_output, find_imgsync, shell_join  # noqa: E402
+from harness.registry import REGISTRY_BIN, Registry  # noqa: E402
+from harness.registry_api import RegistryClient  # noqa: E402
 
-PROJECT_ROOT = BENCH_DIR.parent
 IMAGES = 4
 
 
-def app_layer(build: Path, name: str, mib: int) -> e2e.BuiltLayer:
-    """A layer of its own: ~mib MiB of hex text derived from the name."""
-    lb = e2e.LayerBuilder(build / f"{name.replace('/', '_').replace(':', '_')}.tar")
-    lb.ensure_parents("srv/app/x", host_root=None)
-    h = hashlib.sha256(name.encode()).digest()
-    for k in range(mib):
-        chunk = bytearray()
-        while len(chunk) < MIB:
-            h = hashlib.sha256(h).digest()
-            chunk += h.hex().encode() + b"\n"
-        lb.add_bytes(f"srv/app/data-{k:04d}.txt", bytes(chunk))
-    diff_id, size = lb.close()
-    return e2e.BuiltLayer(lb.path, diff_id, size, lb.files, f"COPY app /srv/app # {name}")
-
-
-class Reg:
-    """Plain registry access for checks (no proxy)."""
-
-    def __init__(self, port: int):
-        self.port = port
-
-    def get(self, path: str, accept: str = "") -> tuple[int, dict[str, str], bytes]:
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        c.request("GET", path, headers={"Accept": accept} if accept else {})
-        r = c.getresponse()
-        body = r.read()
-        headers = {k.lower(): v for k, v in r.getheaders()}
-        c.close()
-        return r.status, headers, body
-
-    def manifest(self, repo: str, ref: str) -> tuple[str, bytes]:
-        accept = ("application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, "
-                  "application/vnd.docker.distribution.manifest.v2+json")
-        status, _, body = self.get(f"/v2/{repo}/manifests/{ref}", accept)
-        if status != 200:
-            raise BenchError(f"GET manifest {repo}:{ref} on :{self.port}: HTTP {status}")
-        return "sha256:" + hashlib.sha256(body).hexdigest(), body
-
-
-class TempWatch:
-    """Polls a directory's size during a run and keeps the peak."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.peak = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, e2e.dir_bytes(self.path))
-            time.sleep(0.005)
-
-    def __enter__(self) -> "TempWatch":
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, e2e.dir_bytes(self.path))
-
-
-def measure(runner: e2e.Runner, cmd: list[str], env: dict[str, str] | None = None) -> e2e.Sample:
+def measure(runner: Runner, cmd: list[str], env: dict[str, str] | None = None) -> Sample:
     if env:
         cmd = ["env", *[f"{k}={v}" for k, v in env.items()], *cmd]
     sample, stderr = runner.run(cmd)
     if sample.rc != 0:
-        raise BenchError(f"{e2e.shell_join(cmd)} failed ({sample.rc}):\n{stderr[-3000:]}")
+        raise BenchError(f"{shell_join(cmd)} failed ({sample.rc}):\n{stderr[-3000:]}")
     return sample
 
 
 def loop_cmd(cmds: list[list[str]]) -> list[str]:
     """One shell process running commands one after the other."""
-    return ["/bin/sh", "-c", " && ".join(e2e.shell_join(c) for c in cmds)]
+    return ["/bin/sh", "-c", " && ".join(shell_join(c) for c in cmds)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="timed runs per tool (default 3)")
     ap.add_argument("--imgsync", default="target/release/imgsync", help="imgsync binary (default target/release/imgsync)")
     ap.add_argument("--skopeo", default=shutil.which("skopeo") or "/usr/bin/skopeo")
-    ap.add_argument("--registry", default=e2e.REGISTRY_BIN)
+    ap.add_argument("--registry", default=REGISTRY_BIN)
     ap.add_argument("--no-build", action="store_true", help="never run cargo build")
     ap.add_argument("--no-docker", action="store_true", help="skip docker save")
     ap.add_argument("--workdir", help="parent of the temporary work dir")
@@ -162,59 +95,52 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rss-method", choices=["auto", "reaper", "direct"], default="auto")
     args = ap.parse_args(argv)
 
-    imgsync = Path(args.imgsync)
-    if not imgsync.is_absolute():
-        imgsync = PROJECT_ROOT / imgsync
-    if not imgsync.exists() and not args.no_build:
-        log("building imgsync (cargo build --release) ...")
-        e2e.check_output(["cargo", "build", "--release", "--quiet"], cwd=PROJECT_ROOT)
-    if not imgsync.exists():
-        raise BenchError(f"{imgsync} not found")
+    imgsync = find_imgsync(args.imgsync, no_build=args.no_build)
     docker = None
     if not args.no_docker and shutil.which("docker"):
         ok = os.system("docker version --format '{{.Server.Version}}' >/dev/null 2>&1") == 0
         docker = shutil.which("docker") if ok else None
 
     work = Path(tempfile.mkdtemp(prefix="imgsync-bundle-bench-", dir=args.workdir))
-    registries: list[e2e.Registry] = []
+    registries: list[Registry] = []
     results: dict[str, Any] = {"save": {}, "load": {}}
     try:
-        runner = e2e.Runner(args.rss_method, work)
+        runner = Runner(args.rss_method, work)
         build = work / "build"
         build.mkdir()
 
-        def registry(name: str) -> e2e.Registry:
-            r = e2e.Registry(args.registry, work / "registries" / f"{name}-{len(registries)}")
+        def registry(name: str) -> Registry:
+            r = Registry(args.registry, work / "registries" / f"{name}-{len(registries)}")
             registries.append(r)
             return r
 
         src = registry("src")
         log(f"building 3 base layers of ~{args.base_mib} MiB ...")
-        base = sync_bench.build_base_layers(build, args.base_mib * 1024)
+        base = build_base_layers(build, args.base_mib * 1024)
         refs = []
         for k in range(IMAGES):
             name = f"bench/app-{k}:1"
-            top = app_layer(build, name, args.app_mib)
+            top = build_app_layer(build, name, args.app_mib)
             archive = build / f"app-{k}.docker.tar"
-            e2e.write_docker_archive(archive, name, base + [top])
+            write_docker_archive(archive, name, base + [top])
             ref = f"127.0.0.1:{src.port}/{name}"
-            e2e.check_output([str(imgsync), "copy", "-q", f"docker-archive:{archive}", ref])
+            check_output([str(imgsync), "copy", "-q", f"docker-archive:{archive}", ref])
             archive.unlink()
             top.path.unlink()
             refs.append(ref)
         for l in base:
             l.path.unlink()
-        s = Reg(src.port)
         unique: dict[str, int] = {}
         source_digests = {}
-        for k in range(IMAGES):
-            d, body = s.manifest(f"bench/app-{k}", "1")
-            source_digests[k] = d
-            m = json.loads(body)
-            unique[d] = len(body)
-            unique[m["config"]["digest"]] = m["config"]["size"]
-            for l in m["layers"]:
-                unique[l["digest"]] = l["size"]
+        with RegistryClient(src.port) as s:
+            for k in range(IMAGES):
+                d, body, _ = s.manifest(f"bench/app-{k}", "1")
+                source_digests[k] = d
+                m = json.loads(body)
+                unique[d] = len(body)
+                unique[m["config"]["digest"]] = m["config"]["size"]
+                for l in m["layers"]:
+                    unique[l["digest"]] = l["size"]
         unique_bytes = sum(unique.values())
         log(f"source: {IMAGES} images, {len(unique)} unique blobs, {unique_bytes / MIB:.1f} MiB")
 
@@ -227,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         if docker:
             for r in refs:
-                e2e.check_output([docker, "pull", "-q", r])
+                check_output([docker, "pull", "-q", r])
             tools_save["docker save"] = lambda out: [docker, "save", "-o", str(out / "d.tar"), *refs]
         outs: dict[str, Path] = {}
         for tool, make in tools_save.items():
@@ -237,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 out.mkdir()
                 os.sync()
                 sample = measure(runner, make(out))
-                size = e2e.dir_bytes(out)
+                size = dir_bytes(out)
                 if best is None or sample.wall_s < best["wall_s"]:
                     best = {"wall_s": sample.wall_s, "maxrss_kib": sample.maxrss_kib, "bytes": size}
                 if run < args.runs - 1:
@@ -248,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"save {tool}: {best['wall_s']:.2f}s, {best['maxrss_kib'] / 1024:.0f} MiB RSS, {best['bytes'] / MIB:.1f} MiB")
         if docker:
             for r in refs:
-                e2e.check_output([docker, "rmi", "-f", r])
+                check_output([docker, "rmi", "-f", r])
 
         tmp = work / "tmp"
         tmp.mkdir()
@@ -270,11 +196,11 @@ def main(argv: list[str] | None = None) -> int:
                     sample = measure(runner, make(dst.port), {"TMPDIR": str(tmp), "IMGSYNC_TMPDIR": str(tmp)})
                 stored = dst.blob_bytes()
                 if tool == "imgsync":
-                    d = Reg(dst.port)
-                    for k in range(IMAGES):
-                        got, _ = d.manifest(f"mirror/bench/app-{k}", "1")
-                        if got != source_digests[k]:
-                            raise BenchError(f"imgsync load: app-{k} is {got}, the source has {source_digests[k]}")
+                    with RegistryClient(dst.port) as d:
+                        for k in range(IMAGES):
+                            got = d.manifest(f"mirror/bench/app-{k}", "1")[0]
+                            if got != source_digests[k]:
+                                raise BenchError(f"imgsync load: app-{k} is {got}, the source has {source_digests[k]}")
                 dst.stop()
                 registries.remove(dst)
                 shutil.rmtree(dst.root, ignore_errors=True)

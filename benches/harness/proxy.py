@@ -1,0 +1,351 @@
+"""The counting HTTP/1.1 proxy in front of every benchmark registry.
+
+Both tools reach the registries only through these proxies, so both pay
+the same small overhead (registry.measure_proxy measures it once: a large
+blob fetched directly and through the proxy).  One thread per connection;
+keep-alive, Content-Length and chunked bodies, 100-continue.
+Content-Length bodies move with splice(2) between sockets with large
+buffers; chunked bodies are forwarded a read buffer at a time, parsing only
+the chunk-size lines.  The proxy refuses TLS: a connection whose first byte
+is a TLS handshake record is closed, which is how the HTTPS probes of both
+tools fail (counted as `tls_refused`, not as requests).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from harness import MIB
+
+SOCKET_BUFFER = 4 * MIB
+PIPE_SIZE = 1 * MIB
+RECV_SIZE = 1 * MIB
+MAX_HEAD = 256 * 1024
+TLS_HANDSHAKE = 0x16  # first byte of a TLS ClientHello record
+
+def _sysctl_int(name: str) -> int:
+    try:
+        return int(Path("/proc/sys", *name.split(".")).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def tune_socket(s: socket.socket) -> None:
+    """No Nagle delay; large socket buffers where the kernel allows them.
+
+    Setting SO_RCVBUF/SO_SNDBUF turns the kernel's buffer auto-tuning off, so
+    they are set only when the limit (net.core.[rw]mem_max) admits the
+    requested size, or with the *FORCE variants (root); otherwise auto-tuning
+    is left alone.
+    """
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for opt, force, limit in (
+        (socket.SO_RCVBUF, 33, "net.core.rmem_max"),  # SO_RCVBUFFORCE
+        (socket.SO_SNDBUF, 32, "net.core.wmem_max"),  # SO_SNDBUFFORCE
+    ):
+        try:
+            if _sysctl_int(limit) >= SOCKET_BUFFER:
+                s.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+            else:
+                s.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
+        except OSError:
+            pass
+
+
+class _Peer:
+    """One side of a proxied connection: the socket and bytes read ahead."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.buf = b""
+        self.pos = 0
+
+    @property
+    def avail(self) -> int:
+        return len(self.buf) - self.pos
+
+    def fill(self) -> bool:
+        chunk = self.sock.recv(RECV_SIZE)
+        if not chunk:
+            return False
+        self.buf = chunk if self.pos == len(self.buf) else self.buf[self.pos:] + chunk
+        self.pos = 0
+        return True
+
+    def read_head(self) -> bytes | None:
+        """The next message head including the blank line; None at a clean EOF."""
+        while True:
+            end = self.buf.find(b"\r\n\r\n", self.pos)
+            if end >= 0:
+                head = self.buf[self.pos:end + 4]
+                self.pos = end + 4
+                return head
+            if self.avail > MAX_HEAD:
+                raise OSError("message head too large")
+            if not self.fill():
+                if self.avail:
+                    raise OSError("connection closed inside a message head")
+                return None
+
+
+def parse_head(head: bytes) -> tuple[str, dict[str, str]]:
+    """(start line, headers with lower-case names; repeated ones joined by ',')."""
+    lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            name = name.strip().lower()
+            value = value.strip()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return lines[0], headers
+
+
+def _tokens(value: str | None) -> list[str]:
+    return [t.strip().lower() for t in (value or "").split(",") if t.strip()]
+
+
+class CountingProxy:
+    """HTTP/1.1 forwarding proxy in front of one registry that counts requests.
+
+    Listens on an ephemeral 127.0.0.1 port; every accepted connection gets
+    a thread and its own upstream connection (keep-alive on both sides).
+    Heads are parsed; bodies (Content-Length, chunked, or until close) are
+    forwarded unchanged with splice(2) through a pipe where possible, so
+    payload bytes are never copied into the interpreter.  The Host header is
+    kept, so the registry's upload Locations point back at the proxy.  A
+    connection that starts with a TLS handshake record is closed.
+    """
+
+    splice_ok = hasattr(os, "splice")
+
+    def __init__(self, upstream_port: int, label: str):
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.label = label
+        self.lock = threading.Lock()
+        self._zero()
+        # What the last take() returned: the per-proxy split of a run whose
+        # counters were merged over several proxies (source and target).
+        self.last: dict[str, Any] = {}
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self.port = self.listener.getsockname()[1]
+        self.closed = False
+        self.errors: list[str] = []
+        self.thread = threading.Thread(target=self._accept_loop, name=f"proxy-{label}", daemon=True)
+        self.thread.start()
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _zero(self) -> None:
+        self.requests = 0
+        self.by_method: dict[str, int] = {}
+        self.connections = 0
+        self.tls_refused = 0
+        self.bytes_up = 0
+        self.bytes_down = 0
+
+    def take(self) -> dict[str, Any]:
+        """The counters since the last take(), which resets them; also kept as `last`."""
+        with self.lock:
+            out = {
+                "requests": self.requests,
+                "by_method": dict(sorted(self.by_method.items())),
+                "connections": self.connections,
+                "tls_refused": self.tls_refused,
+                "bytes_to_registry": self.bytes_up,
+                "bytes_from_registry": self.bytes_down,
+            }
+            self._zero()
+            self.last = out
+        return out
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+
+    def _accept_loop(self) -> None:
+        while not self.closed:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    # -- one connection ----------------------------------------------------
+
+    def _serve(self, csock: socket.socket) -> None:
+        usock: socket.socket | None = None
+        pipe: tuple[int, int] | None = None
+        try:
+            tune_socket(csock)
+            client = _Peer(csock)
+            if not client.fill():
+                return
+            if client.buf[0] == TLS_HANDSHAKE:
+                with self.lock:
+                    self.tls_refused += 1
+                return
+            with self.lock:
+                self.connections += 1
+            upstream: _Peer | None = None
+            while True:
+                head = client.read_head()
+                if head is None:
+                    return
+                start, headers = parse_head(head)
+                method = start.split(" ", 1)[0].upper()
+                with self.lock:
+                    self.requests += 1
+                    self.by_method[method] = self.by_method.get(method, 0) + 1
+                if upstream is None:
+                    usock = socket.create_connection(self.upstream)
+                    tune_socket(usock)
+                    upstream = _Peer(usock)
+                    if self.splice_ok:
+                        pipe = os.pipe()
+                        try:
+                            fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+                        except (OSError, AttributeError):
+                            pass
+                if "100-continue" in _tokens(headers.get("expect")):
+                    # Answered here; the registry gets the request without it.
+                    csock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    head = b"\r\n".join(
+                        l for l in head.split(b"\r\n") if not l.lower().startswith(b"expect:")
+                    )
+                upstream.sock.sendall(head)
+                n = self._body(client, usock, headers, request=True, pipe=pipe)
+                with self.lock:
+                    self.bytes_up += n
+                while True:
+                    rhead = upstream.read_head()
+                    if rhead is None:
+                        return
+                    status_line, rheaders = parse_head(rhead)
+                    csock.sendall(rhead)
+                    parts = status_line.split(" ", 2)
+                    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+                    if 100 <= status < 200 and status != 101:
+                        continue  # interim response; the final one follows
+                    break
+                bodiless = method == "HEAD" or status in (204, 304) or 100 <= status < 200
+                n = 0 if bodiless else self._body(upstream, csock, rheaders, request=False, pipe=pipe)
+                with self.lock:
+                    self.bytes_down += max(n, 0)
+                if n < 0 or "close" in _tokens(headers.get("connection")) or "close" in _tokens(rheaders.get("connection")):
+                    return
+                if status_line.startswith("HTTP/1.0") and "keep-alive" not in _tokens(rheaders.get("connection")):
+                    return
+        except (OSError, ValueError) as e:
+            if not self.closed and len(self.errors) < 20:
+                self.errors.append(str(e))
+        finally:
+            for s in (csock, usock):
+                if s is not None:
+                    s.close()
+            if pipe:
+                os.close(pipe[0])
+                os.close(pipe[1])
+
+    def _body(self, src: _Peer, dst: socket.socket, headers: dict[str, str], request: bool,
+              pipe: tuple[int, int] | None) -> int:
+        """Forwards one message body; returns its size, or -1 if it ended with the connection."""
+        if "chunked" in _tokens(headers.get("transfer-encoding")):
+            return self._chunked(src, dst, pipe)
+        if "content-length" in headers:
+            n = int(headers["content-length"].split(",")[0])
+            self._exact(src, dst, n, pipe)
+            return n
+        if request:
+            return 0
+        # A response delimited by the end of the connection.
+        while True:
+            if src.avail:
+                dst.sendall(memoryview(src.buf)[src.pos:])
+                src.pos = len(src.buf)
+            if not src.fill():
+                return -1
+
+    def _exact(self, src: _Peer, dst: socket.socket, n: int, pipe: tuple[int, int] | None) -> None:
+        """Forwards exactly n bytes: read-ahead first, then splice(2) (or recv/send)."""
+        k = min(n, src.avail)
+        if k:
+            dst.sendall(memoryview(src.buf)[src.pos:src.pos + k])
+            src.pos += k
+            n -= k
+        while n > 0 and pipe and CountingProxy.splice_ok:
+            try:
+                moved = os.splice(src.fd, pipe[1], min(n, PIPE_SIZE), flags=os.SPLICE_F_MOVE)
+            except OSError as e:
+                if e.errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: no splice here
+                    CountingProxy.splice_ok = False
+                    break
+                raise
+            if moved == 0:
+                raise OSError("connection closed inside a message body")
+            n -= moved
+            while moved:
+                moved -= os.splice(pipe[0], dst.fileno(), moved, flags=os.SPLICE_F_MOVE)
+        buf = bytearray(min(n, RECV_SIZE)) if n > 0 else None
+        while n > 0:
+            got = src.sock.recv_into(buf, min(n, len(buf)))
+            if not got:
+                raise OSError("connection closed inside a message body")
+            dst.sendall(memoryview(buf)[:got])
+            n -= got
+
+    def _chunked(self, src: _Peer, dst: socket.socket, pipe: tuple[int, int] | None) -> int:
+        """Forwards a chunked body as it is, finding its end from the chunk sizes.
+
+        Whole read-ahead buffers are sent at once after skipping over the
+        chunks they contain; the rest of a chunk longer than the buffer is
+        spliced.
+        """
+        need = 0  # bytes of the current chunk (data + CRLF) not yet forwarded
+        total = 0
+        while True:
+            buf, start, end = src.buf, src.pos, len(src.buf)
+            p, done = start, False
+            while p < end:
+                if need:
+                    k = min(need, end - p)
+                    p += k
+                    need -= k
+                    continue
+                eol = buf.find(b"\r\n", p, end)
+                if eol < 0:
+                    break
+                size = int(buf[p:eol].split(b";", 1)[0].strip(), 16)  # ValueError if malformed
+                if size == 0:
+                    fin = buf.find(b"\r\n\r\n", eol, end)
+                    if fin < 0:
+                        break
+                    p, done = fin + 4, True
+                    break
+                p, need = eol + 2, size + 2
+            if p > start:
+                dst.sendall(memoryview(buf)[start:p])
+                total += p - start
+                src.pos = p
+            if done:
+                return total
+            if need > RECV_SIZE and not src.avail:
+                self._exact(src, dst, need, pipe)
+                total += need
+                need = 0
+                continue
+            if not src.fill():
+                raise OSError("connection closed inside a chunked body")
+
