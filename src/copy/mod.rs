@@ -12,6 +12,8 @@
 
 mod convert;
 mod stream;
+#[cfg(test)]
+mod tests;
 #[cfg(target_os = "linux")]
 mod zstd_contiguous;
 

@@ -17,6 +17,7 @@ use crate::error::Result;
 pub mod docker_archive;
 pub mod files;
 pub mod layout;
+pub mod memory;
 pub mod null;
 pub mod oci_archive;
 pub mod registry;
@@ -24,6 +25,8 @@ pub mod spool;
 pub mod tar_index;
 pub mod tar_out;
 pub mod tar_writer;
+#[cfg(test)]
+pub(crate) mod test_images;
 
 pub type BlobReader = Box<dyn Read + Send>;
 
