@@ -11,6 +11,9 @@ pub mod manifest;
 pub mod read;
 pub mod write;
 
+#[cfg(test)]
+mod tests;
+
 pub use manifest::BundleManifest;
 pub use read::Bundle;
 pub use write::{BundleOptions, BundleSink};

@@ -31,7 +31,9 @@ impl Layer {
         h.set_cksum();
         b.append_data(&mut h, name, content).expect("tar in memory");
         let tar = b.into_inner().expect("tar in memory");
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        // Stored, not squeezed: sizes stay predictable (volume cutting)
+        // and large test layers cost no compression time.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
         gz.write_all(&tar).expect("gzip in memory");
         let gzip = gz.finish().expect("gzip in memory");
         Layer {
@@ -39,6 +41,21 @@ impl Layer {
             tar,
             gzip,
         }
+    }
+
+    /// A layer of `size` bytes that do not compress, from `seed`.
+    pub fn noise(seed: u64, size: usize) -> Layer {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let bytes: Vec<u8> = (0..size)
+            .map(|_| {
+                // xorshift64: cheap bytes with no structure to compress.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        Layer::new(&format!("noise-{seed}"), &bytes)
     }
 
     pub fn gzip_digest(&self) -> Digest {
