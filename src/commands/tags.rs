@@ -9,7 +9,7 @@ use crate::registry::client::Retry;
 use crate::registry::{ClientPool, RegistryClient, RegistrySettings};
 
 /// The `next` target of a `Link` header, if any.
-fn next_link(value: &str) -> Option<String> {
+pub(crate) fn next_link(value: &str) -> Option<String> {
     value.split(',').find_map(|part| {
         let (url, params) = part.split_once(';')?;
         params

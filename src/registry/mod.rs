@@ -9,5 +9,8 @@ pub mod auth;
 pub mod client;
 pub mod credentials;
 
+#[cfg(test)]
+mod grammar_tests;
+
 pub use client::{ClientPool, RegistryClient, RegistrySettings};
 pub use credentials::Credential;
