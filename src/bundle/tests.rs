@@ -102,7 +102,7 @@ fn since_leaves_out_what_earlier_bundles_carried_and_lists_it() {
     put(&second, &[&base, &a], "reg.example/a:1");
     let img_b = put(&second, &[&base, &b], "reg.example/b:1");
     let m2 = save(&second, &tmp.path().join("w2.tar"), since(&m1, "w1.tar"), 4);
-    let mut expected = vec![
+    let mut expected = [
         img_a.root.digest.clone(),
         img_a.config.clone(),
         img_b.root.digest.clone(),

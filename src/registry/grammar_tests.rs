@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use super::auth::{Challenge, parse_challenge, parse_token};
 use crate::commands::tags::next_link;
 
+/// A header, what it asks for, and parameters it must carry.
+type ChallengeRow = (&'static str, Challenge, &'static [(&'static str, &'static str)]);
+
 fn bearer(realm: &str, service: Option<&str>) -> Challenge {
     Challenge::Bearer {
         realm: realm.into(),
@@ -16,7 +19,7 @@ fn bearer(realm: &str, service: Option<&str>) -> Challenge {
 
 #[test]
 fn challenges_parse_per_rfc_7235() {
-    let rows: Vec<(&str, Challenge, &[(&str, &str)])> = vec![
+    let rows: Vec<ChallengeRow> = vec![
         (
             r#"Bearer realm="https://auth.example/token",service="reg.example""#,
             bearer("https://auth.example/token", Some("reg.example")),
