@@ -400,7 +400,10 @@ fn a_transient_read_failure_is_retried() {
     copy_all(&source, &sink, &o).unwrap();
 
     assert_eq!(source.blob_reads(&a.gzip_digest()), 2);
-    assert_eq!(check(&sink, &root)[0].diff_ids, std::slice::from_ref(&a.diff_id));
+    assert_eq!(
+        check(&sink, &root)[0].diff_ids,
+        std::slice::from_ref(&a.diff_id)
+    );
 
     // A sink that cannot take a blob again (a tar) does not retry.
     let sink = MemoryStore::new("tar").with_caps(SinkCaps {

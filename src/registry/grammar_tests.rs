@@ -8,7 +8,11 @@ use super::auth::{Challenge, parse_challenge, parse_token};
 use crate::commands::tags::next_link;
 
 /// A header, what it asks for, and parameters it must carry.
-type ChallengeRow = (&'static str, Challenge, &'static [(&'static str, &'static str)]);
+type ChallengeRow = (
+    &'static str,
+    Challenge,
+    &'static [(&'static str, &'static str)],
+);
 
 fn bearer(realm: &str, service: Option<&str>) -> Challenge {
     Challenge::Bearer {
