@@ -8,3 +8,6 @@ pub mod login;
 pub mod sync;
 pub mod tags;
 pub mod verify;
+
+#[cfg(test)]
+mod bundle_tests;

@@ -14,6 +14,9 @@ pub mod media_type;
 pub mod platform;
 pub mod reference;
 
+#[cfg(test)]
+mod grammar_tests;
+
 pub use descriptor::Descriptor;
 pub use digest::{Digest, DigestHasher};
 pub use manifest::{ManifestKind, ManifestView, RawManifest};

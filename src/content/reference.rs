@@ -146,9 +146,20 @@ pub fn valid_tag(t: &str) -> bool {
 }
 
 fn valid_domain(d: &str) -> bool {
-    let (host, port) = match d.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || d.starts_with('[') => (h, Some(p)),
-        _ => (d, None),
+    let (host, port) = match d.strip_prefix('[').and_then(|r| r.find(']')) {
+        // An IPv6 literal keeps its colons: a port follows the bracket.
+        Some(i) => {
+            let (h, rest) = d.split_at(i + 2);
+            match rest.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None if rest.is_empty() => (h, None),
+                None => return false,
+            }
+        }
+        None => match d.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (d, None),
+        },
     };
     if let Some(p) = port
         && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))

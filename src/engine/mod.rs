@@ -19,6 +19,8 @@ mod plan;
 pub mod pool;
 pub mod progress;
 mod stream;
+#[cfg(test)]
+mod tests;
 mod transfer;
 #[cfg(target_os = "linux")]
 mod zstd_contiguous;

@@ -21,12 +21,15 @@ pub mod docker_archive;
 pub mod files;
 pub mod layout;
 pub mod location;
+pub mod memory;
 pub mod null;
 pub mod oci_archive;
 pub mod open;
 pub mod registry;
 pub mod spool;
 pub mod tar;
+#[cfg(test)]
+pub(crate) mod test_images;
 
 pub type BlobReader = Box<dyn Read + Send>;
 

@@ -12,6 +12,8 @@
 pub mod config;
 pub mod plan;
 pub mod report;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

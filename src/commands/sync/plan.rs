@@ -52,7 +52,7 @@ pub struct Item {
 }
 
 /// Parses a tag as a version: `v1.2.3`, `1.2`, `3` (missing parts are 0).
-fn version_of(tag: &str) -> Option<semver::Version> {
+pub(crate) fn version_of(tag: &str) -> Option<semver::Version> {
     let t = tag.strip_prefix('v').unwrap_or(tag);
     if let Ok(v) = semver::Version::parse(t) {
         return Some(v);
@@ -105,7 +105,7 @@ pub fn filter_tags(tags: &[String], f: &TagFilter) -> Vec<String> {
     out
 }
 
-fn filter_repos(repos: Vec<String>, f: &RepoFilter) -> Vec<String> {
+pub(crate) fn filter_repos(repos: Vec<String>, f: &RepoFilter) -> Vec<String> {
     repos
         .into_iter()
         .filter(|r| f.allow.is_empty() || f.allow.iter().any(|x| x.is_match(r)))
@@ -113,7 +113,7 @@ fn filter_repos(repos: Vec<String>, f: &RepoFilter) -> Vec<String> {
         .collect()
 }
 
-fn target_for(entry: &Entry, source: &Reference, relative: Option<&str>) -> TargetRef {
+pub(crate) fn target_for(entry: &Entry, source: &Reference, relative: Option<&str>) -> TargetRef {
     match &entry.target {
         Target::Registry { host, path } => TargetRef::Registry(Reference {
             domain: host.clone(),
@@ -255,47 +255,66 @@ pub fn check(config: &Config, opts: &SyncOptions, pool: &ClientPool, items: &mut
                     let Ok(Some(src)) = head(config, opts, pool, &item.source) else {
                         continue;
                     };
-                    item.source_digest = Some(src.clone());
-                    // A platform subset has its own digest: always copied
-                    // (blobs already there are skipped).
-                    if !item.platforms.is_empty() {
-                        continue;
-                    }
-                    let up = match &item.target {
-                        TargetRef::Registry(t) => {
-                            let t = if t.tag.is_none() {
-                                let mut t = t.clone();
-                                t.digest = Some(src.clone());
-                                t
-                            } else {
-                                t.clone()
-                            };
-                            let up = matches!(head(config, opts, pool, &t), Ok(Some(d)) if d == src);
-                            if !up && t.tag.is_some() {
-                                // The manifest may be there already, by digest.
-                                let mut by_digest = t.clone();
-                                by_digest.digest = Some(src.clone());
-                                by_digest.tag = None;
-                                item.retag = matches!(head(config, opts, pool, &by_digest), Ok(Some(d)) if d == src);
-                            }
-                            up
-                        }
-                        TargetRef::Layout { path, name } => {
+                    decide(
+                        &mut item,
+                        src,
+                        |t| head(config, opts, pool, t).ok().flatten(),
+                        |path, name, digest| {
                             let mut cache = layouts.lock().unwrap();
                             let refs = cache
-                                .entry(path.clone())
+                                .entry(path.to_path_buf())
                                 .or_insert_with(|| layout_refs(path));
-                            refs.iter().any(|(n, d)| n == name && d == src.as_str())
-                        }
-                    };
-                    item.up_to_date = up;
+                            refs.iter().any(|(n, d)| n == name && d == digest.as_str())
+                        },
+                    );
                 }
             });
         }
     });
 }
 
-fn layout_refs(path: &std::path::Path) -> Vec<(String, String)> {
+/// The up-to-date decision for an item whose source manifest is `src`:
+/// records it, then marks the item up to date when its target names the
+/// same digest, or to be retagged when a registry target holds that
+/// manifest under another tag or none. `resolve` answers what a target
+/// reference points at (a `HEAD`; `None` when absent or unknown);
+/// `layout_names` whether a layout names `name` at a digest.
+pub(crate) fn decide(
+    item: &mut Item,
+    src: Digest,
+    mut resolve: impl FnMut(&Reference) -> Option<Digest>,
+    layout_names: impl FnOnce(&std::path::Path, &str, &Digest) -> bool,
+) {
+    item.source_digest = Some(src.clone());
+    // A platform subset has its own digest: always copied (blobs already
+    // there are skipped).
+    if !item.platforms.is_empty() {
+        return;
+    }
+    let up = match &item.target {
+        TargetRef::Registry(t) => {
+            let mut t = t.clone();
+            if t.tag.is_none() {
+                t.digest = Some(src.clone());
+            }
+            let up = resolve(&t).as_ref() == Some(&src);
+            if !up && t.tag.is_some() {
+                // The manifest may be there already, by digest.
+                let mut by_digest = t.clone();
+                by_digest.digest = Some(src.clone());
+                by_digest.tag = None;
+                item.retag = resolve(&by_digest).as_ref() == Some(&src);
+            }
+            up
+        }
+        TargetRef::Layout { path, name } => layout_names(path, name, &src),
+    };
+    item.up_to_date = up;
+}
+
+/// The ref names of a layout's `index.json` with their digests; none when
+/// it cannot be read.
+pub(crate) fn layout_refs(path: &std::path::Path) -> Vec<(String, String)> {
     let Ok(bytes) = std::fs::read(path.join("index.json")) else {
         return vec![];
     };

@@ -20,6 +20,9 @@ pub mod credentials;
 pub mod store;
 pub mod tags;
 
+#[cfg(test)]
+mod grammar_tests;
+
 pub use client::{ClientPool, RegistryClient, RegistrySettings};
 pub use credentials::Credential;
 pub use store::{MountIndex, RegistrySink, RegistrySource};

@@ -8,7 +8,7 @@ use super::client::Retry;
 use crate::error::{Error, Result};
 
 /// The `next` target of a `Link` header, if any.
-fn next_link(value: &str) -> Option<String> {
+pub(crate) fn next_link(value: &str) -> Option<String> {
     value.split(',').find_map(|part| {
         let (url, params) = part.split_once(';')?;
         params
