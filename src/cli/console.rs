@@ -11,13 +11,15 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use imgsync::commands::inspect::ImageInfo;
 use imgsync::content::Digest;
 use imgsync::engine::CopyReport;
-use imgsync::engine::progress::{BlobOutcome, Progress};
+use imgsync::engine::progress::{BlobOutcome, Notice, Progress};
 use imgsync::store::location::Location;
 
 /// Renders engine events: bars per blob on a terminal, one line per image
 /// otherwise, nothing with `-q`.
 pub struct Reporter {
     quiet: bool,
+    /// Lines per image and per conversion (a sync prints its own per image).
+    image_lines: bool,
     verb: &'static str,
     bars: Option<MultiProgress>,
     active: Mutex<HashMap<Digest, ProgressBar>>,
@@ -30,8 +32,21 @@ impl Reporter {
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         Reporter {
             quiet,
+            image_lines: true,
             verb,
             bars,
+            active: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A sync run's events: notices only (retries, moved tags), no bars;
+    /// the run prints a line per image itself.
+    pub fn for_sync(quiet: bool) -> Reporter {
+        Reporter {
+            quiet,
+            image_lines: false,
+            verb: "copied",
+            bars: None,
             active: Mutex::new(HashMap::new()),
         }
     }
@@ -87,11 +102,19 @@ impl Progress for Reporter {
     }
 
     fn image_done(&self, label: &str, digest: &Digest) {
-        self.line(&format!("{} {label} {digest}", self.verb));
+        if self.image_lines {
+            self.line(&format!("{} {label} {digest}", self.verb));
+        }
     }
 
     fn converted(&self, what: &str, old: &Digest, new: &Digest, why: &str) {
-        self.line(&format!("converted {what}: {old} -> {new} ({why})"));
+        if self.image_lines {
+            self.line(&format!("converted {what}: {old} -> {new} ({why})"));
+        }
+    }
+
+    fn notice(&self, notice: &Notice) {
+        self.line(&format!("imgsync: {notice}"));
     }
 }
 

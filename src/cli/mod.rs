@@ -207,7 +207,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Copy(c) => copy::run(c),
         Command::Inspect(c) => inspect::run(c),
         Command::Sync(c) => {
-            let progress = console::Reporter::new(true, "copied");
+            let progress = console::Reporter::for_sync(c.quiet);
             sync::run(c, &progress)
         }
         Command::Tags(c) => tags::run(c),

@@ -50,7 +50,7 @@ pub struct SyncCmd {
     schedule: Option<String>,
     /// Print errors and the summary only.
     #[arg(short, long)]
-    quiet: bool,
+    pub quiet: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -191,7 +191,7 @@ fn once(
 ) -> Result<u8, Error> {
     let started = Instant::now();
     let pool = ClientPool::default();
-    let mut items = match sync::plan::expand(config, opts, &pool) {
+    let items = match sync::plan(config, opts, &pool) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("imgsync: error: {e}");
@@ -202,7 +202,6 @@ fn once(
             return Ok(code);
         }
     };
-    sync::plan::check(config, opts, &pool, &mut items);
     if c.dry_run {
         let mut out = String::new();
         for it in &items {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::commands::sync::{SyncOptions, settings_for};
+use crate::commands::mirror::{SyncOptions, settings_for};
 use crate::content::manifest::is_manifest_media_type;
 use crate::content::{Descriptor, Digest, ManifestView, Platform, Reference};
 use crate::engine::progress::Progress;
@@ -109,14 +109,14 @@ fn wanted_images(args: &SaveArgs, pool: &ClientPool) -> Result<Vec<Wanted>> {
         })
         .collect();
     if let Some(path) = &args.config {
-        let config = crate::commands::sync::load(path)?;
+        let config = crate::commands::mirror::config::load(path)?;
         let opts = SyncOptions {
             jobs: args.options.jobs,
             shard: None,
             copy: args.options.clone(),
             registry: args.registry.clone(),
         };
-        for item in crate::commands::sync::plan::expand(&config, &opts, pool)? {
+        for item in crate::commands::mirror::plan::expand(&config, &opts, pool)? {
             let platforms = if args.options.platforms.is_empty() {
                 item.platforms.clone()
             } else {

@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod copy;
 pub mod inspect;
 pub mod login;
+pub mod mirror;
 pub mod sync;
 pub mod tags;
 pub mod verify;

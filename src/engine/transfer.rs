@@ -11,7 +11,7 @@ use super::stream::{DiffIdTee, HashReader, HashWriter, VerifyReader, decoder, en
 use super::{CopyOptions, CopyReport};
 use crate::content::DigestHasher;
 use crate::content::media_type::{self, Compression};
-use crate::engine::progress::{BlobOutcome, Progress};
+use crate::engine::progress::{BlobOutcome, Notice, Progress};
 use crate::error::{Error, Result};
 use crate::store::{ImageSink, ImageSource};
 
@@ -39,8 +39,13 @@ pub(super) fn run_jobs(
                             && attempt < opts.retry_times
                             && sink.caps().retry_blobs =>
                     {
-                        crate::store::registry::client::sleep_backoff(attempt, None);
                         attempt += 1;
+                        progress.notice(&Notice::Retry {
+                            what: &jobs[id].what,
+                            attempt,
+                            cause: e,
+                        });
+                        crate::store::registry::client::sleep_backoff(attempt - 1, None);
                     }
                     _ => break r,
                 }

@@ -19,6 +19,7 @@ pub mod bundle;
 pub mod cleanup;
 pub mod docker_archive;
 pub mod files;
+pub mod io;
 pub mod layout;
 pub mod location;
 pub mod memory;

@@ -34,7 +34,8 @@ pub fn open_archive(path: &str, tmpdir: &Path) -> Result<OpenedArchive> {
         )));
     }
     let mut head = [0u8; 8];
-    let n = read_head(&mut file, &mut head).map_err(|e| Error::path("read", p, e))?;
+    let n =
+        crate::store::io::read_full(&mut file, &mut head).map_err(|e| Error::path("read", p, e))?;
     match Compression::sniff(&head[..n]) {
         Sniffed::Known(Compression::None) => {
             use std::io::Seek;
@@ -47,17 +48,6 @@ pub fn open_archive(path: &str, tmpdir: &Path) -> Result<OpenedArchive> {
             spool(Box::new(file), path, tmpdir)
         }
     }
-}
-
-fn read_head(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 fn spool(input: Box<dyn Read + Send>, what: &str, tmpdir: &Path) -> Result<OpenedArchive> {

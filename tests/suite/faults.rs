@@ -853,6 +853,83 @@ fn sync_through_a_flaky_source_ends_complete() {
     }
 }
 
+/// An image that fails once for a reason that may pass is tried again at
+/// the end of the run; the user sees the retry and its cause on the console
+/// and in the report, not only a count.
+#[test]
+fn sync_retry_reaches_the_console_and_the_report() {
+    let src = Registry::start(Kind::Plain);
+    let dst = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    copy(&t, &hello("1.0"), &format!("{}/flaky/app:1", src.host));
+    let proxy = Proxy::start(&src.host);
+    let refused = proxy.rule("GET", &[Path::Blob], 1, Fault::Status(503, None));
+    let cfg = t.path("mirror.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 1\nsync:\n  - source: {}/flaky/app\n    target: {}/mirror/app\n",
+            proxy.host, dst.host
+        ),
+    )
+    .unwrap();
+    let report = t.path("report.json");
+    let run = t
+        .imgsync(&[
+            "sync",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--retry-times",
+            "0",
+            "--report",
+            report.to_str().unwrap(),
+        ])
+        .ok();
+    assert_eq!(proxy.hits(refused).len(), 1);
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("retry 1 after"))
+        .unwrap_or_else(|| panic!("no retry on the console: {}", run.stderr));
+    assert!(
+        line.contains("flaky/app:1") && line.contains("503"),
+        "{line}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let image = &report["images"][0];
+    assert_eq!(image["action"], "copied", "{report}");
+    assert_eq!(image["retries"], 1, "{report}");
+    let note = image["notes"][0].as_str().unwrap_or_default();
+    assert!(
+        note.contains("retry 1 after") && note.contains("503"),
+        "{report}"
+    );
+
+    // With --quiet the console keeps to errors and the summary.
+    let again = Proxy::start(&src.host);
+    again.rule("GET", &[Path::Blob], 1, Fault::Status(503, None));
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 1\nsync:\n  - source: {}/flaky/app\n    target: {}/quiet/app\n",
+            again.host, dst.host
+        ),
+    )
+    .unwrap();
+    let quiet = t
+        .imgsync(&[
+            "sync",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--retry-times",
+            "0",
+            "--quiet",
+        ])
+        .ok();
+    assert!(!quiet.stderr.contains("retry 1 after"), "{}", quiet.stderr);
+}
+
 /// A bundle load the registry keeps failing at the end (every manifest PUT
 /// answered 503): no tag is written, and the re-run moves only what is
 /// missing (the blobs are there: no blob bytes again).

@@ -9,69 +9,30 @@
 //! once per target registry and mounted after that. Failed images are tried
 //! once more at the end; one failure never stops the others.
 
-pub mod config;
-pub mod plan;
 pub mod report;
-#[cfg(test)]
-mod tests;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-pub use config::{Config, load};
-pub use plan::{Item, TargetRef};
+pub use crate::commands::mirror::config::{Config, load};
+pub use crate::commands::mirror::plan::{Item, TargetRef};
+pub use crate::commands::mirror::{SyncOptions, settings_for, shard_of};
 pub use report::{Action, ImageReport, RunReport};
 
-use crate::engine::progress::Progress;
-use crate::engine::{CopyOptions, ImagePlan};
+use crate::engine::ImagePlan;
+use crate::engine::progress::{Notice, Progress};
 use crate::error::{Error, ErrorClass, Result};
 use crate::store::layout::LayoutSink;
-use crate::store::registry::{ClientPool, RegistrySettings};
+use crate::store::registry::ClientPool;
 use crate::store::registry::{MountIndex, RegistrySink, RegistrySource};
 use crate::store::{ImageName, ImageSink, ImageSource};
 
-/// How a sync run goes.
-#[derive(Debug, Clone)]
-pub struct SyncOptions {
-    /// Images copied at once.
-    pub jobs: usize,
-    /// `(index, count)`: take only this shard of the plan.
-    pub shard: Option<(usize, usize)>,
-    pub copy: CopyOptions,
-    /// Settings for registries the config does not list.
-    pub registry: RegistrySettings,
-}
-
-/// The settings for a host: the config's entry, else the defaults.
-pub fn settings_for(config: &Config, host: &str, defaults: &RegistrySettings) -> RegistrySettings {
-    match config.registries.iter().find(|(h, _)| h == host) {
-        Some((_, s)) => {
-            let mut s = s.clone();
-            if s.authfile.is_none() {
-                s.authfile = defaults.authfile.clone();
-            }
-            if s.retry_times.is_none() {
-                s.retry_times = defaults.retry_times;
-            }
-            if s.max_requests.is_none() {
-                s.max_requests = defaults.max_requests;
-            }
-            s
-        }
-        None => defaults.clone(),
-    }
-}
-
-/// A stable shard of a source repository (FNV-1a), so every pod of an
-/// indexed job agrees on the split.
-pub fn shard_of(repository: &str, count: usize) -> usize {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in repository.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    (h % count as u64) as usize
+/// Plans a run: every image the config selects (this shard of it), each
+/// marked up to date or to copy.
+pub fn plan(config: &Config, opts: &SyncOptions, pool: &ClientPool) -> Result<Vec<Item>> {
+    let mut items = crate::commands::mirror::plan::expand(config, opts, pool)?;
+    crate::commands::mirror::plan::check(config, opts, pool, &mut items);
+    Ok(items)
 }
 
 /// Runs the plan's copies and returns the report; `started` is when the
@@ -85,47 +46,46 @@ pub fn execute(
     started: Instant,
 ) -> RunReport {
     let mounts = Arc::new(MountIndex::default());
-    let results: Mutex<Vec<Option<ImageReport>>> =
-        Mutex::new((0..items.len()).map(|_| None).collect());
-    let next = AtomicUsize::new(0);
-    let copy = |item: &Item, retries: u32| -> ImageReport {
+    // One copy of one image; a retry names the failure it follows.
+    let copy = |item: &Item, earlier: Option<&Error>| -> (ImageReport, Option<Error>) {
         let t0 = Instant::now();
-        let r = copy_one(config, item, opts, pool, &mounts, progress);
-        report::image_report(item, r, retries, t0.elapsed())
+        let events = ImageEvents::new(progress);
+        let retries = match earlier {
+            Some(cause) => {
+                events.notice(&Notice::Retry {
+                    what: &item.source.to_string(),
+                    attempt: 1,
+                    cause,
+                });
+                1
+            }
+            None => 0,
+        };
+        let r = copy_one(config, item, opts, pool, &mounts, &events);
+        let mut rep = report::image_report(item, &r, retries, t0.elapsed());
+        rep.notes = events.into_notes();
+        (rep, r.err())
     };
-    std::thread::scope(|s| {
-        for _ in 0..opts.jobs.max(1).min(items.len().max(1)) {
-            s.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(item) = items.get(k) else { break };
-                    let rep = if item.up_to_date {
-                        report::up_to_date(item)
-                    } else {
-                        copy(item, 0)
-                    };
-                    results.lock().unwrap()[k] = Some(rep);
-                }
-            });
+    let mut images = crate::engine::pool::run_all(&items, opts.jobs, |_, item| {
+        if item.up_to_date {
+            (report::up_to_date(item), None)
+        } else {
+            copy(item, None)
         }
     });
-    let mut images: Vec<ImageReport> = results
-        .into_inner()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.expect("every item ran"))
-        .collect();
     // One more try for what failed for a reason that may pass.
     for (k, item) in items.iter().enumerate() {
-        let failed_transient = images[k].action == Action::Failed
+        let failed_transient = images[k].0.action == Action::Failed
             && !matches!(
-                images[k].error_class,
+                images[k].0.error_class,
                 Some(ErrorClass::Auth | ErrorClass::Usage)
             );
         if failed_transient {
-            images[k] = copy(item, 1);
+            let cause = images[k].1.take();
+            images[k] = copy(item, cause.as_ref());
         }
     }
+    let images = images.into_iter().map(|(rep, _)| rep).collect();
     RunReport::new(images, started.elapsed(), pool.requests())
 }
 
@@ -149,12 +109,11 @@ fn copy_one(
         && d != &image.root.digest
     {
         // The tag moved between planning and copying: copy what it is now.
-        progress.converted(
-            &item.source.to_string(),
-            d,
-            &image.root.digest,
-            "tag moved during the run",
-        );
+        progress.notice(&Notice::TagMoved {
+            source: &item.source.to_string(),
+            planned: d,
+            now: &image.root.digest,
+        });
     }
     // The target holds this manifest already: write the tag only.
     if item.retag
@@ -207,4 +166,63 @@ fn copy_one(
     };
     let plan = [ImagePlan { image, names }];
     crate::engine::copy_and_commit(&source, sink.as_ref(), &plan, &copy_opts, progress)
+}
+
+/// The events of one image's copy: passed on to the run's progress, and
+/// notices kept for the image's report.
+struct ImageEvents<'a> {
+    inner: &'a dyn Progress,
+    notes: std::sync::Mutex<Vec<String>>,
+}
+
+impl<'a> ImageEvents<'a> {
+    fn new(inner: &'a dyn Progress) -> Self {
+        ImageEvents {
+            inner,
+            notes: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn into_notes(self) -> Vec<String> {
+        self.notes.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Progress for ImageEvents<'_> {
+    fn image_started(&self, label: &str, digest: &crate::content::Digest) {
+        self.inner.image_started(label, digest)
+    }
+    fn blob_started(&self, digest: &crate::content::Digest, size: u64) {
+        self.inner.blob_started(digest, size)
+    }
+    fn blob_bytes(&self, digest: &crate::content::Digest, bytes: u64) {
+        self.inner.blob_bytes(digest, bytes)
+    }
+    fn blob_done(
+        &self,
+        digest: &crate::content::Digest,
+        size: u64,
+        outcome: crate::engine::progress::BlobOutcome,
+    ) {
+        self.inner.blob_done(digest, size, outcome)
+    }
+    fn image_done(&self, label: &str, digest: &crate::content::Digest) {
+        self.inner.image_done(label, digest)
+    }
+    fn converted(
+        &self,
+        what: &str,
+        old: &crate::content::Digest,
+        new: &crate::content::Digest,
+        why: &str,
+    ) {
+        self.inner.converted(what, old, new, why)
+    }
+    fn notice(&self, notice: &Notice) {
+        self.notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(notice.to_string());
+        self.inner.notice(notice)
+    }
 }

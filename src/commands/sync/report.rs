@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::plan::Item;
+use crate::commands::mirror::plan::Item;
 use crate::engine::CopyReport;
 use crate::error::{ErrorClass, Result};
 
@@ -31,6 +31,9 @@ pub struct ImageReport {
     pub seconds: f64,
     pub error_class: Option<ErrorClass>,
     pub error: Option<String>,
+    /// What the run noticed on the way (a retry, a tag that moved).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 pub fn up_to_date(item: &Item) -> ImageReport {
@@ -47,12 +50,13 @@ pub fn up_to_date(item: &Item) -> ImageReport {
         seconds: 0.0,
         error_class: None,
         error: None,
+        notes: Vec::new(),
     }
 }
 
 pub fn image_report(
     item: &Item,
-    r: Result<CopyReport>,
+    r: &Result<CopyReport>,
     retries: u32,
     took: Duration,
 ) -> ImageReport {

@@ -10,7 +10,6 @@
 //! magic bytes, never by file names.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -276,7 +275,7 @@ impl DockerArchiveSource {
                 }
             };
             let mut head = [0u8; 8];
-            let n = read_full(&mut reader, &mut head)
+            let n = crate::store::io::read_full(&mut reader, &mut head)
                 .map_err(|e| Error::io(format!("read {path} in {label}"), e))?;
             let compression = match Compression::sniff(&head[..n]) {
                 Sniffed::Known(c) => c,
@@ -338,17 +337,6 @@ impl DockerArchiveSource {
             .map_err(|e| Error::io(format!("read {path} in {}", self.label), e))?;
         Ok(h.finish())
     }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// What a layout root reaches: each image manifest with its config digest,

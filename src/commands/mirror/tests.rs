@@ -5,11 +5,12 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
+use super::config::load;
 use super::config::{Config, Entry, RepoFilter, Source, TagFilter, Target};
 use super::plan::{
     Item, TargetRef, decide, expand, filter_repos, filter_tags, layout_refs, target_for, version_of,
 };
-use super::{SyncOptions, load, settings_for, shard_of};
+use super::{SyncOptions, settings_for, shard_of};
 use crate::ErrorClass;
 use crate::content::{Digest, Platform, Reference};
 use crate::engine::CopyOptions;
