@@ -266,7 +266,7 @@ pub fn write_stdout(bytes: &[u8]) {
 }
 
 pub fn save_summary(
-    report: &imgsync::commands::bundle::SaveReport,
+    report: &imgsync::commands::save::SaveReport,
     elapsed: Duration,
     quiet: bool,
     json: bool,
@@ -323,7 +323,7 @@ pub fn save_summary(
 }
 
 pub fn bundle_verify_summary(
-    report: &imgsync::commands::bundle::BundleVerifyReport,
+    report: &imgsync::commands::verify::BundleVerifyReport,
     elapsed: Duration,
     quiet: bool,
     json: bool,

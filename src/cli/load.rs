@@ -34,7 +34,7 @@ pub fn run(c: LoadCmd) -> Result<ExitCode, Error> {
     let started = Instant::now();
     let mut opts = options(&c.common);
     opts.retry_times = c.registry.shared.retry_times;
-    let args = commands::bundle::LoadArgs {
+    let args = commands::load::LoadArgs {
         files: c.files,
         to: Location::parse(&c.to)?,
         keep_registry: c.keep_registry,
@@ -42,7 +42,7 @@ pub fn run(c: LoadCmd) -> Result<ExitCode, Error> {
         options: opts,
     };
     let progress = console::Reporter::new(c.common.quiet, "loaded");
-    let report = commands::bundle::load(&args, &progress)?;
+    let report = commands::load::load(&args, &progress)?;
     progress.finish();
     console::copy_summary(&report, started.elapsed(), c.common.quiet, c.common.json);
     Ok(ExitCode::SUCCESS)

@@ -56,7 +56,7 @@ pub fn run(c: SaveCmd) -> Result<ExitCode, Error> {
         .map(|p| Platform::parse(p))
         .collect::<Result<_, _>>()?;
     opts.retry_times = c.registry.shared.retry_times;
-    let args = commands::bundle::SaveArgs {
+    let args = commands::save::SaveArgs {
         out: c.output,
         sources: c
             .images
@@ -68,7 +68,7 @@ pub fn run(c: SaveCmd) -> Result<ExitCode, Error> {
         split: c
             .split
             .as_deref()
-            .map(commands::bundle::parse_size)
+            .map(commands::save::parse_size)
             .transpose()?,
         manifest_out: c.manifest_out,
         docker_platform: c
@@ -80,7 +80,7 @@ pub fn run(c: SaveCmd) -> Result<ExitCode, Error> {
         options: opts,
     };
     let progress = console::Reporter::new(c.common.quiet, "saved");
-    let report = commands::bundle::save(&args, &progress)?;
+    let report = commands::save::save(&args, &progress)?;
     progress.finish();
     console::save_summary(&report, started.elapsed(), c.common.quiet, c.common.json);
     Ok(ExitCode::SUCCESS)

@@ -37,7 +37,7 @@ pub fn run(c: VerifyCmd) -> Result<ExitCode, Error> {
                 || imgsync::store::bundle::manifest::volume_path(&files[0], 1).is_file()));
     if bare_files {
         let progress = console::Reporter::new(c.common.quiet, "verified");
-        let report = commands::bundle::verify(&files, &opts, &progress)?;
+        let report = commands::verify::bundle(&files, &opts, &progress)?;
         progress.finish();
         return Ok(console::bundle_verify_summary(
             &report,

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::ErrorClass;
-use crate::commands::bundle::{LoadArgs, load};
+use crate::commands::load::{LoadArgs, load};
 use crate::content::Digest;
 use crate::engine::progress::Hidden;
 use crate::engine::{CopyOptions, ImagePlan, copy_images};

@@ -1,13 +1,30 @@
-//! `imgsync verify LOCATION`: re-read every manifest, config and layer of
-//! every image and check sizes, digests and DiffIDs. Reports every problem,
-//! not just the first.
+//! `imgsync verify LOCATION` and `imgsync verify BUNDLE...`: re-read every
+//! manifest, config and layer of every image and check sizes, digests and
+//! DiffIDs. Reports every problem, not just the first.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::commands::mirror::{SyncOptions, settings_for};
+use crate::content::manifest::is_manifest_media_type;
+use crate::content::{Descriptor, Digest, ManifestView, Platform, Reference};
 use crate::engine::progress::Progress;
-use crate::engine::{CopyOptions, CopyReport, ImagePlan, copy_images};
-use crate::error::Result;
+use crate::engine::{
+    CopyOptions, CopyReport, ImagePlan, copy_images, copy_location, copy_placed, pool,
+};
+use crate::error::{Error, Result};
+use crate::store::bundle::manifest::{BundleManifest, read_since};
+use crate::store::bundle::read::Opened;
+use crate::store::bundle::{Bundle, BundleOptions, BundleSink};
 use crate::store::location::Location;
 use crate::store::null::NullSink;
-use crate::store::open::{Context, open_source};
+use crate::store::open::{
+    Context, DestinationOptions, DockerFormat, open_destination, open_source, registry_targets,
+};
+use crate::store::registry::{ClientPool, RegistrySettings};
+use crate::store::registry::{MountIndex, RegistrySink};
+use crate::store::{ImageName, ImageSink, ImageSource, SourceImage};
 
 pub fn run(
     loc: &Location,
@@ -45,4 +62,126 @@ pub(crate) fn plans_and_options(
     opts.format = None;
     opts.compress = None;
     (plans, opts)
+}
+
+/// What verifying a bundle found.
+#[derive(Debug, Default)]
+pub struct BundleVerifyReport {
+    pub label: String,
+    pub copy: CopyReport,
+    /// Structural problems (volumes missing, corrupt, foreign).
+    pub problems: Vec<String>,
+    /// Blobs the bundle relies on from earlier bundles, by bundle file.
+    pub relies_on: BTreeMap<String, (usize, u64)>,
+    pub volumes: usize,
+}
+
+impl BundleVerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty() && self.copy.errors.is_empty()
+    }
+}
+
+/// A sink that checks and keeps nothing, and says it has the blobs a
+/// bundle relies on from earlier bundles (they are not in it to check).
+struct VerifySink<'a> {
+    required: &'a HashSet<Digest>,
+}
+
+impl ImageSink for VerifySink<'_> {
+    fn describe(&self) -> String {
+        NullSink.describe()
+    }
+    fn caps(&self) -> crate::store::SinkCaps {
+        NullSink.caps()
+    }
+    fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+        Ok(self.required.contains(&desc.digest))
+    }
+    fn put_blob(&self, desc: &Descriptor, reader: &mut dyn std::io::Read) -> Result<()> {
+        NullSink.put_blob(desc, reader)
+    }
+    fn put_manifest(&self, m: &crate::content::RawManifest) -> Result<()> {
+        NullSink.put_manifest(m)
+    }
+    fn add_image(&self, root: &Descriptor, names: &[ImageName]) -> Result<()> {
+        NullSink.add_image(root, names)
+    }
+    fn commit(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// `imgsync verify BUNDLE...`: re-hash every blob of the bundle, check every
+/// manifest's references, and name what is missing or corrupt.
+pub fn bundle(
+    files: &[PathBuf],
+    options: &CopyOptions,
+    progress: &dyn Progress,
+) -> Result<BundleVerifyReport> {
+    let bundle = match Bundle::open(files, &options.tmpdir)? {
+        Opened::Bundle(b) => b,
+        Opened::NotABundle => {
+            return Err(Error::Format(format!(
+                "{} is not an imgsync bundle; to verify a plain archive give docker-archive:{0} or oci-archive:{0}",
+                files[0].display()
+            )));
+        }
+    };
+    let m = bundle.manifest();
+    let mut problems = bundle.problems().to_vec();
+    let (volume_problems, mut reported) = bundle.check_parts(options.jobs);
+    problems.extend(volume_problems);
+    // Blobs in missing volumes, or found corrupt already, are not read again.
+    reported.extend(bundle.unavailable());
+    let mut report = BundleVerifyReport {
+        label: bundle.describe(),
+        problems,
+        volumes: m.volumes.len(),
+        ..Default::default()
+    };
+    let mut required: HashSet<Digest> = m
+        .required
+        .iter()
+        .filter(|r| !bundle.carries(&r.digest))
+        .map(|r| r.digest.clone())
+        .collect();
+    required.extend(reported);
+    for r in &m.required {
+        let file = m.bundle_file(&r.bundle).unwrap_or(r.bundle.clone());
+        let e = report.relies_on.entry(file).or_default();
+        e.0 += 1;
+        e.1 += r.size;
+    }
+    let images = match bundle.images() {
+        Ok(i) => i,
+        Err(e) => {
+            report.copy.errors.push(e);
+            return Ok(report);
+        }
+    };
+    let (plans, opts) = super::verify::plans_and_options(images, options);
+    let sink = VerifySink {
+        required: &required,
+    };
+    match copy_images(bundle.as_ref(), &sink, &plans, &opts, progress) {
+        Ok(r) => report.copy = r,
+        Err(e) => report.copy.errors.push(e),
+    }
+    // A blob that does not match its digest is named with its volume.
+    report.copy.errors = std::mem::take(&mut report.copy.errors)
+        .into_iter()
+        .map(|e| bundle.locate_error(e))
+        .collect();
+    // Every image the manifest lists must be in the index.
+    let listed: HashSet<&Digest> = plans.iter().map(|p| &p.image.root.digest).collect();
+    for img in &m.images {
+        if !listed.contains(&img.digest) {
+            report.problems.push(format!(
+                "image {} ({}) is in the bundle manifest but not in its index",
+                img.reference, img.digest
+            ));
+        }
+    }
+    Ok(report)
 }

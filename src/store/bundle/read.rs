@@ -61,6 +61,24 @@ fn file_label(p: &Path) -> String {
 }
 
 impl Bundle {
+    /// Adds to an integrity error the volume holding the blob it names.
+    pub fn locate_error(&self, e: Error) -> Error {
+        let Error::Integrity(msg) = &e else {
+            return e;
+        };
+        if self.manifest().volumes.len() < 2 {
+            return e;
+        }
+        let found = msg
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == ':'))
+            .filter_map(|w| Digest::parse(w).ok())
+            .find_map(|d| self.location_of(&d));
+        match found {
+            Some(at) => Error::Integrity(format!("{msg} (in {at}: the volume is corrupt)")),
+            None => e,
+        }
+    }
+
     /// Opens a bundle from its file or volumes.
     pub fn open(paths: &[PathBuf], tmpdir: &Path) -> Result<Opened> {
         if paths.is_empty() {
