@@ -1,9 +1,27 @@
 //! Errors and their classes.
 //!
-//! Every error names the thing at fault (a path, a digest, an archive entry)
-//! in one line. Each error has a class; the binary maps classes to exit codes
-//! (see [`ErrorClass::exit_code`]) so that scripts and cron can act on them.
-//! Integrity errors are never downgraded to warnings.
+//! Every error names the thing at fault (a path, a digest, an archive entry,
+//! a registry) in one line. Each error has a class; the binary maps classes
+//! to exit codes in one table ([`ErrorClass::exit_code`]) so that scripts
+//! and cron can act on them.
+//!
+//! Policy:
+//! - Retryable (transient) is exactly the `Network` class
+//!   ([`ErrorClass::is_transient`]): a registry that could not be reached,
+//!   a connection that broke, or an answer 408, 429 or 5xx. The registry
+//!   client retries these with backoff, and the engine retries a blob whose
+//!   stream failed. Everything else is permanent and fails at once.
+//! - [`Error::Registry`] is an error status from a registry; it carries the
+//!   status and the distribution error code (`NAME_UNKNOWN`,
+//!   `MANIFEST_UNKNOWN`, `DENIED`, ...) so that callers branch on them, not
+//!   on text. Its class follows the status: 401/403 are `Auth`, 404
+//!   `NotFound`, transient statuses `Network`, the rest `Format`.
+//! - [`Error::Transport`] is a registry connection that failed before an
+//!   answer, with what failed ([`TransportFailure`]): a certificate that
+//!   does not verify is permanent (retrying cannot fix it, the message says
+//!   what to pass), a broken connection is transient.
+//! - Integrity errors are never downgraded to warnings.
+//! - Messages never carry secrets (passwords, tokens, `Authorization`).
 
 use std::io;
 use std::path::Path;
@@ -54,6 +72,21 @@ impl ErrorClass {
     }
 }
 
+/// What failed on a registry connection that got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportFailure {
+    /// The server's certificate did not verify, or it refused ours.
+    Certificate,
+    /// Another TLS failure (a server that does not speak TLS, say).
+    Tls,
+    /// No connection could be made (refused, no route, name unknown).
+    Connect,
+    /// The connection or the answer took too long.
+    Timeout,
+    /// The connection broke, or another failure of the HTTP exchange.
+    Other,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -76,6 +109,29 @@ pub enum Error {
     Auth(String),
     #[error("{0}")]
     Network(String),
+    /// A registry answered with an error status.
+    #[error("{message}")]
+    Registry {
+        /// The registry's host (`registry.example:5000`).
+        registry: String,
+        /// The HTTP status.
+        status: u16,
+        /// The first distribution error code of the body, if it had one.
+        code: Option<String>,
+        /// The whole line shown to the user: what was being done, where,
+        /// the status, the registry's code and message, and a hint.
+        message: String,
+        class: ErrorClass,
+    },
+    /// A registry's connection failed before it answered.
+    #[error("{message}")]
+    Transport {
+        /// The registry's host.
+        registry: String,
+        failure: TransportFailure,
+        /// The whole line shown to the user.
+        message: String,
+    },
     #[error("interrupted")]
     Interrupted,
 }
@@ -90,8 +146,77 @@ impl Error {
             Error::Unsupported(_) => ErrorClass::Unsupported,
             Error::Io { .. } => ErrorClass::Io,
             Error::Auth(_) => ErrorClass::Auth,
-            Error::Network(_) => ErrorClass::Network,
+            Error::Network(_) | Error::Transport { .. } => ErrorClass::Network,
+            Error::Registry { class, .. } => *class,
             Error::Interrupted => ErrorClass::Interrupted,
+        }
+    }
+
+    /// Something named does not exist: a missing file, or a registry's
+    /// 404 (which is an [`Error::Registry`], so match on this, not on the
+    /// `NotFound` variant).
+    pub fn is_not_found(&self) -> bool {
+        self.class() == ErrorClass::NotFound
+    }
+
+    /// The distribution error code a registry answered with
+    /// (`NAME_UNKNOWN`, ...), if this is such an answer.
+    pub fn registry_code(&self) -> Option<&str> {
+        match self {
+            Error::Registry { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// A registry's certificate did not verify (or it refused ours).
+    pub fn is_certificate_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::Transport {
+                failure: TransportFailure::Certificate,
+                ..
+            }
+        )
+    }
+
+    /// The same error again, for the second caller of a cached failure.
+    /// An I/O error keeps its kind and text (its source is not cloneable).
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::Usage(m) => Error::Usage(m.clone()),
+            Error::NotFound(m) => Error::NotFound(m.clone()),
+            Error::Format(m) => Error::Format(m.clone()),
+            Error::Integrity(m) => Error::Integrity(m.clone()),
+            Error::Unsupported(m) => Error::Unsupported(m.clone()),
+            Error::Io { what, source } => Error::Io {
+                what: what.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::Auth(m) => Error::Auth(m.clone()),
+            Error::Network(m) => Error::Network(m.clone()),
+            Error::Registry {
+                registry,
+                status,
+                code,
+                message,
+                class,
+            } => Error::Registry {
+                registry: registry.clone(),
+                status: *status,
+                code: code.clone(),
+                message: message.clone(),
+                class: *class,
+            },
+            Error::Transport {
+                registry,
+                failure,
+                message,
+            } => Error::Transport {
+                registry: registry.clone(),
+                failure: *failure,
+                message: message.clone(),
+            },
+            Error::Interrupted => Error::Interrupted,
         }
     }
 
