@@ -263,3 +263,55 @@ impl From<Error> for io::Error {
         e.into_io()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, code: Option<&str>, class: ErrorClass) -> Error {
+        Error::Registry {
+            registry: "r.example".into(),
+            status,
+            code: code.map(str::to_string),
+            message: format!("GET manifest a:1 on r.example: {status}"),
+            class,
+        }
+    }
+
+    #[test]
+    fn a_registry_answer_exits_by_its_class_and_keeps_its_code() {
+        let missing = answer(404, Some("MANIFEST_UNKNOWN"), ErrorClass::NotFound);
+        assert_eq!(missing.class().exit_code(), 4);
+        assert!(missing.is_not_found());
+        assert_eq!(missing.registry_code(), Some("MANIFEST_UNKNOWN"));
+        assert_eq!(missing.to_string(), "GET manifest a:1 on r.example: 404");
+        let denied = answer(403, Some("DENIED"), ErrorClass::Auth);
+        assert_eq!(denied.class().exit_code(), 3);
+        assert!(!denied.class().is_transient());
+        assert!(
+            answer(503, None, ErrorClass::Network)
+                .class()
+                .is_transient()
+        );
+    }
+
+    #[test]
+    fn a_certificate_failure_is_a_network_failure_told_apart_by_type() {
+        let e = Error::Transport {
+            registry: "r.example".into(),
+            failure: TransportFailure::Certificate,
+            message: "r.example: TLS connection failed: invalid peer certificate".into(),
+        };
+        assert!(e.is_certificate_failure());
+        assert_eq!(e.class().exit_code(), 6);
+        let again = e.duplicate();
+        assert!(again.is_certificate_failure());
+        assert_eq!(again.to_string(), e.to_string());
+        let reset = Error::Transport {
+            registry: "r.example".into(),
+            failure: TransportFailure::Other,
+            message: "connection reset".into(),
+        };
+        assert!(!reset.is_certificate_failure());
+    }
+}

@@ -213,7 +213,7 @@ impl RegistryClient {
         }
     }
 
-    pub fn base(&self) -> Result<String> {
+    pub(super) fn base(&self) -> Result<String> {
         Ok(self.endpoint()?.base.clone())
     }
 
@@ -314,7 +314,7 @@ impl RegistryClient {
     /// authentication, retries (unless `retry` is `No`) and the in-flight
     /// cap. Returns the response whatever its status, except that 401 and
     /// 403 become authentication errors naming `what`.
-    pub fn send(
+    pub(super) fn send(
         &self,
         what: &str,
         retry: Retry,
@@ -426,7 +426,7 @@ impl RegistryClient {
 
     /// A failure that is not about authentication: names the host, what was
     /// being done, the status and the registry's error code and message.
-    pub fn failure(&self, what: &str, r: Response) -> Error {
+    pub(super) fn failure(&self, what: &str, r: Response) -> Error {
         let class = match r.status() {
             StatusCode::NOT_FOUND => ErrorClass::NotFound,
             s if is_transient_status(s) => ErrorClass::Network,

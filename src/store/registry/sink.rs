@@ -13,6 +13,7 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
 use super::client::RegistryClient;
+use super::failure::ErrorBody;
 use super::manifest::{MANIFEST_ACCEPT, ManifestHead, digest_header, read_capped};
 use super::mount::MountIndex;
 use super::retry::Retry;
@@ -305,7 +306,7 @@ impl RegistrySink {
             http.get(format!("{base}/v2/{repo}/tags/list?n=1"))
         })?;
         if r.status() == StatusCode::NOT_FOUND
-            && self.client.failure(&what, r).registry_code() == Some("NAME_UNKNOWN")
+            && ErrorBody::read(r).code.as_deref() == Some("NAME_UNKNOWN")
         {
             self.new_repo.store(true, Ordering::Relaxed);
         }
