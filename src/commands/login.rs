@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::store::registry::client::Retry;
 use crate::store::registry::credentials::{self, Credential};
 use crate::store::registry::{ClientPool, RegistrySettings};
 
@@ -14,14 +13,7 @@ pub fn login(host: &str, cred: Credential, settings: &RegistrySettings) -> Resul
     s.creds = Some(cred.clone());
     let pool = ClientPool::default();
     let client = pool.get(host, &s)?;
-    // `GET /v2/` with the credentials (a token for no scope, on token
-    // registries) proves them.
-    let r = client.send("log in", Retry::Yes, |http, base| {
-        http.get(format!("{base}/v2/"))
-    })?;
-    if !r.status().is_success() {
-        return Err(client.failure("log in", r));
-    }
+    client.check_login()?;
     credentials::store(host, &cred, settings.authfile.as_deref())
 }
 

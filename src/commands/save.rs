@@ -1,29 +1,19 @@
 //! `imgsync save`: many images into one deduplicated bundle (an OCI layout
 //! and a docker archive at once), incremental against an earlier bundle.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use crate::commands::mirror::{SyncOptions, settings_for};
-use crate::content::manifest::is_manifest_media_type;
-use crate::content::{Descriptor, Digest, ManifestView, Platform, Reference};
+use crate::content::{Digest, Platform, Reference};
 use crate::engine::progress::Progress;
-use crate::engine::{
-    CopyOptions, CopyReport, ImagePlan, copy_images, copy_location, copy_placed, pool,
-};
+use crate::engine::{CopyOptions, CopyReport, ImagePlan, copy_images, pool};
 use crate::error::{Error, Result};
 use crate::store::bundle::manifest::{BundleManifest, read_since};
-use crate::store::bundle::read::Opened;
-use crate::store::bundle::{Bundle, BundleOptions, BundleSink};
+use crate::store::bundle::{BundleOptions, BundleSink};
 use crate::store::location::Location;
-use crate::store::null::NullSink;
-use crate::store::open::{
-    Context, DestinationOptions, DockerFormat, open_destination, open_source, registry_targets,
-};
+use crate::store::open::{Context, open_source};
 use crate::store::registry::{ClientPool, RegistrySettings};
-use crate::store::registry::{MountIndex, RegistrySink};
-use crate::store::{ImageName, ImageSink, ImageSource, SourceImage};
+use crate::store::{ImageName, ImageSink, ImageSource};
 
 #[derive(Debug, Clone)]
 pub struct SaveArgs {

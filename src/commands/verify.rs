@@ -2,29 +2,19 @@
 //! manifest, config and layer of every image and check sizes, digests and
 //! DiffIDs. Reports every problem, not just the first.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 
-use crate::commands::mirror::{SyncOptions, settings_for};
-use crate::content::manifest::is_manifest_media_type;
-use crate::content::{Descriptor, Digest, ManifestView, Platform, Reference};
+use crate::content::{Descriptor, Digest};
 use crate::engine::progress::Progress;
-use crate::engine::{
-    CopyOptions, CopyReport, ImagePlan, copy_images, copy_location, copy_placed, pool,
-};
+use crate::engine::{CopyOptions, CopyReport, ImagePlan, copy_images};
 use crate::error::{Error, Result};
-use crate::store::bundle::manifest::{BundleManifest, read_since};
+use crate::store::bundle::Bundle;
 use crate::store::bundle::read::Opened;
-use crate::store::bundle::{Bundle, BundleOptions, BundleSink};
 use crate::store::location::Location;
 use crate::store::null::NullSink;
-use crate::store::open::{
-    Context, DestinationOptions, DockerFormat, open_destination, open_source, registry_targets,
-};
-use crate::store::registry::{ClientPool, RegistrySettings};
-use crate::store::registry::{MountIndex, RegistrySink};
-use crate::store::{ImageName, ImageSink, ImageSource, SourceImage};
+use crate::store::open::{Context, open_source};
+use crate::store::{ImageName, ImageSink, ImageSource};
 
 pub fn run(
     loc: &Location,

@@ -45,7 +45,7 @@ pub(super) fn run_jobs(
                             attempt,
                             cause: e,
                         });
-                        crate::store::registry::client::sleep_backoff(attempt - 1, None);
+                        crate::store::registry::sleep_backoff(attempt - 1, None);
                     }
                     _ => break r,
                 }
@@ -112,12 +112,12 @@ fn move_blob(
         Some(bytes) => Box::new(io::Cursor::new(bytes.as_ref().clone())),
         None => match source.open_blob(&job.src) {
             Ok(r) => r,
-            Err(Error::NotFound(_)) if job.foreign && !sink.caps().needs_layer_bytes => {
+            Err(e) if e.is_not_found() && job.foreign && !sink.caps().needs_layer_bytes => {
                 return Ok((same, BlobOutcome::Absent));
             }
-            Err(Error::NotFound(m)) if job.foreign => {
+            Err(e) if e.is_not_found() && job.foreign => {
                 return Err(Error::NotFound(format!(
-                    "{m}: it is a foreign layer the source does not carry, and {} needs its bytes",
+                    "{e}: it is a foreign layer the source does not carry, and {} needs its bytes",
                     sink.describe()
                 )));
             }

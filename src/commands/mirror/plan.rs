@@ -5,19 +5,13 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use reqwest::StatusCode;
-use reqwest::header::ACCEPT;
-
 use super::config::{Config, Entry, RepoFilter, Source, TagFilter, Target};
 use super::{SyncOptions, settings_for, shard_of};
 use crate::content::descriptor::ANNOTATION_REF_NAME;
 use crate::content::{Digest, Platform, Reference};
 use crate::error::{Error, Result};
-use crate::store::registry::ClientPool;
-use crate::store::registry::client::Retry;
 use crate::store::registry::tags::{list_repositories, list_tags};
-
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+use crate::store::registry::{ClientPool, ManifestHead};
 
 #[derive(Debug, Clone)]
 pub enum TargetRef {
@@ -217,22 +211,10 @@ fn head(
         (None, Some(t)) => t.clone(),
         (None, None) => return Err(Error::Usage(format!("{r}: no tag or digest"))),
     };
-    let what = format!("HEAD manifest {}:{reference}", r.path);
-    let path = r.path.clone();
-    let resp = client.send(&what, Retry::Yes, |http, base| {
-        http.head(format!("{base}/v2/{path}/manifests/{reference}"))
-            .header(ACCEPT, MANIFEST_ACCEPT)
-    })?;
-    match resp.status() {
-        StatusCode::NOT_FOUND => Ok(None),
-        s if s.is_success() => Ok(resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| Digest::parse(v).ok())
-            .or_else(|| r.digest.clone())),
-        _ => Err(client.failure(&what, resp)),
-    }
+    Ok(match client.head_manifest(&r.path, &reference)? {
+        ManifestHead::Absent => None,
+        ManifestHead::Present(digest) => digest.or_else(|| r.digest.clone()),
+    })
 }
 
 /// Marks the items whose target already has the source's digest, with

@@ -2,7 +2,18 @@
 //! (distribution's token.md and oauth.md).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::StatusCode;
+
+use super::client::RegistryClient;
+use super::credentials::Credential;
+use super::failure::{error_chain, transport_failure};
+use super::retry::{is_transient_status, retry_after, sleep_backoff};
+use super::transport::{Response, block_on};
+use crate::error::{Error, ErrorClass, Result};
 
 /// What a registry asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +136,133 @@ pub fn parse_token(body: &[u8]) -> Option<Token> {
         value,
         expires: Instant::now() + Duration::from_secs(secs - 10),
     })
+}
+
+/// Tokens and the `Authorization` header of a client: credentials are
+/// sent to the token endpoint (or, for `Basic`, with each request), never
+/// logged; a token is kept per set of scopes until it expires.
+impl RegistryClient {
+    /// The `Authorization` header value for the current scopes, if any.
+    pub(super) fn authorization(&self, refresh: bool) -> Result<Option<String>> {
+        let endpoint = self.endpoint()?;
+        match &endpoint.challenge {
+            Challenge::None => Ok(None),
+            Challenge::Basic => match self.creds()? {
+                Some(Credential::Basic { username, password }) => Ok(Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{username}:{password}"))
+                ))),
+                Some(Credential::IdentityToken(_)) => Err(Error::Auth(format!(
+                    "{}: the registry wants a user and password, but only an identity token is configured",
+                    self.host
+                ))),
+                None => Ok(None),
+            },
+            Challenge::Bearer { realm, service } => {
+                let scopes: Vec<String> = self.scopes.lock().unwrap().iter().cloned().collect();
+                let key = scopes.join(" ");
+                if !refresh
+                    && let Some(t) = self.tokens.lock().unwrap().get(&key)
+                    && t.expires > Instant::now()
+                {
+                    return Ok(Some(format!("Bearer {}", t.value)));
+                }
+                let token = self.fetch_token(realm, service.as_deref(), &scopes)?;
+                let value = format!("Bearer {}", token.value);
+                self.tokens.lock().unwrap().insert(key, token);
+                Ok(Some(value))
+            }
+        }
+    }
+
+    fn fetch_token(&self, realm: &str, service: Option<&str>, scopes: &[String]) -> Result<Token> {
+        let creds = self.creds()?;
+        let mut attempt = 0;
+        loop {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let req = match &creds {
+                Some(Credential::IdentityToken(refresh)) => {
+                    let mut form: Vec<(&str, String)> = vec![
+                        ("grant_type", "refresh_token".into()),
+                        ("refresh_token", refresh.clone()),
+                        ("client_id", "imgsync".into()),
+                        ("scope", scopes.join(" ")),
+                    ];
+                    if let Some(s) = service {
+                        form.push(("service", s.to_string()));
+                    }
+                    self.http.post(realm).form(&form)
+                }
+                other => {
+                    let mut q: Vec<(&str, &str)> = Vec::new();
+                    if let Some(s) = service {
+                        q.push(("service", s));
+                    }
+                    for s in scopes {
+                        q.push(("scope", s));
+                    }
+                    let mut r = self.http.get(realm).query(&q);
+                    if let Some(Credential::Basic { username, password }) = other {
+                        r = r.basic_auth(username, Some(password));
+                    }
+                    r
+                }
+            };
+            match block_on(req.send()).map(Response::new) {
+                Ok(r) if r.status().is_success() => {
+                    let body = r.bytes().map_err(|e| {
+                        Error::Network(format!("{}: token endpoint: {e}", self.host))
+                    })?;
+                    return parse_token(&body).ok_or_else(|| {
+                        Error::Auth(format!(
+                            "{}: the token endpoint {realm} gave no token",
+                            self.host
+                        ))
+                    });
+                }
+                Ok(r) if is_transient_status(r.status()) && attempt < self.retry_times => {
+                    sleep_backoff(attempt, retry_after(&r));
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    let message =
+                        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                            format!(
+                                "{}: credentials refused by the token endpoint ({status}){}",
+                                self.host,
+                                if creds.is_none() {
+                                    "; log in with `imgsync login` or pass credentials"
+                                } else {
+                                    ""
+                                }
+                            )
+                        } else {
+                            format!("{}: token endpoint {realm} answered {status}", self.host)
+                        };
+                    return Err(Error::Registry {
+                        registry: self.host.clone(),
+                        status: status.as_u16(),
+                        code: None,
+                        message,
+                        class: ErrorClass::Auth,
+                    });
+                }
+                Err(_) if attempt < self.retry_times => sleep_backoff(attempt, None),
+                Err(e) => {
+                    return Err(self.transport_error(
+                        transport_failure(&e),
+                        format!(
+                            "{}: cannot reach token endpoint {realm}: {}",
+                            self.host,
+                            error_chain(&e)
+                        ),
+                    ));
+                }
+            }
+            attempt += 1;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,27 +2,48 @@
 //! with docker's authentication (§7) lives in this folder, and nothing
 //! outside it builds a registry URL.
 //!
-//! - [`client`]: one registry host: endpoints, TLS, auth, retries, backoff.
+//! - [`client`]: one registry host: endpoint discovery, the request loop
+//!   with authentication and retries, a cap on requests in flight.
+//! - [`tls`]: what a registry's connections trust and present.
+//! - [`transport`]: the HTTP runtime, responses read synchronously,
+//!   streamed request bodies, the debug log of each request.
+//! - [`retry`]: which failures are transient, backoff, `Retry-After`.
+//! - [`failure`]: typed failures: distribution error codes, TLS failures.
 //! - [`auth`]: `WWW-Authenticate` challenges and bearer tokens.
 //! - [`credentials`]: where credentials come from and are stored.
-//! - [`store`]: a repository as an image source and as a sink (manifests
-//!   with one Accept list, blobs, uploads, mounts).
+//! - [`manifest`]: manifests with one Accept list; the manifest `HEAD`.
+//! - [`source`]: a repository as an image source.
+//! - [`sink`]: a repository as a sink; [`upload`] its blob uploads and
+//!   [`mount`] the blobs it can mount rather than upload.
 //! - [`tags`]: tag lists and the catalog, with `Link` pagination.
 //!
-//! The client is a thin layer over `reqwest`. One [`RegistryClient`] per registry host and set of settings,
-//! shared by every source and sink of a run on that host, so one token
-//! carries every scope the run needs (pull on a mount source, push on the
-//! target) and one connection pool serves every request.
+//! The client is a thin layer over `reqwest`. One [`RegistryClient`] per
+//! registry host and set of settings, shared by every source and sink of a
+//! run on that host, so one token carries every scope the run needs (pull
+//! on a mount source, push on the target) and one connection pool serves
+//! every request.
 
 pub mod auth;
 pub mod client;
 pub mod credentials;
-pub mod store;
+mod failure;
+mod manifest;
+mod mount;
+mod retry;
+mod sink;
+mod source;
 pub mod tags;
+mod tls;
+mod transport;
+mod upload;
 
 #[cfg(test)]
 mod grammar_tests;
 
 pub use client::{ClientPool, RegistryClient, RegistrySettings};
 pub use credentials::Credential;
-pub use store::{MountIndex, RegistrySink, RegistrySource};
+pub use manifest::ManifestHead;
+pub use mount::MountIndex;
+pub use retry::sleep_backoff;
+pub use sink::RegistrySink;
+pub use source::RegistrySource;

@@ -4,7 +4,7 @@
 use reqwest::header::LINK;
 
 use super::RegistryClient;
-use super::client::Retry;
+use super::retry::Retry;
 use crate::error::{Error, Result};
 
 /// The `next` target of a `Link` header, if any.
