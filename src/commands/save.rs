@@ -13,7 +13,7 @@ use crate::store::bundle::{BundleOptions, BundleSink};
 use crate::store::location::Location;
 use crate::store::open::{Context, open_source};
 use crate::store::registry::{ClientPool, RegistrySettings};
-use crate::store::{ImageName, ImageSink, ImageSource};
+use crate::store::{ImageName, ImageSink};
 
 #[derive(Debug, Clone)]
 pub struct SaveArgs {
