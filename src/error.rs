@@ -20,11 +20,15 @@
 //!   answer, with what failed ([`TransportFailure`]): a certificate that
 //!   does not verify is permanent (retrying cannot fix it, the message says
 //!   what to pass), a broken connection is transient.
+//! - [`Error::Blob`] is a blob whose bytes do not match its descriptor; it
+//!   carries the digest, so a bundle can name the volume that holds it.
 //! - Integrity errors are never downgraded to warnings.
 //! - Messages never carry secrets (passwords, tokens, `Authorization`).
 
 use std::io;
 use std::path::Path;
+
+use crate::content::Digest;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -97,6 +101,15 @@ pub enum Error {
     Format(String),
     #[error("{0}")]
     Integrity(String),
+    /// A blob's bytes do not match its descriptor: digest, size, or the
+    /// DiffID of what it decompresses to.
+    #[error("{message}")]
+    Blob {
+        /// The digest the blob was asked for by.
+        digest: Digest,
+        /// The whole line shown to the user.
+        message: String,
+    },
     #[error("{0}")]
     Unsupported(String),
     #[error("{what}: {source}")]
@@ -142,7 +155,7 @@ impl Error {
             Error::Usage(_) => ErrorClass::Usage,
             Error::NotFound(_) => ErrorClass::NotFound,
             Error::Format(_) => ErrorClass::Format,
-            Error::Integrity(_) => ErrorClass::Integrity,
+            Error::Integrity(_) | Error::Blob { .. } => ErrorClass::Integrity,
             Error::Unsupported(_) => ErrorClass::Unsupported,
             Error::Io { .. } => ErrorClass::Io,
             Error::Auth(_) => ErrorClass::Auth,
@@ -187,6 +200,10 @@ impl Error {
             Error::NotFound(m) => Error::NotFound(m.clone()),
             Error::Format(m) => Error::Format(m.clone()),
             Error::Integrity(m) => Error::Integrity(m.clone()),
+            Error::Blob { digest, message } => Error::Blob {
+                digest: digest.clone(),
+                message: message.clone(),
+            },
             Error::Unsupported(m) => Error::Unsupported(m.clone()),
             Error::Io { what, source } => Error::Io {
                 what: what.clone(),

@@ -52,7 +52,11 @@ impl<R: Read> Read for VerifyReader<'_, R> {
         };
         let n = self.inner.read(buf).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
-                Error::Integrity(format!("{}: the blob is truncated", self.what)).into_io()
+                mismatch(
+                    &self.expected,
+                    format!("{}: the blob is truncated", self.what),
+                )
+                .into_io()
             } else {
                 e
             }
@@ -60,27 +64,35 @@ impl<R: Read> Read for VerifyReader<'_, R> {
         if n == 0 {
             let hasher = self.hasher.take().expect("checked above");
             if self.read != self.size {
-                return Err(Error::Integrity(format!(
-                    "{}: the blob has {} bytes but its descriptor says {}",
-                    self.what, self.read, self.size
-                ))
+                return Err(mismatch(
+                    &self.expected,
+                    format!(
+                        "{}: the blob has {} bytes but its descriptor says {}",
+                        self.what, self.read, self.size
+                    ),
+                )
                 .into_io());
             }
             let got = hasher.finish();
             if got != self.expected {
-                return Err(
-                    Error::Integrity(format!("{}: content hashes to {got}", self.what)).into_io(),
-                );
+                return Err(mismatch(
+                    &self.expected,
+                    format!("{}: content hashes to {got}", self.what),
+                )
+                .into_io());
             }
             return Ok(0);
         }
         self.read += n as u64;
         if self.read > self.size {
             self.hasher = None;
-            return Err(Error::Integrity(format!(
-                "{}: the blob is larger than the {} bytes its descriptor says",
-                self.what, self.size
-            ))
+            return Err(mismatch(
+                &self.expected,
+                format!(
+                    "{}: the blob is larger than the {} bytes its descriptor says",
+                    self.what, self.size
+                ),
+            )
             .into_io());
         }
         hasher.update(&buf[..n]);
@@ -143,6 +155,8 @@ pub struct DiffIdTee<R> {
     inner: R,
     tx: Option<SyncSender<Vec<u8>>>,
     worker: Option<JoinHandle<io::Result<Digest>>>,
+    /// The compressed blob's digest (what a failure is about).
+    blob: Digest,
     expected: Digest,
     what: String,
 }
@@ -172,7 +186,14 @@ impl Read for ChannelReader {
 }
 
 impl<R: Read> DiffIdTee<R> {
-    pub fn new(inner: R, compression: Compression, expected: Digest, what: String) -> DiffIdTee<R> {
+    /// `blob` is the compressed layer's digest, `expected` its DiffID.
+    pub fn new(
+        inner: R,
+        compression: Compression,
+        blob: Digest,
+        expected: Digest,
+        what: String,
+    ) -> DiffIdTee<R> {
         let (tx, rx) = sync_channel::<Vec<u8>>(16);
         let worker = std::thread::spawn(move || -> io::Result<Digest> {
             let channel = ChannelReader {
@@ -197,6 +218,7 @@ impl<R: Read> DiffIdTee<R> {
             inner,
             tx: Some(tx),
             worker: Some(worker),
+            blob,
             expected,
             what,
         }
@@ -209,15 +231,18 @@ impl<R: Read> DiffIdTee<R> {
         };
         match worker.join() {
             Ok(Ok(got)) if got == self.expected => Ok(()),
-            Ok(Ok(got)) => Err(Error::Integrity(format!(
-                "{}: uncompressed content hashes to {got}, but the config's DiffID is {}",
-                self.what, self.expected
-            ))
+            Ok(Ok(got)) => Err(Error::Blob {
+                digest: self.blob.clone(),
+                message: format!(
+                    "{}: uncompressed content hashes to {got}, but the config's DiffID is {}",
+                    self.what, self.expected
+                ),
+            }
             .into_io()),
-            Ok(Err(e)) => Err(Error::Integrity(format!(
-                "{}: cannot decompress layer: {e}",
-                self.what
-            ))
+            Ok(Err(e)) => Err(Error::Blob {
+                digest: self.blob.clone(),
+                message: format!("{}: cannot decompress layer: {e}", self.what),
+            }
             .into_io()),
             Err(_) => Err(io::Error::other("DiffID worker panicked")),
         }
@@ -247,6 +272,14 @@ impl<R> Drop for DiffIdTee<R> {
         if let Some(w) = self.worker.take() {
             let _ = w.join();
         }
+    }
+}
+
+/// A blob that does not match its descriptor.
+fn mismatch(digest: &Digest, message: String) -> Error {
+    Error::Blob {
+        digest: digest.clone(),
+        message,
     }
 }
 

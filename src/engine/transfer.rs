@@ -143,7 +143,13 @@ fn move_blob(
                 opts.keep_going || (source.registry_repo().is_none() && !sink.caps().remote);
             match (&job.diff_id, job.compression) {
                 (Some(diff_id), Some(c)) if c != Compression::None && check_diff_id => {
-                    let mut tee = DiffIdTee::new(verified, c, diff_id.clone(), job.what.clone());
+                    let mut tee = DiffIdTee::new(
+                        verified,
+                        c,
+                        job.src.digest.clone(),
+                        diff_id.clone(),
+                        job.what.clone(),
+                    );
                     sink.put_blob(&job.src, &mut tee)?;
                 }
                 _ => {
@@ -176,7 +182,10 @@ fn move_blob(
                             if source.kind() == io::ErrorKind::InvalidData
                                 || source.kind() == io::ErrorKind::InvalidInput =>
                         {
-                            Error::Integrity(format!("{what}: cannot decompress layer: {source}"))
+                            Error::Blob {
+                                digest: job.src.digest.clone(),
+                                message: format!("{what}: cannot decompress layer: {source}"),
+                            }
                         }
                         other => other,
                     })?;
@@ -192,10 +201,13 @@ fn move_blob(
                 if let Some(expected) = &job.diff_id
                     && &got_diff != expected
                 {
-                    return Err(Error::Integrity(format!(
-                        "{}: uncompressed content hashes to {got_diff}, but the config's DiffID is {expected}",
-                        job.what
-                    )));
+                    return Err(Error::Blob {
+                        digest: job.src.digest.clone(),
+                        message: format!(
+                            "{}: uncompressed content hashes to {got_diff}, but the config's DiffID is {expected}",
+                            job.what
+                        ),
+                    });
                 }
                 Ok(())
             };

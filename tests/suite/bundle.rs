@@ -451,7 +451,12 @@ fn volumes_load_in_any_order_and_bad_volumes_are_named() {
     args.extend(volumes.iter().map(String::as_str));
     args.extend(["--to", &to]);
     let r = t.imgsync(&args);
-    assert_ne!(r.code, 0);
+    assert_eq!(r.code, 5, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("v.tar.003") && r.stderr.contains("corrupt"),
+        "the load names the corrupt volume: {}",
+        r.stderr
+    );
     let tags = t.imgsync(&["tags", &format!("{to}/vol/app")]);
     assert_ne!(tags.code, 0, "a tag was written from a corrupt bundle");
 

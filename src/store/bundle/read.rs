@@ -61,20 +61,19 @@ fn file_label(p: &Path) -> String {
 }
 
 impl Bundle {
-    /// Adds to an integrity error the volume holding the blob it names.
+    /// Adds to a blob's integrity error the volume that holds the blob.
     pub fn locate_error(&self, e: Error) -> Error {
-        let Error::Integrity(msg) = &e else {
+        let Error::Blob { digest, message } = &e else {
             return e;
         };
         if self.manifest().volumes.len() < 2 {
             return e;
         }
-        let found = msg
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == ':'))
-            .filter_map(|w| Digest::parse(w).ok())
-            .find_map(|d| self.location_of(&d));
-        match found {
-            Some(at) => Error::Integrity(format!("{msg} (in {at}: the volume is corrupt)")),
+        match self.location_of(digest) {
+            Some(at) => Error::Blob {
+                digest: digest.clone(),
+                message: format!("{message} (in {at}: the volume is corrupt)"),
+            },
             None => e,
         }
     }
