@@ -120,7 +120,21 @@ pub fn bundle(
     };
     let m = bundle.manifest();
     let mut problems = bundle.problems().to_vec();
-    let (volume_problems, mut reported) = bundle.check_parts(options.jobs);
+    // Parts of blobs cut across volumes, re-hashed `jobs` at once.
+    let parts = bundle.parts();
+    let mut volume_problems = Vec::new();
+    let mut reported = HashSet::new();
+    for (problem, blob) in
+        crate::engine::pool::run_all(&parts, options.jobs.clamp(1, 16), |_, part| {
+            bundle.check_part(part)
+        })
+        .into_iter()
+        .flatten()
+    {
+        volume_problems.push(problem);
+        reported.extend(blob);
+    }
+    volume_problems.sort();
     problems.extend(volume_problems);
     // Blobs in missing volumes, or found corrupt already, are not read again.
     reported.extend(bundle.unavailable());

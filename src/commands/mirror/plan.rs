@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::config::{Config, Entry, RepoFilter, Source, TagFilter, Target};
 use super::{SyncOptions, settings_for, shard_of};
 use crate::content::descriptor::ANNOTATION_REF_NAME;
 use crate::content::{Digest, Platform, Reference};
+use crate::engine::pool;
 use crate::error::{Error, Result};
 use crate::store::registry::tags::{list_repositories, list_tags};
 use crate::store::registry::{ClientPool, ManifestHead};
@@ -126,7 +126,7 @@ pub(crate) fn target_for(entry: &Entry, source: &Reference, relative: Option<&st
 }
 
 /// Lists what every entry selects (tags, repositories), sharded.
-pub fn expand(config: &Config, opts: &SyncOptions, pool: &ClientPool) -> Result<Vec<Item>> {
+pub fn expand(config: &Config, opts: &SyncOptions, clients: &ClientPool) -> Result<Vec<Item>> {
     let mut items = Vec::new();
     for entry in &config.entries {
         let mut add = |source: Reference, relative: Option<&str>| {
@@ -145,7 +145,7 @@ pub fn expand(config: &Config, opts: &SyncOptions, pool: &ClientPool) -> Result<
             Source::Digest(r) => add(r.clone(), None),
             Source::Repository(r) => {
                 let client =
-                    pool.get(&r.domain, &settings_for(config, &r.domain, &opts.registry))?;
+                    clients.get(&r.domain, &settings_for(config, &r.domain, &opts.registry))?;
                 for tag in filter_tags(&list_tags(&client, &r.path)?, &entry.tags) {
                     let mut s = r.clone();
                     s.tag = Some(tag);
@@ -153,32 +153,19 @@ pub fn expand(config: &Config, opts: &SyncOptions, pool: &ClientPool) -> Result<
                 }
             }
             Source::Prefix { host, prefix } => {
-                let client = pool.get(host, &settings_for(config, host, &opts.registry))?;
+                let client = clients.get(host, &settings_for(config, host, &opts.registry))?;
                 let below: Vec<String> = list_repositories(&client)?
                     .into_iter()
                     .filter_map(|r| r.strip_prefix(&format!("{prefix}/")).map(str::to_string))
                     .collect();
                 // Tag lists of every repository, fetched in parallel.
                 let repos = filter_repos(below, &entry.repos);
-                let next = AtomicUsize::new(0);
-                let lists: Mutex<Vec<Option<Result<Vec<String>>>>> =
-                    Mutex::new((0..repos.len()).map(|_| None).collect());
-                std::thread::scope(|s| {
-                    for _ in 0..repos.len().clamp(1, 16) {
-                        s.spawn(|| {
-                            loop {
-                                let k = next.fetch_add(1, Ordering::Relaxed);
-                                let Some(rel) = repos.get(k) else { break };
-                                let r = list_tags(&client, &format!("{prefix}/{rel}"));
-                                lists.lock().unwrap()[k] = Some(r);
-                            }
-                        });
-                    }
+                let lists = pool::run_all(&repos, repos.len().clamp(1, 16), |_, rel| {
+                    list_tags(&client, &format!("{prefix}/{rel}"))
                 });
-                let lists = lists.into_inner().unwrap();
                 for (rel, tags) in repos.iter().zip(lists) {
                     let path = format!("{prefix}/{rel}");
-                    let tags = tags.expect("every repository was listed")?;
+                    let tags = tags?;
                     for tag in filter_tags(&tags, &entry.tags) {
                         let source = Reference {
                             domain: host.clone(),
@@ -220,39 +207,32 @@ fn head(
 /// Marks the items whose target already has the source's digest, with
 /// `HEAD` requests in parallel. An item whose check fails stays to copy
 /// (its copy reports the failure).
-pub fn check(config: &Config, opts: &SyncOptions, pool: &ClientPool, items: &mut [Item]) {
+pub fn check(config: &Config, opts: &SyncOptions, clients: &ClientPool, items: &mut [Item]) {
     let layouts: Mutex<std::collections::HashMap<PathBuf, Vec<(String, String)>>> =
         Default::default();
-    let next = AtomicUsize::new(0);
-    let items_len = items.len();
-    let slots: Vec<Mutex<&mut Item>> = items.iter_mut().map(Mutex::new).collect();
-    std::thread::scope(|s| {
-        // HEAD requests are tiny and latency-bound: many at once.
-        for _ in 0..(opts.jobs * 4).clamp(8, 32).min(items_len.max(1)) {
-            s.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(slot) = slots.get(k) else { break };
-                    let mut item = slot.lock().unwrap();
-                    let Ok(Some(src)) = head(config, opts, pool, &item.source) else {
-                        continue;
-                    };
-                    decide(
-                        &mut item,
-                        src,
-                        |t| head(config, opts, pool, t).ok().flatten(),
-                        |path, name, digest| {
-                            let mut cache = layouts.lock().unwrap();
-                            let refs = cache
-                                .entry(path.to_path_buf())
-                                .or_insert_with(|| layout_refs(path));
-                            refs.iter().any(|(n, d)| n == name && d == digest.as_str())
-                        },
-                    );
-                }
-            });
+    // HEAD requests are tiny and latency-bound: many at once.
+    let workers = (opts.jobs * 4).clamp(8, 32);
+    let decided = pool::run_all(items, workers, |_, item| {
+        let mut item = item.clone();
+        if let Ok(Some(src)) = head(config, opts, clients, &item.source) {
+            decide(
+                &mut item,
+                src,
+                |t| head(config, opts, clients, t).ok().flatten(),
+                |path, name, digest| {
+                    let mut cache = layouts.lock().unwrap_or_else(|e| e.into_inner());
+                    let refs = cache
+                        .entry(path.to_path_buf())
+                        .or_insert_with(|| layout_refs(path));
+                    refs.iter().any(|(n, d)| n == name && d == digest.as_str())
+                },
+            );
         }
+        item
     });
+    for (item, d) in items.iter_mut().zip(decided) {
+        *item = d;
+    }
 }
 
 /// The up-to-date decision for an item whose source manifest is `src`:

@@ -60,6 +60,13 @@ fn file_label(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// One part of a blob cut across volumes, as its volume lists it.
+pub struct BlobPart<'a> {
+    volume: u32,
+    path: &'a String,
+    entry: &'a super::manifest::VolumeEntry,
+}
+
 impl Bundle {
     /// Adds to a blob's integrity error the volume that holds the blob.
     pub fn locate_error(&self, e: Error) -> Error {
@@ -317,43 +324,29 @@ impl Bundle {
         }
     }
 
-    /// Re-hashes every part of a blob cut across volumes against its
-    /// volume's listing, `jobs` at once, naming the volume of each corrupt
-    /// part (a whole blob is checked by its own digest, and
-    /// [`Bundle::location_of`] names its volume). Returns the problems and
-    /// the blobs they concern.
-    pub fn check_parts(&self, jobs: usize) -> (Vec<String>, HashSet<Digest>) {
-        let work: Vec<(u32, &String, &super::manifest::VolumeEntry)> = self
-            .listings
+    /// Every part of a blob cut across volumes, to be re-hashed against its
+    /// volume's listing with [`Bundle::check_part`] (a whole blob is
+    /// checked by its own digest, and [`Bundle::location_of`] names its
+    /// volume).
+    pub fn parts(&self) -> Vec<BlobPart<'_>> {
+        self.listings
             .iter()
-            .flat_map(|(n, l)| l.entries.iter().map(move |(p, e)| (*n, p, e)))
-            .filter(|(_, p, _)| p.starts_with(PARTS_DIR))
-            .collect();
-        let problems = std::sync::Mutex::new(Vec::new());
-        let bad = std::sync::Mutex::new(HashSet::new());
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..jobs.clamp(1, 16).min(work.len().max(1)) {
-                s.spawn(|| {
-                    loop {
-                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((n, path, entry)) = work.get(k) else {
-                            break;
-                        };
-                        let tar = &self.tree.volumes[n];
-                        if let Some(p) = check_entry(tar, path, entry) {
-                            problems.lock().unwrap().push(p);
-                            if let Some(d) = entry_blob(path) {
-                                bad.lock().unwrap().insert(d);
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        let mut p = problems.into_inner().unwrap();
-        p.sort();
-        (p, bad.into_inner().unwrap())
+            .flat_map(|(n, l)| {
+                l.entries.iter().map(move |(path, entry)| BlobPart {
+                    volume: *n,
+                    path,
+                    entry,
+                })
+            })
+            .filter(|p| p.path.starts_with(PARTS_DIR))
+            .collect()
+    }
+
+    /// Re-hashes one part: the problem, naming its volume, and the blob it
+    /// belongs to; `None` when the part is sound.
+    pub fn check_part(&self, part: &BlobPart) -> Option<(String, Option<Digest>)> {
+        let tar = &self.tree.volumes[&part.volume];
+        check_entry(tar, part.path, part.entry).map(|p| (p, entry_blob(part.path)))
     }
 
     /// Blobs with a part in a volume that was not given.
