@@ -1,3 +1,4 @@
+mod architecture;
 mod bad_input;
 mod bundle;
 mod copy_local;
