@@ -382,3 +382,123 @@ pub fn bundle_verify_summary(
         std::process::ExitCode::from(1)
     }
 }
+
+/// Writes this crate's log records to stderr (`--debug`: each registry
+/// request and its status). Records of other crates are left out.
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.target().starts_with("imgsync")
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            let level = record.level().as_str().to_ascii_lowercase();
+            eprintln!("imgsync: {level}: {}", record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Sends the library's log records to stderr; with `debug`, each registry
+/// request and its status.
+pub fn start_log(debug: bool) {
+    if log::set_logger(&StderrLog).is_ok() && debug {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
+}
+
+/// `sync --dry-run`: one line per planned image on stdout.
+pub fn sync_plan(items: &[imgsync::commands::sync::Item]) {
+    let mut out = String::new();
+    for it in items {
+        out.push_str(&format!(
+            "{} -> {} {} {}\n",
+            it.source,
+            it.target,
+            it.source_digest.as_ref().map(|d| d.as_str()).unwrap_or("-"),
+            if it.up_to_date { "up-to-date" } else { "copy" }
+        ));
+    }
+    write_stdout(out.as_bytes());
+}
+
+/// A sync run's lines on stderr: each failure, each copy (unless quiet),
+/// and the summary.
+pub fn sync_summary(
+    config: &std::path::Path,
+    report: &imgsync::commands::sync::RunReport,
+    quiet: bool,
+) {
+    use imgsync::commands::sync::Action;
+    for img in &report.images {
+        match img.action {
+            Action::Failed => eprintln!(
+                "failed {} -> {}: {}",
+                img.source,
+                img.target,
+                img.error.as_deref().unwrap_or("")
+            ),
+            Action::Copied if !quiet => eprintln!(
+                "copied {} -> {} {} ({} bytes, {} blobs, {} mounted)",
+                img.source,
+                img.target,
+                img.source_digest.as_deref().unwrap_or(""),
+                img.bytes,
+                img.blobs_copied,
+                img.blobs_mounted
+            ),
+            _ => {}
+        }
+    }
+    eprintln!(
+        "sync {}: {} copied, {} up to date, {} failed; blobs {} uploaded, {} mounted, {} skipped; {} bytes; {} requests; {:.2}s",
+        config.display(),
+        report.copied,
+        report.up_to_date,
+        report.failed,
+        report.blobs_copied,
+        report.blobs_mounted,
+        report.blobs_skipped,
+        report.bytes,
+        report.requests,
+        report.seconds
+    );
+}
+
+/// JSON bytes as one result on stdout.
+pub fn json_line(json: &[u8]) {
+    let mut out = json.to_vec();
+    out.push(b'\n');
+    write_stdout(&out);
+}
+
+/// A list of names on stdout, one a line, or as a JSON list.
+pub fn names(names: &[String], json: bool) {
+    if json {
+        json_line(
+            serde_json::to_string_pretty(names)
+                .expect("JSON values serialise")
+                .as_bytes(),
+        );
+    } else {
+        let mut out = String::new();
+        for n in names {
+            out.push_str(n);
+            out.push('\n');
+        }
+        write_stdout(out.as_bytes());
+    }
+}
+
+/// A message for the user on stderr (what a command did, a lock held).
+pub fn message(msg: &str) {
+    eprintln!("{msg}");
+}
+
+/// A failure, as one line.
+pub fn error(e: &imgsync::Error) {
+    eprintln!("imgsync: error: {e}");
+}

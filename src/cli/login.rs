@@ -63,12 +63,15 @@ pub fn login(c: LoginCmd) -> Result<ExitCode, Error> {
         default_jobs(),
     )?;
     let file = commands::login::login(&c.registry, cred, &s)?;
-    eprintln!("Login succeeded; credentials stored in {}", file.display());
+    super::console::message(&format!(
+        "Login succeeded; credentials stored in {}",
+        file.display()
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn logout(c: LogoutCmd) -> Result<ExitCode, Error> {
     commands::login::logout(&c.registry, c.authfile.as_deref())?;
-    eprintln!("Removed credentials for {}", c.registry);
+    super::console::message(&format!("Removed credentials for {}", c.registry));
     Ok(ExitCode::SUCCESS)
 }

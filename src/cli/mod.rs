@@ -2,7 +2,7 @@
 //! console printer ([`console`]). Flags become the library's options here;
 //! nothing below this layer prints.
 
-mod console;
+pub mod console;
 mod copy;
 mod inspect;
 mod load;
@@ -222,10 +222,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
 /// Undoes what an interrupted run half wrote.
 pub fn cleanup_on_interrupt() {
     imgsync::store::cleanup::cleanup_all();
-    eprintln!("imgsync: interrupted");
+    console::message("imgsync: interrupted");
 }
 
 /// Prints a failure as one line.
 pub fn print_error(e: &Error) {
-    eprintln!("imgsync: error: {e}");
+    console::error(e);
 }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Args;
 
 use imgsync::Error;
-use imgsync::commands::sync::{self, Action, SyncOptions};
+
+use super::console;
+use imgsync::commands::sync::{self, SyncOptions};
 use imgsync::engine::{CopyOptions, default_jobs};
 use imgsync::store::registry::{ClientPool, RegistrySettings};
 
@@ -119,10 +121,10 @@ pub fn run(
             match f.try_lock() {
                 Ok(()) => Some(f),
                 Err(std::fs::TryLockError::WouldBlock) => {
-                    eprintln!(
+                    console::message(&format!(
                         "imgsync: another sync run holds the lock {}; nothing done",
                         path.display()
-                    );
+                    ));
                     return Ok(ExitCode::from(EXIT_LOCKED));
                 }
                 Err(std::fs::TryLockError::Error(e)) => {
@@ -194,7 +196,7 @@ fn once(
     let items = match sync::plan(config, opts, &pool) {
         Ok(i) => i,
         Err(e) => {
-            eprintln!("imgsync: error: {e}");
+            console::error(&e);
             let code = match e.class() {
                 imgsync::ErrorClass::Auth | imgsync::ErrorClass::Usage => 2,
                 _ => 1,
@@ -203,53 +205,11 @@ fn once(
         }
     };
     if c.dry_run {
-        let mut out = String::new();
-        for it in &items {
-            out.push_str(&format!(
-                "{} -> {} {} {}\n",
-                it.source,
-                it.target,
-                it.source_digest.as_ref().map(|d| d.as_str()).unwrap_or("-"),
-                if it.up_to_date { "up-to-date" } else { "copy" }
-            ));
-        }
-        print!("{out}");
+        console::sync_plan(&items);
         return Ok(0);
     }
     let report = sync::execute(config, items, opts, &pool, progress, started);
-    for img in &report.images {
-        match img.action {
-            Action::Failed => eprintln!(
-                "failed {} -> {}: {}",
-                img.source,
-                img.target,
-                img.error.as_deref().unwrap_or("")
-            ),
-            Action::Copied if !c.quiet => eprintln!(
-                "copied {} -> {} {} ({} bytes, {} blobs, {} mounted)",
-                img.source,
-                img.target,
-                img.source_digest.as_deref().unwrap_or(""),
-                img.bytes,
-                img.blobs_copied,
-                img.blobs_mounted
-            ),
-            _ => {}
-        }
-    }
-    eprintln!(
-        "sync {}: {} copied, {} up to date, {} failed; blobs {} uploaded, {} mounted, {} skipped; {} bytes; {} requests; {:.2}s",
-        config.path.display(),
-        report.copied,
-        report.up_to_date,
-        report.failed,
-        report.blobs_copied,
-        report.blobs_mounted,
-        report.blobs_skipped,
-        report.bytes,
-        report.requests,
-        report.seconds
-    );
+    console::sync_summary(&config.path, &report, c.quiet);
     let json = serde_json::to_vec_pretty(&report).expect("JSON values serialise");
     if let Some(p) = &c.report {
         sync::report::write_atomic(p, &json)?;
@@ -267,7 +227,7 @@ fn once(
         )?;
     }
     if c.json {
-        println!("{}", String::from_utf8_lossy(&json));
+        console::json_line(&json);
     }
     Ok(report.exit_code())
 }

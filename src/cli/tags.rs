@@ -25,18 +25,6 @@ pub fn run(c: TagsCmd) -> Result<ExitCode, Error> {
     let repo = registry_ref(&c.repository)?;
     let s = c.registry.settings(default_jobs())?;
     let tags = commands::tags::run(&repo, &s)?;
-    if c.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&tags).expect("JSON values serialise")
-        );
-    } else {
-        let mut out = String::new();
-        for t in tags {
-            out.push_str(&t);
-            out.push('\n');
-        }
-        console::write_stdout(out.as_bytes());
-    }
+    console::names(&tags, c.json);
     Ok(ExitCode::SUCCESS)
 }

@@ -93,7 +93,11 @@ fn layers_use_only_what_is_below_them() {
                 continue;
             }
             for (first, second) in paths_on(line) {
-                let target = if first == "cli" { Some(4) } else { rank(&first) };
+                let target = if first == "cli" {
+                    Some(4)
+                } else {
+                    rank(&first)
+                };
                 let Some(target) = target else { continue };
                 if target > own {
                     breaks.push(format!(
