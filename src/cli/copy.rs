@@ -8,7 +8,6 @@ use clap::{Args, ValueEnum};
 
 use imgsync::Error;
 use imgsync::commands;
-use imgsync::content::Platform;
 use imgsync::content::media_type::Compression;
 use imgsync::engine::Format;
 use imgsync::store::location::Location;
@@ -86,11 +85,7 @@ pub struct CopyCmd {
 pub fn run(c: CopyCmd) -> Result<ExitCode, Error> {
     let started = Instant::now();
     let mut opts = options(&c.common);
-    opts.platforms = c
-        .platform
-        .iter()
-        .map(|p| Platform::parse(p))
-        .collect::<Result<_, _>>()?;
+    opts.platforms = super::platforms(&c.platform)?;
     opts.format = c.format.map(|f| match f {
         FormatArg::Oci => Format::Oci,
         FormatArg::Docker => Format::Docker,

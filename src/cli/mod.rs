@@ -201,6 +201,14 @@ fn registry_ref(s: &str) -> Result<Reference, Error> {
     }
 }
 
+/// `--platform` values.
+fn platforms(values: &[String]) -> Result<Vec<imgsync::content::Platform>, Error> {
+    values
+        .iter()
+        .map(|p| imgsync::content::Platform::parse(p))
+        .collect()
+}
+
 /// Runs the command the line asked for.
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {

@@ -50,11 +50,7 @@ pub struct SaveCmd {
 pub fn run(c: SaveCmd) -> Result<ExitCode, Error> {
     let started = Instant::now();
     let mut opts = options(&c.common);
-    opts.platforms = c
-        .platform
-        .iter()
-        .map(|p| Platform::parse(p))
-        .collect::<Result<_, _>>()?;
+    opts.platforms = super::platforms(&c.platform)?;
     opts.retry_times = c.registry.shared.retry_times;
     let args = commands::save::SaveArgs {
         out: c.output,
