@@ -11,10 +11,7 @@
 //! - [`store`]: the store traits and the local transports.
 //! - [`copy`]: the engine that walks an image graph from a source to a sink.
 //! - [`commands`]: `copy`, `inspect`, `verify` as library calls.
-// `unsafe` is confined to `copy::zstd_contiguous` (zstd in place over a
-// memory mapping, for a measured 16 % less compression work); every other
-// module is safe code.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod bundle;
 pub mod commands;

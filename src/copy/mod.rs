@@ -11,9 +11,9 @@
 //! The caller commits or aborts the sink.
 
 mod convert;
+mod pieces;
 mod stream;
-#[cfg(target_os = "linux")]
-mod zstd_contiguous;
+mod zstd_frames;
 
 use std::collections::HashMap;
 use std::io::{self, BufWriter, Read};
@@ -23,7 +23,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 pub use convert::Format;
-use stream::{DiffIdTee, HashReader, HashWriter, VerifyReader, decoder, encoder};
+use stream::{DiffIdTee, HashReader, HashWriter, VerifyReader};
+// The codecs as the engine uses them, for benchmarks.
+pub use stream::{FinishWrite, decoder, encoder};
 
 use crate::content::config::ConfigView;
 use crate::content::manifest::is_manifest_media_type;
