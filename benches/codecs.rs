@@ -45,12 +45,15 @@ struct LayerLike {
     /// Byte patterns of the machine-code-like segments.
     patterns: Vec<Vec<u8>>,
     left: u64,
-    /// The last 32 MiB generated, for repeats.
+    /// The last [`HISTORY`] bytes generated (up to twice as many), for
+    /// repeats.
     history: Vec<u8>,
     segment: Vec<u8>,
     pos: usize,
 }
 
+/// How far back repeats reach.
+const HISTORY: usize = 8 << 20;
 /// Distinct machine-code-like patterns.
 const PATTERNS: usize = 512;
 
@@ -85,7 +88,7 @@ impl LayerLike {
             0..=10 => {
                 while s.len() < len {
                     let r = self.rng.next();
-                    if r % 7 == 0 {
+                    if r.is_multiple_of(7) {
                         s.extend_from_slice(format!("{}", r >> 44).as_bytes());
                     } else {
                         s.extend_from_slice(WORDS[(r >> 8) as usize % WORDS.len()].as_bytes());
@@ -98,9 +101,9 @@ impl LayerLike {
                 while s.len() < len {
                     let r = self.rng.next();
                     // Skewed towards the first patterns.
-                    let pick = ((r & 0xff) * ((r >> 8) & 0xff) >> 7) as usize % PATTERNS;
+                    let pick = (((r & 0xff) * ((r >> 8) & 0xff)) >> 7) as usize % PATTERNS;
                     s.extend_from_slice(&self.patterns[pick]);
-                    if (r >> 16) % 4 == 0 {
+                    if (r >> 16).is_multiple_of(4) {
                         s.extend_from_slice(&((r >> 32) as u32 & 0xfff).to_le_bytes());
                     }
                 }
@@ -118,8 +121,10 @@ impl LayerLike {
         }
         s.truncate(len);
         self.history.extend_from_slice(&s);
-        if self.history.len() > 32 << 20 {
-            let drop = self.history.len() - (32 << 20);
+        // Trimmed now and then, not at every segment: moving the history
+        // would cost more than generating.
+        if self.history.len() > 2 * HISTORY {
+            let drop = self.history.len() - HISTORY;
             self.history.drain(..drop);
         }
         self.segment = s;
