@@ -20,7 +20,7 @@ const SAMPLE: usize = 128 << 20;
 /// Size of the streamed layer of the memory measurement.
 const STREAMED: u64 = 120 << 20;
 /// Runs per operation; the best is reported (the machine is shared).
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// A xorshift generator: the same bytes on every machine.
 struct Rng(u64);
@@ -273,6 +273,15 @@ fn main() {
             decompress(&z, Compression::Zstd)
         });
         assert_eq!(n, data.len() as u64, "zstd round trip");
+        // For reference: the whole sample as one frame, on one core.
+        let one = measure("zstd-one-frame", data.len(), || {
+            zstd::bulk::compress(&data, 3).expect("compress")
+        });
+        println!(
+            "  one frame: {} bytes; the encoder's output is {:+.2} % of it",
+            one.len(),
+            (z.len() as f64 / one.len() as f64 - 1.0) * 100.0
+        );
     }
     if wanted("gzip") {
         let z = measure("gzip-encode", data.len(), || {

@@ -17,7 +17,8 @@
 //!   of one layer are compressed on every core.
 //! - Ratio: each frame starts with no history, which costs a little at
 //!   every piece boundary; at 8 MiB pieces the output is within about half
-//!   a percent of one streamed frame on layers of ordinary files.
+//!   a percent of the whole layer compressed as one frame (`cargo bench
+//!   --bench codecs zstd` prints both).
 //! - Memory: a few pieces per stream (see [`super::pieces`]), whatever the
 //!   layer's size.
 
