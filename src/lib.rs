@@ -20,10 +20,7 @@
 //!
 //! The binary adds `cli` on top: argument parsing and the only printer.
 //! [`error`] is shared by every layer.
-// `unsafe` is confined to `engine::zstd_contiguous` (zstd in place over a
-// memory mapping, for a measured 16 % less compression work); every other
-// module is safe code.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod commands;
 pub mod content;

@@ -15,6 +15,7 @@
 
 mod convert;
 mod emit;
+mod pieces;
 mod plan;
 pub mod pool;
 pub mod progress;
@@ -22,13 +23,14 @@ mod stream;
 #[cfg(test)]
 mod tests;
 mod transfer;
-#[cfg(target_os = "linux")]
-mod zstd_contiguous;
+mod zstd_frames;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 pub use convert::Format;
+// The codecs as the engine uses them, for benchmarks.
+pub use stream::{FinishWrite, decoder, encoder};
 
 use crate::content::media_type::Compression;
 use crate::content::{Digest, Platform};

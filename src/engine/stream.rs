@@ -3,9 +3,13 @@
 //! (decompress, recompress) when asked. Buffers are bounded: memory does not
 //! depend on blob size.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
+
+use super::pieces::{PieceCodec, Pieces};
+use super::zstd_frames::{DEFAULT_ZSTD_LEVEL, ParallelZstd};
 
 use crate::content::media_type::Compression;
 use crate::content::{Digest, DigestHasher};
@@ -283,7 +287,9 @@ fn mismatch(digest: &Digest, message: String) -> Error {
     }
 }
 
-/// A compressing writer.
+/// A compressing writer. gzip and zstd output depends on the input bytes
+/// and the level alone (see [`super::pieces`]), so a layer always
+/// recompresses to the same digest.
 pub fn encoder<'a, W: Write + 'a>(
     w: W,
     c: Compression,
@@ -292,11 +298,7 @@ pub fn encoder<'a, W: Write + 'a>(
     Ok(match c {
         Compression::None => Box::new(Plain(w)),
         Compression::Gzip => Box::new(ParallelGzip::new(w, level.unwrap_or(DEFAULT_GZIP_LEVEL))),
-        // Reproducible output, threads only for large layers: see the module.
-        #[cfg(target_os = "linux")]
-        Compression::Zstd => super::zstd_contiguous::encoder(w, level.unwrap_or(3))?,
-        #[cfg(not(target_os = "linux"))]
-        Compression::Zstd => Box::new(zstd::stream::write::Encoder::new(w, level.unwrap_or(3))?),
+        Compression::Zstd => Box::new(ParallelZstd::new(w, level.unwrap_or(DEFAULT_ZSTD_LEVEL))),
     })
 }
 
@@ -349,143 +351,64 @@ impl<W: Write> FinishWrite for Plain<W> {
     }
 }
 
-impl<W: Write> FinishWrite for zstd::stream::write::Encoder<'_, W> {
-    fn finish_box(self: Box<Self>) -> io::Result<()> {
-        let mut w = (*self).finish()?;
-        w.flush()
-    }
-}
-
 /// gzip level used when none is given (libdeflate's scale, 1-12): output
 /// about as small as `gzip -6`, several times faster.
 pub const DEFAULT_GZIP_LEVEL: i32 = 2;
 const GZIP_CHUNK: usize = 1024 * 1024;
 
-/// Compresses to gzip in independent 1 MiB members, several at once.
+/// gzip at one level, one member per 1 MiB piece.
 ///
-/// A gzip file may hold several members one after another (RFC 1952 §2.2);
-/// every gzip reader used for layers (Go's `compress/gzip`, zlib, flate2's
-/// multi-member decoder) reads them as one stream. Independent members let
-/// one layer use every core, and each member is compressed whole by
-/// libdeflate, which is much faster than streaming deflate at the same
-/// ratio. Members are compressed by one process-wide pool of workers, one
-/// per core, each keeping its compressors; a stream has at most two members
-/// in flight, so memory stays bounded whatever the number of streams.
-pub struct ParallelGzip<W: Write> {
-    inner: W,
+/// Every gzip reader used for layers (Go's `compress/gzip`, zlib, flate2's
+/// multi-member decoder) reads consecutive members as one stream. Each
+/// member is compressed whole by libdeflate, which is much faster than
+/// streaming deflate at the same ratio.
+#[derive(Clone, Copy, Debug)]
+pub struct Gzip {
+    /// libdeflate's scale, 1-12.
     level: i32,
-    buf: Vec<u8>,
-    in_flight: std::collections::VecDeque<Receiver<io::Result<Vec<u8>>>>,
 }
 
-type GzipJob = (Vec<u8>, i32, SyncSender<io::Result<Vec<u8>>>);
+/// A gzip encoder writing members of 1 MiB input bytes.
+pub type ParallelGzip<W> = Pieces<W, Gzip>;
 
-/// The process-wide gzip worker pool.
-fn gzip_pool() -> &'static std::sync::Mutex<SyncSender<GzipJob>> {
-    static POOL: std::sync::OnceLock<std::sync::Mutex<SyncSender<GzipJob>>> =
-        std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .max(1);
-        let (tx, rx) = sync_channel::<GzipJob>(cores);
-        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-        for _ in 0..cores {
-            let rx = rx.clone();
-            std::thread::spawn(move || {
-                let mut compressors: std::collections::HashMap<i32, libdeflater::Compressor> =
-                    Default::default();
-                loop {
-                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    let Ok((chunk, level, reply)) = job else {
-                        break;
-                    };
-                    let c = compressors.entry(level).or_insert_with(|| {
-                        libdeflater::Compressor::new(
-                            libdeflater::CompressionLvl::new(level).unwrap_or_default(),
-                        )
-                    });
-                    let _ = reply.send(compress_member(c, &chunk));
-                }
-            });
-        }
-        std::sync::Mutex::new(tx)
-    })
-}
-
-impl<W: Write> ParallelGzip<W> {
-    pub fn new(inner: W, level: i32) -> ParallelGzip<W> {
-        ParallelGzip {
+impl<W: Write> Pieces<W, Gzip> {
+    pub fn new(inner: W, level: i32) -> Self {
+        Pieces::with_codec(
             inner,
-            level: level.clamp(1, 12),
-            buf: Vec::with_capacity(GZIP_CHUNK),
-            in_flight: Default::default(),
-        }
-    }
-
-    fn submit(&mut self) -> io::Result<()> {
-        while self.in_flight.len() >= 2 {
-            self.write_oldest()?;
-        }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(GZIP_CHUNK));
-        let (reply, result) = sync_channel(1);
-        let pool = gzip_pool()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        pool.send((chunk, self.level, reply))
-            .map_err(|_| io::Error::other("gzip workers stopped"))?;
-        self.in_flight.push_back(result);
-        Ok(())
-    }
-
-    fn write_oldest(&mut self) -> io::Result<()> {
-        if let Some(r) = self.in_flight.pop_front() {
-            let out = r
-                .recv()
-                .map_err(|_| io::Error::other("gzip worker stopped"))??;
-            self.inner.write_all(&out)?;
-        }
-        Ok(())
+            Gzip {
+                level: level.clamp(1, 12),
+            },
+        )
     }
 }
 
-fn compress_member(c: &mut libdeflater::Compressor, chunk: &[u8]) -> io::Result<Vec<u8>> {
-    let mut out = vec![0u8; c.gzip_compress_bound(chunk.len())];
-    let n = c
-        .gzip_compress(chunk, &mut out)
-        .map_err(|e| io::Error::other(format!("gzip compression failed: {e:?}")))?;
-    out.truncate(n);
-    Ok(out)
-}
+impl PieceCodec for Gzip {
+    const PIECE: usize = GZIP_CHUNK;
 
-impl<W: Write> Write for ParallelGzip<W> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = GZIP_CHUNK - self.buf.len();
-        let n = room.min(data.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == GZIP_CHUNK {
-            self.submit()?;
+    fn compress(self, piece: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        thread_local! {
+            /// This thread's compressor for each level used.
+            static COMPRESSORS: RefCell<Vec<(i32, libdeflater::Compressor)>> =
+                const { RefCell::new(Vec::new()) };
         }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<W: Write> FinishWrite for ParallelGzip<W> {
-    fn finish_box(mut self: Box<Self>) -> io::Result<()> {
-        // An empty layer still gets one (empty) member: a valid gzip file.
-        if !self.buf.is_empty() || self.in_flight.is_empty() {
-            self.submit()?;
-        }
-        while !self.in_flight.is_empty() {
-            self.write_oldest()?;
-        }
-        self.inner.flush()
+        COMPRESSORS.with(|cell| {
+            let mut compressors = cell.borrow_mut();
+            let at = match compressors.iter().position(|(l, _)| *l == self.level) {
+                Some(at) => at,
+                None => {
+                    let level = libdeflater::CompressionLvl::new(self.level).unwrap_or_default();
+                    compressors.push((self.level, libdeflater::Compressor::new(level)));
+                    compressors.len() - 1
+                }
+            };
+            let c = &mut compressors[at].1;
+            out.resize(c.gzip_compress_bound(piece.len()), 0);
+            let n = c
+                .gzip_compress(piece, out)
+                .map_err(|e| io::Error::other(format!("gzip compression failed: {e:?}")))?;
+            out.truncate(n);
+            Ok(())
+        })
     }
 }
 
