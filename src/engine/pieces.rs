@@ -13,14 +13,19 @@
 //! sizes of the reads or writes that fed it, the number of cores or which
 //! worker took which piece, so a layer always gets the same digest.
 //!
-//! Memory is bounded per stream: the piece being filled plus at most
-//! [`in_flight_limit`] pieces being compressed, whose input buffers are
-//! reused once their output is written.
+//! Memory is bounded for the whole process, not per stream: every piece
+//! (its input and its output buffer) is a [`Slot`] taken from one budget
+//! per piece size, one piece more than there are workers, and handed
+//! back, buffers kept, when its output is written. Many layers compressed
+//! at once share the budget instead of each holding pieces of its own; a
+//! stream that finds the budget spent writes out its own oldest piece, and
+//! waits only when it holds none (every other slot is then held by a
+//! stream that gives it back without waiting on this one).
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use super::stream::{FinishWrite, read_some};
 
@@ -28,7 +33,8 @@ use super::stream::{FinishWrite, read_some};
 pub trait PieceCodec: Copy + Send + 'static {
     /// Input bytes per piece (the last piece may be shorter).
     const PIECE: usize;
-    /// Compresses `piece` into `out` (empty, with no capacity reserved) as
+    /// Compresses `piece` into `out` (empty, perhaps with capacity left by
+    /// an earlier piece) as
     /// one self-contained member or frame. Called on pool workers, which may
     /// keep per-thread compressor state between calls.
     fn compress(self, piece: &[u8], out: &mut Vec<u8>) -> io::Result<()>;
@@ -42,9 +48,133 @@ fn pool_size() -> usize {
 }
 
 /// Pieces one stream may have being compressed at once: enough to keep two
-/// cores busy, a few more on larger machines while memory stays bounded.
+/// cores busy, a few more on larger machines.
 fn in_flight_limit() -> usize {
     pool_size().clamp(2, 4)
+}
+
+/// Slots of one piece size in the whole process: a piece for each worker
+/// to compress and one being filled, counted in 8 MiB (smaller pieces get
+/// proportionally more slots, the same bytes).
+fn slot_limit(piece: usize) -> usize {
+    (pool_size() + 1) * ((8 << 20) / piece.max(1)).max(1)
+}
+
+/// The input and output buffers of one piece.
+pub struct Slot {
+    input: Vec<u8>,
+    output: Vec<u8>,
+    budget: Arc<Budget>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let input = std::mem::take(&mut self.input);
+        let output = std::mem::take(&mut self.output);
+        self.budget.give(input, output);
+    }
+}
+
+/// The slots of one piece size: the buffers not in use, and how many exist.
+pub struct Budget {
+    piece: usize,
+    limit: usize,
+    state: Mutex<BudgetState>,
+    freed: Condvar,
+}
+
+struct BudgetState {
+    free: Vec<(Vec<u8>, Vec<u8>)>,
+    made: usize,
+}
+
+impl Budget {
+    fn new(piece: usize, limit: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            piece,
+            limit,
+            state: Mutex::new(BudgetState {
+                free: Vec::new(),
+                made: 0,
+            }),
+            freed: Condvar::new(),
+        })
+    }
+
+    /// The process-wide budget for pieces of `piece` bytes.
+    pub(super) fn for_piece(piece: usize) -> Arc<Budget> {
+        static BUDGETS: OnceLock<Mutex<Vec<Arc<Budget>>>> = OnceLock::new();
+        let mut all = BUDGETS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = all.iter().find(|b| b.piece == piece) {
+            return b.clone();
+        }
+        let b = Budget::new(piece, slot_limit(piece));
+        all.push(b.clone());
+        b
+    }
+
+    /// Slots made so far (in use or free).
+    #[cfg(test)]
+    pub(super) fn made(&self) -> usize {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).made
+    }
+
+    /// The most slots there may be.
+    #[cfg(test)]
+    pub(super) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// A slot, if one is free or may still be made.
+    fn try_take(self: &Arc<Self>) -> Option<Slot> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.take_locked(&mut state)
+    }
+
+    /// A slot, waiting for one to be given back when none is left.
+    fn take(self: &Arc<Self>) -> Slot {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(slot) = self.take_locked(&mut state) {
+                return slot;
+            }
+            state = self.freed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn take_locked(self: &Arc<Self>, state: &mut BudgetState) -> Option<Slot> {
+        let (input, output) = match state.free.pop() {
+            Some(buffers) => buffers,
+            None if state.made < self.limit => {
+                state.made += 1;
+                // Pages are only touched as a piece fills: a small layer
+                // costs what it holds, not a whole piece.
+                (vec![0; self.piece], Vec::new())
+            }
+            None => return None,
+        };
+        Some(Slot {
+            input,
+            output,
+            budget: self.clone(),
+        })
+    }
+
+    fn give(&self, input: Vec<u8>, mut output: Vec<u8>) {
+        output.clear();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if input.len() == self.piece {
+            state.free.push((input, output));
+        } else {
+            // A buffer that did not come back whole is not reused.
+            state.made -= 1;
+        }
+        drop(state);
+        self.freed.notify_one();
+    }
 }
 
 /// The process-wide pool that compresses pieces of every stream. One queue,
@@ -74,23 +204,16 @@ fn pool() -> &'static Mutex<SyncSender<Task>> {
     })
 }
 
-/// A compressed piece, with its input buffer handed back for reuse.
-struct Compressed {
-    input: Vec<u8>,
-    output: Vec<u8>,
-}
-
 /// Compresses everything written to it in pieces; see the module.
 pub struct Pieces<W: Write, C: PieceCodec> {
     inner: W,
     codec: C,
-    /// The piece being filled: always `C::PIECE` bytes long, of which
-    /// `filled` are input.
-    piece: Vec<u8>,
+    budget: Arc<Budget>,
+    /// The piece being filled (taken when the first byte comes), of which
+    /// `filled` bytes are input.
+    piece: Option<Slot>,
     filled: usize,
-    /// Input buffers of written pieces, for the next ones.
-    spare: Vec<Vec<u8>>,
-    in_flight: VecDeque<Receiver<io::Result<Compressed>>>,
+    in_flight: VecDeque<Receiver<io::Result<Slot>>>,
     /// Pieces submitted so far.
     submitted: u64,
     /// An error happened: what was written is incomplete for good.
@@ -106,11 +229,9 @@ impl<W: Write, C: PieceCodec> Pieces<W, C> {
         Pieces {
             inner,
             codec,
-            // Pages are only touched as the piece fills: a small layer costs
-            // what it holds, not a whole piece.
-            piece: vec![0; C::PIECE],
+            budget: Budget::for_piece(C::PIECE),
+            piece: None,
             filled: 0,
-            spare: Vec::new(),
             in_flight: VecDeque::new(),
             submitted: 0,
             broken: false,
@@ -130,21 +251,41 @@ impl<W: Write, C: PieceCodec> Pieces<W, C> {
         result
     }
 
+    /// The piece being filled, taking a slot for it first if needed: one
+    /// from the budget, else this stream's own oldest piece once written,
+    /// else the next slot any stream gives back.
+    fn piece(&mut self) -> io::Result<&mut Vec<u8>> {
+        if self.piece.is_none() {
+            let slot = loop {
+                if let Some(slot) = self.budget.try_take() {
+                    break slot;
+                }
+                match self.in_flight.is_empty() {
+                    false => self.write_oldest()?,
+                    true => break self.budget.take(),
+                }
+            };
+            self.piece = Some(slot);
+        }
+        Ok(&mut self.piece.as_mut().expect("just set").input)
+    }
+
     /// Hands the filled piece to the pool.
     fn submit(&mut self) -> io::Result<()> {
         while self.in_flight.len() >= in_flight_limit() {
             self.write_oldest()?;
         }
-        let next = self.spare.pop().unwrap_or_else(|| vec![0; C::PIECE]);
-        let input = std::mem::replace(&mut self.piece, next);
+        self.piece()?;
+        let mut slot = self.piece.take().expect("taken above");
         let len = std::mem::take(&mut self.filled);
         let codec = self.codec;
         let (reply, result) = sync_channel(1);
         let task: Task = Box::new(move || {
-            let mut output = Vec::new();
-            let done = codec
-                .compress(&input[..len], &mut output)
-                .map(|()| Compressed { input, output });
+            let mut output = std::mem::take(&mut slot.output);
+            let done = codec.compress(&slot.input[..len], &mut output).map(|()| {
+                slot.output = output;
+                slot
+            });
             let _ = reply.send(done);
         });
         let pool = pool().lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -155,14 +296,14 @@ impl<W: Write, C: PieceCodec> Pieces<W, C> {
         Ok(())
     }
 
-    /// Waits for the oldest piece in flight and writes it out.
+    /// Waits for the oldest piece in flight and writes it out; its slot goes
+    /// back to the budget.
     fn write_oldest(&mut self) -> io::Result<()> {
         if let Some(result) = self.in_flight.pop_front() {
             let done = result
                 .recv()
                 .map_err(|_| io::Error::other("a compression worker failed"))??;
             self.inner.write_all(&done.output)?;
-            self.spare.push(done.input);
         }
         Ok(())
     }
@@ -170,7 +311,8 @@ impl<W: Write, C: PieceCodec> Pieces<W, C> {
     /// Takes as much of `data` as the current piece holds.
     fn take(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = (C::PIECE - self.filled).min(data.len());
-        self.piece[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+        let filled = self.filled;
+        self.piece()?[filled..filled + n].copy_from_slice(&data[..n]);
         self.filled += n;
         if self.filled == C::PIECE {
             self.submit()?;
@@ -183,7 +325,8 @@ impl<W: Write, C: PieceCodec> Pieces<W, C> {
         let mut total = 0u64;
         loop {
             let room = C::PIECE - self.filled;
-            let got = read_some(r, &mut self.piece[self.filled..])?;
+            let filled = self.filled;
+            let got = read_some(r, &mut self.piece()?[filled..])?;
             if got > room {
                 // A broken reader must not move the fill mark past the piece.
                 return Err(io::Error::other(

@@ -323,4 +323,36 @@ mod tests {
         };
         assert!(err.to_string().contains("disk full"), "{err}");
     }
+
+    /// Many layers compressed at once share one budget of slots: every
+    /// stream completes (a stream short of slots writes out its own pieces
+    /// rather than waiting on the others), each round-trips, and no more
+    /// slots than the budget allows are ever made.
+    #[test]
+    fn many_streams_share_the_budget_and_all_complete() {
+        let data = sample(3 * ZSTD_PIECE + 12345);
+        let outputs: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..8)
+                .map(|k| {
+                    let data = &data;
+                    s.spawn(move || compress(data, 100_000 + k * 4096, k % 2 == 0))
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        for out in &outputs {
+            assert_eq!(out, &outputs[0], "the same layer gave other bytes");
+            let mut back = Vec::new();
+            crate::engine::stream::decoder(&out[..], crate::content::media_type::Compression::Zstd)
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert!(back == data, "a stream did not round-trip");
+        }
+        let budget = super::super::pieces::Budget::for_piece(ZSTD_PIECE);
+        assert!(
+            budget.made() <= budget.limit(),
+            "more slots than the budget"
+        );
+    }
 }

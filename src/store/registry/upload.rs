@@ -317,14 +317,18 @@ impl ChannelWriter {
 }
 
 impl io::Write for ChannelWriter {
+    /// Takes at most what fills the current chunk: a large write (a whole
+    /// compressed piece) goes out in chunks, never as one buffer.
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = (UPLOAD_CHUNK - self.buf.len()).min(data.len());
+        let data = &data[..n];
         self.hasher.update(data);
-        self.written += data.len() as u64;
+        self.written += n as u64;
         self.buf.extend_from_slice(data);
         if self.buf.len() >= UPLOAD_CHUNK {
             self.send()?;
         }
-        Ok(data.len())
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
