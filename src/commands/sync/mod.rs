@@ -19,13 +19,14 @@ pub use crate::commands::mirror::plan::{Item, TargetRef};
 pub use crate::commands::mirror::{SyncOptions, settings_for, shard_of};
 pub use report::{Action, ImageReport, RunReport};
 
-use crate::engine::ImagePlan;
 use crate::engine::progress::{Notice, Progress};
 use crate::error::{Error, ErrorClass, Result};
-use crate::store::layout::LayoutSink;
+use crate::store::layout::Selector;
+use crate::store::location::Location;
+use crate::store::open::{DestinationOptions, DockerFormat, open_destination};
 use crate::store::registry::ClientPool;
 use crate::store::registry::{MountIndex, RegistrySink, RegistrySource};
-use crate::store::{ImageName, ImageSink, ImageSource};
+use crate::store::ImageSource;
 
 /// Plans a run: every image the config selects (this shard of it), each
 /// marked up to date or to copy.
@@ -145,27 +146,29 @@ fn copy_one(
     }
     let mut copy_opts = opts.copy.clone();
     copy_opts.platforms = item.platforms.clone();
-    let (sink, names): (Box<dyn ImageSink>, Vec<ImageName>) = match &item.target {
-        TargetRef::Registry(r) => {
-            let s = settings_for(config, &r.domain, &opts.registry);
-            let client = pool.get(&r.domain, &s)?;
-            let names = if r.tag.is_some() {
-                vec![ImageName::Reference(r.clone())]
-            } else {
-                vec![]
-            };
-            (
-                Box::new(RegistrySink::new(client, r.path.clone(), mounts.clone())),
-                names,
-            )
-        }
+    // The target as a location, opened by the one factory.
+    let (dest, registry) = match &item.target {
+        TargetRef::Registry(r) => (
+            Location::Registry(r.clone()),
+            settings_for(config, &r.domain, &opts.registry),
+        ),
         TargetRef::Layout { path, name } => (
-            Box::new(LayoutSink::open(path, format!("oci:{}", path.display()))?),
-            vec![ImageName::RefName(name.clone())],
+            Location::Oci {
+                path: path.display().to_string(),
+                selector: Some(Selector::Name(name.clone())),
+            },
+            opts.registry.clone(),
         ),
     };
-    let plan = [ImagePlan { image, names }];
-    crate::engine::copy_and_commit(&source, sink.as_ref(), &plan, &copy_opts, progress)
+    let dest_opts = DestinationOptions {
+        docker_format: DockerFormat::Oci,
+        platform: None,
+        registry: &registry,
+        source_is_registry: true,
+        mounts: mounts.clone(),
+    };
+    let placements = open_destination(&dest, vec![image], &source.describe(), &dest_opts, pool)?;
+    crate::engine::copy_placed(&source, placements, &copy_opts, progress)
 }
 
 /// The events of one image's copy: passed on to the run's progress, and
