@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use reqwest::StatusCode;
 
-use super::client::RegistryClient;
+use super::client::{RegistryClient, is_loopback};
 use super::credentials::Credential;
 use super::failure::{error_chain, transport_failure};
 use super::retry::{is_transient_status, retry_after, sleep_backoff};
@@ -138,6 +138,20 @@ pub fn parse_token(body: &[u8]) -> Option<Token> {
     })
 }
 
+/// Is `realm` a plain-HTTP token endpoint of a registry reached over TLS?
+/// A realm on this machine's loopback counts as safe: what is sent to it
+/// never leaves the machine.
+pub(super) fn insecure_realm(realm: &str, base: &str) -> bool {
+    if !base.starts_with("https://") {
+        return false;
+    }
+    match reqwest::Url::parse(realm) {
+        Ok(u) if u.scheme() == "https" => false,
+        Ok(u) => !u.host_str().is_some_and(is_loopback),
+        Err(_) => true,
+    }
+}
+
 /// Tokens and the `Authorization` header of a client: credentials are
 /// sent to the token endpoint (or, for `Basic`, with each request), never
 /// logged; a token is kept per set of scopes until it expires.
@@ -178,6 +192,14 @@ impl RegistryClient {
 
     fn fetch_token(&self, realm: &str, service: Option<&str>, scopes: &[String]) -> Result<Token> {
         let creds = self.creds()?;
+        // A TLS registry's credentials never travel in clear text, not even
+        // to a token endpoint it names.
+        if creds.is_some() && insecure_realm(realm, &self.base()?) {
+            return Err(Error::Auth(format!(
+                "{}: the registry sends credentials to a plain-HTTP token endpoint ({realm}); refused",
+                self.host
+            )));
+        }
         let mut attempt = 0;
         loop {
             self.requests.fetch_add(1, Ordering::Relaxed);

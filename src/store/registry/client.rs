@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
-use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::Url;
+use reqwest::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{Client, RequestBuilder, StatusCode};
 
 use super::auth::{Challenge, Token, parse_challenge};
@@ -137,7 +138,20 @@ pub struct RegistryClient {
     pub(super) requests: AtomicU64,
 }
 
-fn is_loopback(host: &str) -> bool {
+/// Does `url` name the same scheme, host and port as the registry's base
+/// URL (`https://host[:port]`)?
+pub(super) fn same_origin(url: &Url, base: &str) -> bool {
+    match Url::parse(base) {
+        Ok(b) => {
+            url.scheme() == b.scheme()
+                && url.host_str() == b.host_str()
+                && url.port_or_known_default() == b.port_or_known_default()
+        }
+        Err(_) => false,
+    }
+}
+
+pub(super) fn is_loopback(host: &str) -> bool {
     let h = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
     matches!(h, "localhost" | "127.0.0.1" | "[::1]" | "::1") || h.starts_with("127.")
 }
@@ -325,13 +339,25 @@ impl RegistryClient {
         let mut attempt = 0;
         let mut refreshed = false;
         loop {
-            let mut req = build(&self.http, &base);
-            if let Some(a) = self.authorization(false)? {
-                req = req.header(AUTHORIZATION, a);
-            }
+            let req = build(&self.http, &base);
             self.requests.fetch_add(1, Ordering::Relaxed);
             let (req_client, built) = req.build_split();
-            let built = built.map_err(|e| Error::Usage(format!("{what} on {}: {e}", self.host)))?;
+            let mut built =
+                built.map_err(|e| Error::Usage(format!("{what} on {}: {e}", self.host)))?;
+            // Credentials go to the registry's own origin only: an upload
+            // `Location` or a `Link` may name any host, and what it names
+            // gets the request but not the registry's credentials.
+            if same_origin(built.url(), &base)
+                && let Some(a) = self.authorization(false)?
+            {
+                let value = HeaderValue::from_str(&a).map_err(|_| {
+                    Error::Auth(format!(
+                        "{}: the credentials cannot be sent in a header",
+                        self.host
+                    ))
+                })?;
+                built.headers_mut().insert(AUTHORIZATION, value);
+            }
             match execute(&req_client, built) {
                 Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
                     let challenge = r

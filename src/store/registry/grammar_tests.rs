@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::auth::{Challenge, parse_challenge, parse_token};
+use super::auth::{Challenge, insecure_realm, parse_challenge, parse_token};
+use super::client::same_origin;
 use crate::store::registry::tags::next_link;
 
 /// A header, what it asks for, and parameters it must carry.
@@ -137,4 +138,38 @@ fn link_headers_give_the_next_page() {
     for (header, want) in rows {
         assert_eq!(next_link(header).as_deref(), want, "{header}");
     }
+}
+
+#[test]
+fn credentials_go_to_the_registry_origin_only() {
+    let base = "https://r.example:5000";
+    let rows = [
+        ("https://r.example:5000/v2/a/blobs/uploads/1", true),
+        ("https://R.example:5000/v2/", true),
+        ("https://r.example:5001/v2/a/blobs/uploads/1", false),
+        ("http://r.example:5000/v2/", false),
+        ("https://evil.example:5000/v2/", false),
+        ("https://r.example.evil.example:5000/v2/", false),
+        ("https://r.example/v2/", false),
+    ];
+    for (url, same) in rows {
+        let u = reqwest::Url::parse(url).unwrap();
+        assert_eq!(same_origin(&u, base), same, "{url}");
+    }
+    // The default port counts as given.
+    let u = reqwest::Url::parse("https://r.example:443/v2/").unwrap();
+    assert!(same_origin(&u, "https://r.example"));
+    // Basic credentials never go to a clear-text realm of a TLS registry.
+    assert!(insecure_realm(
+        "http://auth.example/token",
+        "https://r.example"
+    ));
+    assert!(!insecure_realm(
+        "https://auth.example/token",
+        "https://r.example"
+    ));
+    assert!(!insecure_realm(
+        "http://127.0.0.1:5001/token",
+        "http://127.0.0.1:5000"
+    ));
 }
