@@ -29,8 +29,13 @@ pub struct RegistrySettings {
     pub creds: Option<Credential>,
     /// `--authfile`.
     pub authfile: Option<PathBuf>,
-    /// Verify TLS certificates (default true); false also allows plain HTTP.
+    /// Verify TLS certificates (default true); false also allows plain
+    /// HTTP unless `plain_http` says otherwise.
     pub tls_verify: Option<bool>,
+    /// Whether the registry may be reached over plain HTTP when HTTPS
+    /// fails; unset, it follows `tls_verify` (as skopeo does). Loopback
+    /// registries always may.
+    pub plain_http: Option<bool>,
     /// A docker `certs.d`-style directory: `*.crt` CAs, `*.cert`/`*.key`
     /// client certificate.
     pub cert_dir: Option<PathBuf>,
@@ -52,8 +57,12 @@ pub struct ClientPool {
 impl ClientPool {
     pub fn get(&self, host: &str, settings: &RegistrySettings) -> Result<Arc<RegistryClient>> {
         let key = format!(
-            "{host}|{:?}|{:?}|{:?}|{:?}",
-            settings.creds, settings.authfile, settings.tls_verify, settings.cert_dir
+            "{host}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            settings.creds,
+            settings.authfile,
+            settings.tls_verify,
+            settings.plain_http,
+            settings.cert_dir
         );
         let mut clients = self.clients.lock().unwrap();
         if let Some(c) = clients.get(&key) {
@@ -151,9 +160,19 @@ pub(super) fn same_origin(url: &Url, base: &str) -> bool {
     }
 }
 
+/// Is `host` (`name`, `name:port`, `[v6]:port`) this machine's loopback:
+/// `localhost` or a loopback IP literal? Such a registry may be reached
+/// over plain HTTP: nothing sent to it leaves the machine. A name that
+/// merely looks like one (`127.corp.example`) is not.
 pub(super) fn is_loopback(host: &str) -> bool {
-    let h = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
-    matches!(h, "localhost" | "127.0.0.1" | "[::1]" | "::1") || h.starts_with("127.")
+    let h = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map(|(h, _)| h).unwrap_or(rest),
+        None if host.matches(':').count() == 1 => host.split_once(':').map_or(host, |(h, _)| h),
+        None => host,
+    };
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl RegistryClient {
@@ -233,7 +252,8 @@ impl RegistryClient {
 
     fn discover(&self) -> Result<Endpoint> {
         let https = format!("https://{}", self.api_host);
-        let allow_http = !self.tls_verify || is_loopback(&self.host);
+        let allow_http =
+            self.settings.plain_http.unwrap_or(!self.tls_verify) || is_loopback(&self.host);
         // Where plain HTTP is allowed, a failed HTTPS attempt is not retried:
         // HTTP is tried next (as skopeo does).
         let first = self.ping(&https, !allow_http);

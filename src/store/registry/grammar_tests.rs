@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::auth::{Challenge, insecure_realm, parse_challenge, parse_token};
-use super::client::same_origin;
+use super::client::{is_loopback, same_origin};
 use crate::store::registry::tags::next_link;
 
 /// A header, what it asks for, and parameters it must carry.
@@ -172,4 +172,29 @@ fn credentials_go_to_the_registry_origin_only() {
         "http://127.0.0.1:5001/token",
         "http://127.0.0.1:5000"
     ));
+}
+
+#[test]
+fn only_loopback_addresses_and_localhost_are_loopback() {
+    let rows = [
+        ("localhost", true),
+        ("localhost:5000", true),
+        ("LOCALHOST:5000", true),
+        ("127.0.0.1", true),
+        ("127.0.0.1:5000", true),
+        ("127.5.6.7:443", true),
+        ("[::1]", true),
+        ("[::1]:5000", true),
+        ("::1", true),
+        ("127.corp.example", false),
+        ("127.corp.example:5000", false),
+        ("127.0.0.1.nip.io", false),
+        ("localhost.evil.example", false),
+        ("128.0.0.1", false),
+        ("[::2]:5000", false),
+        ("registry.example", false),
+    ];
+    for (host, loopback) in rows {
+        assert_eq!(is_loopback(host), loopback, "{host}");
+    }
 }
