@@ -7,7 +7,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use super::harness::*;
 
@@ -52,8 +53,8 @@ type Handler = dyn Fn(&Seen) -> Answer + Send + Sync;
 struct Server {
     port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
-    /// Generated bodies that the client hung up on before their end.
-    cut_short: Arc<Mutex<u32>>,
+    /// For each generated body: whether all of it was sent.
+    generated: Mutex<mpsc::Receiver<bool>>,
 }
 
 impl Server {
@@ -61,20 +62,30 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let cut_short = Arc::new(Mutex::new(0));
+        let (tx, rx) = mpsc::channel();
         let handler: Arc<Handler> = Arc::new(handler);
-        let (s, c) = (seen.clone(), cut_short.clone());
+        let s = seen.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (h, s, c) = (handler.clone(), s.clone(), c.clone());
-                std::thread::spawn(move || serve(conn, &*h, &s, &c));
+                let (h, s, tx) = (handler.clone(), s.clone(), tx.clone());
+                std::thread::spawn(move || serve(conn, &*h, &s, &tx));
             }
         });
         Server {
             port,
             seen,
-            cut_short,
+            generated: Mutex::new(rx),
         }
+    }
+
+    /// Whether the first generated body went out whole: waits for the
+    /// connection that carried it to finish or break.
+    fn generated_body_sent_whole(&self) -> bool {
+        self.generated
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(120))
+            .expect("no generated body was sent")
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -83,7 +94,7 @@ impl Server {
 }
 
 /// Serves requests on one connection until the client closes it.
-fn serve(conn: TcpStream, handler: &Handler, seen: &Mutex<Vec<Seen>>, cut: &Mutex<u32>) {
+fn serve(conn: TcpStream, handler: &Handler, seen: &Mutex<Vec<Seen>>, whole: &mpsc::Sender<bool>) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut out = conn;
     loop {
@@ -164,11 +175,12 @@ fn serve(conn: TcpStream, handler: &Handler, seen: &Mutex<Vec<Seen>>, cut: &Mute
                 while sent < len {
                     let n = (len - sent).min(chunk.len() as u64) as usize;
                     if out.write_all(&chunk[..n]).is_err() {
-                        *cut.lock().unwrap() += 1;
+                        let _ = whole.send(false);
                         return;
                     }
                     sent += n as u64;
                 }
+                let _ = whole.send(true);
             }
         }
     }
@@ -240,4 +252,103 @@ fn credentials_stay_with_the_registry_when_an_upload_location_points_elsewhere()
     }
     // The registry itself still got them.
     assert!(registry.seen().iter().any(|r| r.authorization.is_some()));
+}
+
+/// Far more than any error message, tag page or token answer needs, and
+/// more than socket buffers hold: a client that stops reading leaves most
+/// of it unsent.
+const HUGE: u64 = 64 << 20;
+
+fn huge() -> Body {
+    Body::Generated {
+        fill: b'x',
+        len: HUGE,
+    }
+}
+
+/// A registry without authentication whose every other answer is `other`.
+fn open_registry(other: impl Fn(&Seen) -> Option<Answer> + Send + Sync + 'static) -> Server {
+    Server::start(move |r: &Seen| {
+        if r.target == "/v2/" {
+            return answer(200, &[], b"{}");
+        }
+        other(r).unwrap_or_else(|| answer(404, &[], b""))
+    })
+}
+
+#[test]
+fn a_huge_error_body_is_read_only_as_far_as_the_message_needs() {
+    let t = TestDir::new();
+    let registry = open_registry(|r| {
+        r.target.contains("/manifests/").then(|| Answer {
+            status: 404,
+            headers: Vec::new(),
+            body: huge(),
+        })
+    });
+    let host = format!("127.0.0.1:{}", registry.port);
+    let line = t
+        .imgsync(&["inspect", &format!("docker://{host}/team/app:1")])
+        .fails(4, &[&host, "404"]);
+    assert!(line.len() < 1024, "one short line: {line}");
+    assert!(
+        !registry.generated_body_sent_whole(),
+        "the whole error body was read"
+    );
+}
+
+#[test]
+fn a_huge_tag_list_fails_naming_the_registry_and_the_limit() {
+    let t = TestDir::new();
+    let registry = open_registry(|r| {
+        r.target.contains("/tags/list").then(|| Answer {
+            status: 200,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: huge(),
+        })
+    });
+    let host = format!("127.0.0.1:{}", registry.port);
+    t.imgsync(&["tags", &format!("{host}/team/app")])
+        .fails(6, &[&host, "list tags of team/app", "limit"]);
+    assert!(
+        !registry.generated_body_sent_whole(),
+        "the whole tag list was read"
+    );
+}
+
+/// A registry that wants bearer tokens from a realm of its own; `token`
+/// answers the token request.
+fn token_registry(token: impl Fn() -> Answer + Send + Sync + 'static) -> Server {
+    let port = Arc::new(Mutex::new(0u16));
+    let p = port.clone();
+    let server = Server::start(move |r: &Seen| {
+        if r.target.starts_with("/token") {
+            return token();
+        }
+        if r.authorization.is_none() {
+            let realm = format!("http://127.0.0.1:{}/token", *p.lock().unwrap());
+            let challenge = format!(r#"Bearer realm="{realm}",service="hostile""#);
+            return answer(401, &[("WWW-Authenticate", challenge)], b"");
+        }
+        answer(404, &[], b"")
+    });
+    *port.lock().unwrap() = server.port;
+    server
+}
+
+#[test]
+fn a_huge_token_answer_fails_naming_the_registry() {
+    let t = TestDir::new();
+    let registry = token_registry(|| Answer {
+        status: 200,
+        headers: Vec::new(),
+        body: huge(),
+    });
+    let host = format!("127.0.0.1:{}", registry.port);
+    t.imgsync(&["inspect", &format!("docker://{host}/team/app:1")])
+        .fails(1, &[&host, "token endpoint", "bytes"]);
+    assert!(
+        !registry.generated_body_sent_whole(),
+        "the whole token answer was read"
+    );
 }

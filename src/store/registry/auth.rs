@@ -12,7 +12,7 @@ use super::client::{RegistryClient, is_loopback};
 use super::credentials::Credential;
 use super::failure::{error_chain, transport_failure};
 use super::retry::{is_transient_status, retry_after, sleep_backoff};
-use super::transport::{Response, block_on};
+use super::transport::{BodyError, Response, block_on};
 use crate::error::{Error, ErrorClass, Result};
 
 /// What a registry asks for.
@@ -105,6 +105,9 @@ impl ParsedChallenge {
         }
     }
 }
+
+/// The largest token answer read: a token is a few KiB at most.
+const MAX_TOKEN_ANSWER_BYTES: u64 = 1 << 20;
 
 /// A bearer token and when to stop using it.
 #[derive(Clone)]
@@ -233,8 +236,16 @@ impl RegistryClient {
             };
             match block_on(req.send()).map(Response::new) {
                 Ok(r) if r.status().is_success() => {
-                    let body = r.bytes().map_err(|e| {
-                        Error::Network(format!("{}: token endpoint: {e}", self.host))
+                    let body = r.read_capped(MAX_TOKEN_ANSWER_BYTES).map_err(|e| match e {
+                        BodyError::TooLarge(cap) => Error::Format(format!(
+                            "{}: the token endpoint {realm} answered over {cap} bytes",
+                            self.host
+                        )),
+                        BodyError::Read(e) => Error::Network(format!(
+                            "{}: token endpoint {realm}: {}",
+                            self.host,
+                            error_chain(&e)
+                        )),
                     })?;
                     return parse_token(&body).ok_or_else(|| {
                         Error::Auth(format!(
