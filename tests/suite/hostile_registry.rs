@@ -352,3 +352,27 @@ fn a_huge_token_answer_fails_naming_the_registry() {
         "the whole token answer was read"
     );
 }
+
+/// A token that claims to live as long as the largest number says: the
+/// run goes on (and reports what the registry answered) rather than crash.
+#[test]
+fn a_token_claiming_an_endless_lifetime_is_used_without_a_crash() {
+    let t = TestDir::new();
+    let registry = token_registry(|| {
+        answer(
+            200,
+            &[],
+            br#"{"token":"t0k3n","expires_in":18446744073709551615}"#,
+        )
+    });
+    let host = format!("127.0.0.1:{}", registry.port);
+    t.imgsync(&["inspect", &format!("docker://{host}/team/app:1")])
+        .fails(4, &[&host, "404"]);
+    assert!(
+        registry
+            .seen()
+            .iter()
+            .any(|r| r.authorization.as_deref() == Some("Bearer t0k3n")),
+        "the token was used"
+    );
+}

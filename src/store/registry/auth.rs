@@ -129,15 +129,24 @@ struct TokenResponse {
     expires_in: Option<u64>,
 }
 
+/// The longest a token is used before a new one is asked for, whatever
+/// lifetime the endpoint claims.
+const MAX_TOKEN_SECS: u64 = 24 * 60 * 60;
+
 /// Reads a token endpoint's answer: `token` or `access_token`; a lifetime
-/// under 60 s (or none) counts as 60 s, and the token is renewed 10 s early.
+/// under 60 s (or none) counts as 60 s, one over a day as a day, and the
+/// token is renewed 10 s early.
 pub fn parse_token(body: &[u8]) -> Option<Token> {
     let r: TokenResponse = serde_json::from_slice(body).ok()?;
     let value = r.token.filter(|t| !t.is_empty()).or(r.access_token)?;
-    let secs = r.expires_in.unwrap_or(60).max(60);
+    let secs = r.expires_in.unwrap_or(60).clamp(60, MAX_TOKEN_SECS);
+    let now = Instant::now();
     Some(Token {
         value,
-        expires: Instant::now() + Duration::from_secs(secs - 10),
+        // A clock that cannot count that far ahead renews at once.
+        expires: now
+            .checked_add(Duration::from_secs(secs - 10))
+            .unwrap_or(now),
     })
 }
 

@@ -106,6 +106,19 @@ fn tokens_live_at_least_a_minute_and_are_renewed_early() {
         // `token` is preferred; an empty one gives way to `access_token`.
         (r#"{"token":"a","access_token":"b"}"#, "a", 50),
         (r#"{"token":"","access_token":"b"}"#, "b", 50),
+        // Claimed lifetimes past a day, up to the largest number, are a day.
+        (r#"{"token":"a","expires_in":86400}"#, "a", 86390),
+        (r#"{"token":"a","expires_in":31536000}"#, "a", 86390),
+        (
+            r#"{"token":"a","expires_in":18446744073709551615}"#,
+            "a",
+            86390,
+        ),
+        (
+            r#"{"token":"a","expires_in":18446744073709551606}"#,
+            "a",
+            86390,
+        ),
     ];
     for (body, value, secs) in rows {
         let (v, life) = lifetime(body);
