@@ -1,7 +1,7 @@
 //! `WWW-Authenticate` challenges (RFC 7235) and bearer tokens
 //! (distribution's token.md and oauth.md).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -104,6 +104,39 @@ impl ParsedChallenge {
             _ => Challenge::None,
         }
     }
+}
+
+/// Whether a scope named by a registry's 401 challenge may join the
+/// scopes of later token requests: `repository:<name>:<actions>` for a
+/// repository the run already asks about (in `asked`), with actions among
+/// `pull` and `push`, or `registry:catalog:*` when the run lists the
+/// catalog. Anything else (another repository, `*` rights, a malformed
+/// scope) would have the run ask for rights on the registry's say-so.
+pub fn accepted_scope(scope: &str, asked: &BTreeSet<String>) -> bool {
+    if scope == "registry:catalog:*" {
+        return asked.contains(scope);
+    }
+    let Some(rest) = scope.strip_prefix("repository:") else {
+        return false;
+    };
+    let Some((name, actions)) = rest.rsplit_once(':') else {
+        return false;
+    };
+    let valid_name = !name.is_empty()
+        && name.len() <= 255
+        && name.split('/').all(|c| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        });
+    let valid_actions =
+        !actions.is_empty() && actions.split(',').all(|a| a == "pull" || a == "push");
+    let asked_repo = asked.iter().any(|s| {
+        s.strip_prefix("repository:")
+            .and_then(|r| r.rsplit_once(':'))
+            .is_some_and(|(n, _)| n == name)
+    });
+    valid_name && valid_actions && asked_repo
 }
 
 /// The largest token answer read: a token is a few KiB at most.

@@ -14,7 +14,7 @@ use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{Client, RequestBuilder, StatusCode};
 
-use super::auth::{Challenge, Token, parse_challenge};
+use super::auth::{Challenge, Token, accepted_scope, parse_challenge};
 use super::credentials::{self, Credential};
 use super::failure::{ErrorBody, error_chain, transport_failure};
 use super::retry::{Retry, is_transient_status, retry_after, sleep_backoff};
@@ -386,8 +386,13 @@ impl RegistryClient {
                         .and_then(|v| v.to_str().ok())
                         .and_then(parse_challenge);
                     if let Some(scope) = challenge.as_ref().and_then(|c| c.params.get("scope")) {
-                        for s in scope.split(' ') {
-                            self.add_scope(s.to_string());
+                        let mut scopes = self.scopes.lock().unwrap();
+                        let accepted: Vec<&str> = scope
+                            .split(' ')
+                            .filter(|s| accepted_scope(s, &scopes))
+                            .collect();
+                        for s in accepted {
+                            scopes.insert(s.to_string());
                         }
                     }
                     let bearer = matches!(self.endpoint()?.challenge, Challenge::Bearer { .. });

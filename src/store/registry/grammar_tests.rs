@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::auth::{Challenge, insecure_realm, parse_challenge, parse_token};
+use super::auth::{Challenge, accepted_scope, insecure_realm, parse_challenge, parse_token};
 use super::client::{is_loopback, same_origin};
 use crate::store::registry::tags::next_link;
 
@@ -210,4 +210,37 @@ fn only_loopback_addresses_and_localhost_are_loopback() {
     for (host, loopback) in rows {
         assert_eq!(is_loopback(host), loopback, "{host}");
     }
+}
+
+#[test]
+fn challenge_scopes_are_taken_only_for_repositories_the_run_asks_about() {
+    let asked: std::collections::BTreeSet<String> =
+        ["repository:team/app:pull", "repository:lib/base:pull"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+    let rows = [
+        ("repository:team/app:pull", true),
+        ("repository:team/app:pull,push", true),
+        ("repository:lib/base:pull", true),
+        // Another repository, more rights, or not the grammar at all.
+        ("repository:team/other:pull", false),
+        ("repository:team/app:*", false),
+        ("repository:team/app:pull,delete", false),
+        ("repository:team/app:", false),
+        ("repository:Team/App:pull", false),
+        ("repository:team//app:pull", false),
+        ("repository:team/app", false),
+        ("registry:catalog:*", false),
+        ("registry:*:*", false),
+        ("anything", false),
+        ("", false),
+    ];
+    for (scope, ok) in rows {
+        assert_eq!(accepted_scope(scope, &asked), ok, "{scope}");
+    }
+    // The catalog scope joins a run that lists the catalog.
+    let mut listing = asked.clone();
+    listing.insert("registry:catalog:*".into());
+    assert!(accepted_scope("registry:catalog:*", &listing));
 }
