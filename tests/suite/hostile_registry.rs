@@ -376,3 +376,21 @@ fn a_token_claiming_an_endless_lifetime_is_used_without_a_crash() {
         "the token was used"
     );
 }
+
+/// An error body whose first line is long and multi-byte is shown cut on
+/// a character boundary, not crash the run.
+#[test]
+fn a_long_multibyte_error_line_is_cut_on_a_character_boundary() {
+    let t = TestDir::new();
+    let line = format!("a{}", "é".repeat(150));
+    let body = line.clone().into_bytes();
+    let registry = open_registry(move |r| {
+        r.target
+            .contains("/manifests/")
+            .then(|| answer(404, &[], &body))
+    });
+    let host = format!("127.0.0.1:{}", registry.port);
+    let shown = format!("(a{})", "é".repeat(99));
+    t.imgsync(&["inspect", &format!("docker://{host}/team/app:1")])
+        .fails(4, &[&host, &shown]);
+}
