@@ -177,6 +177,7 @@ fn settings(
         creds: creds.as_deref().map(Credential::parse).transpose()?,
         authfile: shared.authfile.clone(),
         tls_verify,
+        plain_http: None,
         cert_dir: cert_dir.clone(),
         retry_times: Some(shared.retry_times),
         max_requests: Some(jobs.max(1) * 2),

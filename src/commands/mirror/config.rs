@@ -282,8 +282,17 @@ pub fn load(path: &Path) -> Result<Config> {
             max_requests: r.max_requests,
             ..Default::default()
         };
+        // `insecure` skips certificate checks but keeps TLS; only `http`
+        // allows plain HTTP.
         match r.tls {
-            Some(TlsMode::Insecure) | Some(TlsMode::Http) => s.tls_verify = Some(false),
+            Some(TlsMode::Insecure) => {
+                s.tls_verify = Some(false);
+                s.plain_http = Some(false);
+            }
+            Some(TlsMode::Http) => {
+                s.tls_verify = Some(false);
+                s.plain_http = Some(true);
+            }
             _ => {}
         }
         match (&r.username, &r.password) {

@@ -93,6 +93,8 @@ sync:
     // Secrets come from the file named, beside the config.
     let s = settings_for(&c, "mirror.example:5000", &RegistrySettings::default());
     assert_eq!(s.tls_verify, Some(false));
+    // `insecure` skips certificate checks; it does not allow plain HTTP.
+    assert_eq!(s.plain_http, Some(false));
     assert!(
         matches!(&s.creds, Some(crate::store::registry::Credential::Basic { username, password }) if username == "bot" && password == "s3cret")
     );

@@ -1,18 +1,18 @@
 //! `WWW-Authenticate` challenges (RFC 7235) and bearer tokens
 //! (distribution's token.md and oauth.md).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use reqwest::StatusCode;
 
-use super::client::RegistryClient;
+use super::client::{RegistryClient, is_loopback};
 use super::credentials::Credential;
 use super::failure::{error_chain, transport_failure};
 use super::retry::{is_transient_status, retry_after, sleep_backoff};
-use super::transport::{Response, block_on};
+use super::transport::{BodyError, Response, block_on};
 use crate::error::{Error, ErrorClass, Result};
 
 /// What a registry asks for.
@@ -106,6 +106,42 @@ impl ParsedChallenge {
     }
 }
 
+/// Whether a scope named by a registry's 401 challenge may join the
+/// scopes of later token requests: `repository:<name>:<actions>` for a
+/// repository the run already asks about (in `asked`), with actions among
+/// `pull` and `push`, or `registry:catalog:*` when the run lists the
+/// catalog. Anything else (another repository, `*` rights, a malformed
+/// scope) would have the run ask for rights on the registry's say-so.
+pub fn accepted_scope(scope: &str, asked: &BTreeSet<String>) -> bool {
+    if scope == "registry:catalog:*" {
+        return asked.contains(scope);
+    }
+    let Some(rest) = scope.strip_prefix("repository:") else {
+        return false;
+    };
+    let Some((name, actions)) = rest.rsplit_once(':') else {
+        return false;
+    };
+    let valid_name = !name.is_empty()
+        && name.len() <= 255
+        && name.split('/').all(|c| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        });
+    let valid_actions =
+        !actions.is_empty() && actions.split(',').all(|a| a == "pull" || a == "push");
+    let asked_repo = asked.iter().any(|s| {
+        s.strip_prefix("repository:")
+            .and_then(|r| r.rsplit_once(':'))
+            .is_some_and(|(n, _)| n == name)
+    });
+    valid_name && valid_actions && asked_repo
+}
+
+/// The largest token answer read: a token is a few KiB at most.
+const MAX_TOKEN_ANSWER_BYTES: u64 = 1 << 20;
+
 /// A bearer token and when to stop using it.
 #[derive(Clone)]
 pub struct Token {
@@ -126,16 +162,39 @@ struct TokenResponse {
     expires_in: Option<u64>,
 }
 
+/// The longest a token is used before a new one is asked for, whatever
+/// lifetime the endpoint claims.
+const MAX_TOKEN_SECS: u64 = 24 * 60 * 60;
+
 /// Reads a token endpoint's answer: `token` or `access_token`; a lifetime
-/// under 60 s (or none) counts as 60 s, and the token is renewed 10 s early.
+/// under 60 s (or none) counts as 60 s, one over a day as a day, and the
+/// token is renewed 10 s early.
 pub fn parse_token(body: &[u8]) -> Option<Token> {
     let r: TokenResponse = serde_json::from_slice(body).ok()?;
     let value = r.token.filter(|t| !t.is_empty()).or(r.access_token)?;
-    let secs = r.expires_in.unwrap_or(60).max(60);
+    let secs = r.expires_in.unwrap_or(60).clamp(60, MAX_TOKEN_SECS);
+    let now = Instant::now();
     Some(Token {
         value,
-        expires: Instant::now() + Duration::from_secs(secs - 10),
+        // A clock that cannot count that far ahead renews at once.
+        expires: now
+            .checked_add(Duration::from_secs(secs - 10))
+            .unwrap_or(now),
     })
+}
+
+/// Is `realm` a plain-HTTP token endpoint of a registry reached over TLS?
+/// A realm on this machine's loopback counts as safe: what is sent to it
+/// never leaves the machine.
+pub(super) fn insecure_realm(realm: &str, base: &str) -> bool {
+    if !base.starts_with("https://") {
+        return false;
+    }
+    match reqwest::Url::parse(realm) {
+        Ok(u) if u.scheme() == "https" => false,
+        Ok(u) => !u.host_str().is_some_and(is_loopback),
+        Err(_) => true,
+    }
 }
 
 /// Tokens and the `Authorization` header of a client: credentials are
@@ -178,6 +237,14 @@ impl RegistryClient {
 
     fn fetch_token(&self, realm: &str, service: Option<&str>, scopes: &[String]) -> Result<Token> {
         let creds = self.creds()?;
+        // A TLS registry's credentials never travel in clear text, not even
+        // to a token endpoint it names.
+        if creds.is_some() && insecure_realm(realm, &self.base()?) {
+            return Err(Error::Auth(format!(
+                "{}: the registry sends credentials to a plain-HTTP token endpoint ({realm}); refused",
+                self.host
+            )));
+        }
         let mut attempt = 0;
         loop {
             self.requests.fetch_add(1, Ordering::Relaxed);
@@ -211,8 +278,16 @@ impl RegistryClient {
             };
             match block_on(req.send()).map(Response::new) {
                 Ok(r) if r.status().is_success() => {
-                    let body = r.bytes().map_err(|e| {
-                        Error::Network(format!("{}: token endpoint: {e}", self.host))
+                    let body = r.read_capped(MAX_TOKEN_ANSWER_BYTES).map_err(|e| match e {
+                        BodyError::TooLarge(cap) => Error::Format(format!(
+                            "{}: the token endpoint {realm} answered over {cap} bytes",
+                            self.host
+                        )),
+                        BodyError::Read(e) => Error::Network(format!(
+                            "{}: token endpoint {realm}: {}",
+                            self.host,
+                            error_chain(&e)
+                        )),
                     })?;
                     return parse_token(&body).ok_or_else(|| {
                         Error::Auth(format!(

@@ -10,10 +10,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
-use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::Url;
+use reqwest::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{Client, RequestBuilder, StatusCode};
 
-use super::auth::{Challenge, Token, parse_challenge};
+use super::auth::{Challenge, Token, accepted_scope, parse_challenge};
 use super::credentials::{self, Credential};
 use super::failure::{ErrorBody, error_chain, transport_failure};
 use super::retry::{Retry, is_transient_status, retry_after, sleep_backoff};
@@ -28,8 +29,13 @@ pub struct RegistrySettings {
     pub creds: Option<Credential>,
     /// `--authfile`.
     pub authfile: Option<PathBuf>,
-    /// Verify TLS certificates (default true); false also allows plain HTTP.
+    /// Verify TLS certificates (default true); false also allows plain
+    /// HTTP unless `plain_http` says otherwise.
     pub tls_verify: Option<bool>,
+    /// Whether the registry may be reached over plain HTTP when HTTPS
+    /// fails; unset, it follows `tls_verify` (as skopeo does). Loopback
+    /// registries always may.
+    pub plain_http: Option<bool>,
     /// A docker `certs.d`-style directory: `*.crt` CAs, `*.cert`/`*.key`
     /// client certificate.
     pub cert_dir: Option<PathBuf>,
@@ -51,8 +57,12 @@ pub struct ClientPool {
 impl ClientPool {
     pub fn get(&self, host: &str, settings: &RegistrySettings) -> Result<Arc<RegistryClient>> {
         let key = format!(
-            "{host}|{:?}|{:?}|{:?}|{:?}",
-            settings.creds, settings.authfile, settings.tls_verify, settings.cert_dir
+            "{host}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            settings.creds,
+            settings.authfile,
+            settings.tls_verify,
+            settings.plain_http,
+            settings.cert_dir
         );
         let mut clients = self.clients.lock().unwrap();
         if let Some(c) = clients.get(&key) {
@@ -137,9 +147,32 @@ pub struct RegistryClient {
     pub(super) requests: AtomicU64,
 }
 
-fn is_loopback(host: &str) -> bool {
-    let h = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
-    matches!(h, "localhost" | "127.0.0.1" | "[::1]" | "::1") || h.starts_with("127.")
+/// Does `url` name the same scheme, host and port as the registry's base
+/// URL (`https://host[:port]`)?
+pub(super) fn same_origin(url: &Url, base: &str) -> bool {
+    match Url::parse(base) {
+        Ok(b) => {
+            url.scheme() == b.scheme()
+                && url.host_str() == b.host_str()
+                && url.port_or_known_default() == b.port_or_known_default()
+        }
+        Err(_) => false,
+    }
+}
+
+/// Is `host` (`name`, `name:port`, `[v6]:port`) this machine's loopback:
+/// `localhost` or a loopback IP literal? Such a registry may be reached
+/// over plain HTTP: nothing sent to it leaves the machine. A name that
+/// merely looks like one (`127.corp.example`) is not.
+pub(super) fn is_loopback(host: &str) -> bool {
+    let h = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map(|(h, _)| h).unwrap_or(rest),
+        None if host.matches(':').count() == 1 => host.split_once(':').map_or(host, |(h, _)| h),
+        None => host,
+    };
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl RegistryClient {
@@ -219,7 +252,8 @@ impl RegistryClient {
 
     fn discover(&self) -> Result<Endpoint> {
         let https = format!("https://{}", self.api_host);
-        let allow_http = !self.tls_verify || is_loopback(&self.host);
+        let allow_http =
+            self.settings.plain_http.unwrap_or(!self.tls_verify) || is_loopback(&self.host);
         // Where plain HTTP is allowed, a failed HTTPS attempt is not retried:
         // HTTP is tried next (as skopeo does).
         let first = self.ping(&https, !allow_http);
@@ -325,13 +359,25 @@ impl RegistryClient {
         let mut attempt = 0;
         let mut refreshed = false;
         loop {
-            let mut req = build(&self.http, &base);
-            if let Some(a) = self.authorization(false)? {
-                req = req.header(AUTHORIZATION, a);
-            }
+            let req = build(&self.http, &base);
             self.requests.fetch_add(1, Ordering::Relaxed);
             let (req_client, built) = req.build_split();
-            let built = built.map_err(|e| Error::Usage(format!("{what} on {}: {e}", self.host)))?;
+            let mut built =
+                built.map_err(|e| Error::Usage(format!("{what} on {}: {e}", self.host)))?;
+            // Credentials go to the registry's own origin only: an upload
+            // `Location` or a `Link` may name any host, and what it names
+            // gets the request but not the registry's credentials.
+            if same_origin(built.url(), &base)
+                && let Some(a) = self.authorization(false)?
+            {
+                let value = HeaderValue::from_str(&a).map_err(|_| {
+                    Error::Auth(format!(
+                        "{}: the credentials cannot be sent in a header",
+                        self.host
+                    ))
+                })?;
+                built.headers_mut().insert(AUTHORIZATION, value);
+            }
             match execute(&req_client, built) {
                 Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
                     let challenge = r
@@ -340,8 +386,13 @@ impl RegistryClient {
                         .and_then(|v| v.to_str().ok())
                         .and_then(parse_challenge);
                     if let Some(scope) = challenge.as_ref().and_then(|c| c.params.get("scope")) {
-                        for s in scope.split(' ') {
-                            self.add_scope(s.to_string());
+                        let mut scopes = self.scopes.lock().unwrap();
+                        let accepted: Vec<&str> = scope
+                            .split(' ')
+                            .filter(|s| accepted_scope(s, &scopes))
+                            .collect();
+                        for s in accepted {
+                            scopes.insert(s.to_string());
                         }
                     }
                     let bearer = matches!(self.endpoint()?.challenge, Challenge::Bearer { .. });

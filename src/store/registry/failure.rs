@@ -9,6 +9,9 @@ use std::io;
 use super::transport::Response;
 use crate::error::TransportFailure;
 
+/// The bytes of an error answer read.
+const MAX_ERROR_BODY_BYTES: u64 = 64 << 10;
+
 /// A registry's error body as shown after the status.
 pub(super) struct ErrorBody {
     /// The first distribution error's code (`NAME_UNKNOWN`, `DENIED`, ...).
@@ -19,9 +22,10 @@ pub(super) struct ErrorBody {
 }
 
 impl ErrorBody {
-    /// Reads the rest of an error answer.
+    /// Reads the start of an error answer: enough for any error list or
+    /// first line, and no more, whatever the registry sends.
     pub fn read(r: Response) -> ErrorBody {
-        ErrorBody::parse(&r.text().unwrap_or_default())
+        ErrorBody::parse(&r.text_prefix(MAX_ERROR_BODY_BYTES))
     }
 
     fn parse(text: &str) -> ErrorBody {
@@ -151,9 +155,11 @@ mod tests {
             (None, " (<html>Bad gateway</html>)")
         );
         assert_eq!(ErrorBody::parse("").shown, "");
-        // A long line of multi-byte characters is cut, not split inside one.
-        let long = "é".repeat(150);
-        assert!(ErrorBody::parse(&long).shown.len() <= 203);
+        // A long line of multi-byte characters is cut, not split inside
+        // one: after one ASCII byte, byte 200 falls inside an `é`.
+        let long = format!("a{}", "é".repeat(150));
+        let shown = ErrorBody::parse(&long).shown;
+        assert_eq!(shown, format!(" (a{})", "é".repeat(99)));
     }
 
     /// An error that hides its cause behind `source()`, as HTTP clients do.

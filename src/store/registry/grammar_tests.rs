@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::auth::{Challenge, parse_challenge, parse_token};
+use super::auth::{Challenge, accepted_scope, insecure_realm, parse_challenge, parse_token};
+use super::client::{is_loopback, same_origin};
 use crate::store::registry::tags::next_link;
 
 /// A header, what it asks for, and parameters it must carry.
@@ -105,6 +106,19 @@ fn tokens_live_at_least_a_minute_and_are_renewed_early() {
         // `token` is preferred; an empty one gives way to `access_token`.
         (r#"{"token":"a","access_token":"b"}"#, "a", 50),
         (r#"{"token":"","access_token":"b"}"#, "b", 50),
+        // Claimed lifetimes past a day, up to the largest number, are a day.
+        (r#"{"token":"a","expires_in":86400}"#, "a", 86390),
+        (r#"{"token":"a","expires_in":31536000}"#, "a", 86390),
+        (
+            r#"{"token":"a","expires_in":18446744073709551615}"#,
+            "a",
+            86390,
+        ),
+        (
+            r#"{"token":"a","expires_in":18446744073709551606}"#,
+            "a",
+            86390,
+        ),
     ];
     for (body, value, secs) in rows {
         let (v, life) = lifetime(body);
@@ -137,4 +151,96 @@ fn link_headers_give_the_next_page() {
     for (header, want) in rows {
         assert_eq!(next_link(header).as_deref(), want, "{header}");
     }
+}
+
+#[test]
+fn credentials_go_to_the_registry_origin_only() {
+    let base = "https://r.example:5000";
+    let rows = [
+        ("https://r.example:5000/v2/a/blobs/uploads/1", true),
+        ("https://R.example:5000/v2/", true),
+        ("https://r.example:5001/v2/a/blobs/uploads/1", false),
+        ("http://r.example:5000/v2/", false),
+        ("https://evil.example:5000/v2/", false),
+        ("https://r.example.evil.example:5000/v2/", false),
+        ("https://r.example/v2/", false),
+    ];
+    for (url, same) in rows {
+        let u = reqwest::Url::parse(url).unwrap();
+        assert_eq!(same_origin(&u, base), same, "{url}");
+    }
+    // The default port counts as given.
+    let u = reqwest::Url::parse("https://r.example:443/v2/").unwrap();
+    assert!(same_origin(&u, "https://r.example"));
+    // Basic credentials never go to a clear-text realm of a TLS registry.
+    assert!(insecure_realm(
+        "http://auth.example/token",
+        "https://r.example"
+    ));
+    assert!(!insecure_realm(
+        "https://auth.example/token",
+        "https://r.example"
+    ));
+    assert!(!insecure_realm(
+        "http://127.0.0.1:5001/token",
+        "http://127.0.0.1:5000"
+    ));
+}
+
+#[test]
+fn only_loopback_addresses_and_localhost_are_loopback() {
+    let rows = [
+        ("localhost", true),
+        ("localhost:5000", true),
+        ("LOCALHOST:5000", true),
+        ("127.0.0.1", true),
+        ("127.0.0.1:5000", true),
+        ("127.5.6.7:443", true),
+        ("[::1]", true),
+        ("[::1]:5000", true),
+        ("::1", true),
+        ("127.corp.example", false),
+        ("127.corp.example:5000", false),
+        ("127.0.0.1.nip.io", false),
+        ("localhost.evil.example", false),
+        ("128.0.0.1", false),
+        ("[::2]:5000", false),
+        ("registry.example", false),
+    ];
+    for (host, loopback) in rows {
+        assert_eq!(is_loopback(host), loopback, "{host}");
+    }
+}
+
+#[test]
+fn challenge_scopes_are_taken_only_for_repositories_the_run_asks_about() {
+    let asked: std::collections::BTreeSet<String> =
+        ["repository:team/app:pull", "repository:lib/base:pull"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+    let rows = [
+        ("repository:team/app:pull", true),
+        ("repository:team/app:pull,push", true),
+        ("repository:lib/base:pull", true),
+        // Another repository, more rights, or not the grammar at all.
+        ("repository:team/other:pull", false),
+        ("repository:team/app:*", false),
+        ("repository:team/app:pull,delete", false),
+        ("repository:team/app:", false),
+        ("repository:Team/App:pull", false),
+        ("repository:team//app:pull", false),
+        ("repository:team/app", false),
+        ("registry:catalog:*", false),
+        ("registry:*:*", false),
+        ("anything", false),
+        ("", false),
+    ];
+    for (scope, ok) in rows {
+        assert_eq!(accepted_scope(scope, &asked), ok, "{scope}");
+    }
+    // The catalog scope joins a run that lists the catalog.
+    let mut listing = asked.clone();
+    listing.insert("registry:catalog:*".into());
+    assert!(accepted_scope("registry:catalog:*", &listing));
 }

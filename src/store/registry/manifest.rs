@@ -3,15 +3,13 @@
 //! read again after a transient failure, and the `HEAD` that tells whether
 //! (and as which digest) a repository has a tag or digest.
 
-use std::io::Read;
-
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
 use super::client::RegistryClient;
 use super::failure::error_chain;
 use super::retry::{Retry, sleep_backoff};
-use super::transport::Response;
+use super::transport::{BodyError, Response};
 use crate::content::{Digest, MAX_MANIFEST_BYTES};
 use crate::error::{Error, Result};
 
@@ -26,21 +24,12 @@ fn media_type_of(r: &Response) -> Option<String> {
 }
 
 pub(super) fn read_capped(r: Response, cap: u64, what: &str) -> Result<Vec<u8>> {
-    if r.content_length().is_some_and(|n| n > cap) {
-        return Err(Error::Format(format!(
-            "{what}: manifest is over the {cap}-byte limit"
-        )));
-    }
-    let mut buf = Vec::new();
-    r.take(cap + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| Error::Network(format!("{what}: {}", error_chain(&e))))?;
-    if buf.len() as u64 > cap {
-        return Err(Error::Format(format!(
-            "{what}: manifest is over the {cap}-byte limit"
-        )));
-    }
-    Ok(buf)
+    r.read_capped(cap).map_err(|e| match e {
+        BodyError::TooLarge(cap) => {
+            Error::Format(format!("{what}: manifest is over the {cap}-byte limit"))
+        }
+        BodyError::Read(e) => Error::Network(format!("{what}: {}", error_chain(&e))),
+    })
 }
 
 /// A small document (manifest, config) fetched whole: the response and its

@@ -67,22 +67,58 @@ impl Response {
         self.inner.content_length()
     }
 
-    /// The rest of the body.
-    pub fn bytes(self) -> reqwest::Result<Bytes> {
-        let rest = block_on(self.inner.bytes())?;
-        if self.pending.is_empty() {
-            return Ok(rest);
-        }
-        let mut all = Vec::with_capacity(self.pending.len() + rest.len());
-        all.extend_from_slice(&self.pending);
-        all.extend_from_slice(&rest);
-        Ok(all.into())
+    /// The rest of the body, if at most [`MAX_LISTING_BYTES`]: a page of
+    /// tags or of the catalog.
+    pub fn bytes(self) -> Result<Bytes, BodyError> {
+        self.read_capped(MAX_LISTING_BYTES).map(Bytes::from)
     }
 
-    /// The rest of the body as text (invalid UTF-8 replaced).
-    pub fn text(self) -> reqwest::Result<String> {
-        let b = self.bytes()?;
-        Ok(String::from_utf8_lossy(&b).into_owned())
+    /// The rest of the body, read whole if at most `cap` bytes; past that,
+    /// the read stops there (and the connection is dropped), whatever
+    /// the registry meant to send.
+    pub fn read_capped(self, cap: u64) -> Result<Vec<u8>, BodyError> {
+        if self.content_length().is_some_and(|n| n > cap) {
+            return Err(BodyError::TooLarge(cap));
+        }
+        let mut buf = Vec::new();
+        self.take(cap + 1)
+            .read_to_end(&mut buf)
+            .map_err(BodyError::Read)?;
+        if buf.len() as u64 > cap {
+            return Err(BodyError::TooLarge(cap));
+        }
+        Ok(buf)
+    }
+
+    /// At most the first `cap` bytes of the rest of the body as text
+    /// (invalid UTF-8 replaced); a failed read ends it. For error
+    /// answers, whose first line or error list is all a message needs.
+    pub fn text_prefix(self, cap: u64) -> String {
+        let mut buf = Vec::new();
+        let _ = self.take(cap).read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+/// The largest page of a tag list or catalog read: a thousand names take
+/// tens of KiB; a registry that ignores `n` and lists 100 000 tags at once
+/// still fits.
+pub const MAX_LISTING_BYTES: u64 = 8 << 20;
+
+/// Why a body could not be read whole.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The body is over this many bytes.
+    TooLarge(u64),
+    Read(io::Error),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::TooLarge(cap) => write!(f, "the answer is over the {cap}-byte limit"),
+            BodyError::Read(e) => f.write_str(&error_chain(e)),
+        }
     }
 }
 
