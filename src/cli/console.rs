@@ -414,6 +414,13 @@ pub fn start_log(debug: bool) {
 pub fn sync_plan(items: &[imgsync::commands::sync::Item]) {
     let mut out = String::new();
     for it in items {
+        if let Some(why) = &it.rejected {
+            out.push_str(&format!(
+                "{} -> {} - rejected: {why}\n",
+                it.source, it.target
+            ));
+            continue;
+        }
         out.push_str(&format!(
             "{} -> {} {} {}\n",
             it.source,

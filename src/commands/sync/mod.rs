@@ -21,12 +21,12 @@ pub use report::{Action, ImageReport, RunReport};
 
 use crate::engine::progress::{Notice, Progress};
 use crate::error::{Error, ErrorClass, Result};
+use crate::store::ImageSource;
 use crate::store::layout::Selector;
 use crate::store::location::Location;
 use crate::store::open::{DestinationOptions, DockerFormat, open_destination};
 use crate::store::registry::ClientPool;
 use crate::store::registry::{MountIndex, RegistrySink, RegistrySource};
-use crate::store::ImageSource;
 
 /// Plans a run: every image the config selects (this shard of it), each
 /// marked up to date or to copy.
@@ -68,7 +68,13 @@ pub fn execute(
         (rep, r.err())
     };
     let mut images = crate::engine::pool::run_all(&items, opts.jobs, |_, item| {
-        if item.up_to_date {
+        if let Some(why) = &item.rejected {
+            let bad = Err(Error::Format(why.clone()));
+            (
+                report::image_report(item, &bad, 0, Default::default()),
+                None,
+            )
+        } else if item.up_to_date {
             (report::up_to_date(item), None)
         } else {
             copy(item, None)
@@ -77,6 +83,7 @@ pub fn execute(
     // One more try for what failed for a reason that may pass.
     for (k, item) in items.iter().enumerate() {
         let failed_transient = images[k].0.action == Action::Failed
+            && item.rejected.is_none()
             && !matches!(
                 images[k].0.error_class,
                 Some(ErrorClass::Auth | ErrorClass::Usage)
