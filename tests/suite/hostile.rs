@@ -216,3 +216,23 @@ fn listed_names_with_traversal_are_skipped_and_reported() {
     assert_eq!(report["failed"], 3 * 2 + 2, "{report}");
     assert_eq!(report["copied"], 2, "{report}");
 }
+
+/// A registry's error message with terminal escapes (clear the screen,
+/// colours) reaches stderr with its control characters shown as escapes.
+#[test]
+fn registry_messages_reach_the_terminal_escaped() {
+    let src = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let hostile = Hostile::start(
+        &src.host,
+        vec![Canned {
+            path: "/v2/team/app/manifests/1".into(),
+            status: 404,
+            body: r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"gone\u001b[2J\u001b[31m here"}]}"#
+                .into(),
+        }],
+    );
+    let run = t.imgsync(&["inspect", &format!("{}/team/app:1", hostile.host)]);
+    assert!(!run.stderr.contains('\u{1b}'), "{:?}", run.stderr);
+    run.fails(EXIT_NOT_FOUND, &[r"gone\x1b[2J\x1b[31m here"]);
+}
