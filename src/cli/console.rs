@@ -14,6 +14,41 @@ use imgsync::engine::CopyReport;
 use imgsync::engine::progress::{BlobOutcome, Notice, Progress};
 use imgsync::store::location::Location;
 
+/// Writes one line to stderr through [`stderr_line`]: every line of text
+/// the binary prints there goes through this, so that no text from outside
+/// (a registry's message, a tag, a file name) reaches the terminal raw.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        stderr_line(&format!($($arg)*))
+    };
+}
+
+/// Control characters shown as escapes (`ESC` as `\x1b`): a registry's
+/// message or a name it lists could otherwise move the cursor, clear the
+/// screen or hide text on the user's terminal.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if c.is_control() && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The one printer of stderr lines.
+fn stderr_line(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{}", escape_controls(line));
+}
+
 /// Renders engine events: bars per blob on a terminal, one line per image
 /// otherwise, nothing with `-q`.
 pub struct Reporter {
@@ -56,8 +91,8 @@ impl Reporter {
             return;
         }
         match &self.bars {
-            Some(b) => b.suspend(|| eprintln!("{msg}")),
-            None => eprintln!("{msg}"),
+            Some(b) => b.suspend(|| say!("{msg}")),
+            None => say!("{msg}"),
         }
     }
 
@@ -155,7 +190,7 @@ pub fn copy_summary(report: &CopyReport, elapsed: Duration, quiet: bool, json: b
         if report.requests > 0 {
             line.push_str(&format!(", {} registry requests", report.requests));
         }
-        eprintln!("{line}, in {:.2}s", elapsed.as_secs_f64());
+        say!("{line}, in {:.2}s", elapsed.as_secs_f64());
     }
 }
 
@@ -167,7 +202,7 @@ pub fn verify_summary(
     json: bool,
 ) -> std::process::ExitCode {
     for e in &report.errors {
-        eprintln!("imgsync: error: {e}");
+        say!("imgsync: error: {e}");
     }
     if json {
         let v = serde_json::json!({
@@ -186,7 +221,7 @@ pub fn verify_summary(
     }
     if report.errors.is_empty() {
         if !quiet {
-            eprintln!(
+            say!(
                 "{}: {} image(s), {} blob(s) ({}) verified in {:.2}s",
                 loc.label(),
                 report.images.len(),
@@ -197,7 +232,7 @@ pub fn verify_summary(
         }
         std::process::ExitCode::SUCCESS
     } else {
-        eprintln!("{}: {} problem(s) found", loc.label(), report.errors.len());
+        say!("{}: {} problem(s) found", loc.label(), report.errors.len());
         // Integrity problems say the content is bad; anything else (a
         // missing blob, an unreadable file) is reported by its own class.
         let code = report
@@ -313,7 +348,7 @@ pub fn save_summary(
                 mib(relied)
             ));
         }
-        eprintln!(
+        say!(
             "{line}; {} in {} file(s), in {:.2}s",
             mib(report.bundle_bytes),
             report.files.len(),
@@ -329,10 +364,10 @@ pub fn bundle_verify_summary(
     json: bool,
 ) -> std::process::ExitCode {
     for p in &report.problems {
-        eprintln!("imgsync: error: {}: {p}", report.label);
+        say!("imgsync: error: {}: {p}", report.label);
     }
     for e in &report.copy.errors {
-        eprintln!("imgsync: error: {e}");
+        say!("imgsync: error: {e}");
     }
     if json {
         let v = serde_json::json!({
@@ -353,7 +388,7 @@ pub fn bundle_verify_summary(
     }
     if !quiet {
         for (file, (n, bytes)) in &report.relies_on {
-            eprintln!(
+            say!(
                 "{}: relies on {n} blob(s) ({}) from earlier bundle {file}",
                 report.label,
                 mib(*bytes)
@@ -362,7 +397,7 @@ pub fn bundle_verify_summary(
     }
     if report.ok() {
         if !quiet {
-            eprintln!(
+            say!(
                 "{}: {} image(s), {} blob(s) ({}) in {} volume(s) verified in {:.2}s",
                 report.label,
                 report.copy.images.len(),
@@ -374,7 +409,7 @@ pub fn bundle_verify_summary(
         }
         std::process::ExitCode::SUCCESS
     } else {
-        eprintln!(
+        say!(
             "{}: {} problem(s) found",
             report.label,
             report.problems.len() + report.copy.errors.len()
@@ -395,7 +430,7 @@ impl log::Log for StderrLog {
     fn log(&self, record: &log::Record) {
         if self.enabled(record.metadata()) {
             let level = record.level().as_str().to_ascii_lowercase();
-            eprintln!("imgsync: {level}: {}", record.args());
+            say!("imgsync: {level}: {}", record.args());
         }
     }
 
@@ -414,6 +449,13 @@ pub fn start_log(debug: bool) {
 pub fn sync_plan(items: &[imgsync::commands::sync::Item]) {
     let mut out = String::new();
     for it in items {
+        if let Some(why) = &it.rejected {
+            out.push_str(&format!(
+                "{} -> {} - rejected: {why}\n",
+                it.source, it.target
+            ));
+            continue;
+        }
         out.push_str(&format!(
             "{} -> {} {} {}\n",
             it.source,
@@ -435,13 +477,13 @@ pub fn sync_summary(
     use imgsync::commands::sync::Action;
     for img in &report.images {
         match img.action {
-            Action::Failed => eprintln!(
+            Action::Failed => say!(
                 "failed {} -> {}: {}",
                 img.source,
                 img.target,
                 img.error.as_deref().unwrap_or("")
             ),
-            Action::Copied if !quiet => eprintln!(
+            Action::Copied if !quiet => say!(
                 "copied {} -> {} {} ({} bytes, {} blobs, {} mounted)",
                 img.source,
                 img.target,
@@ -453,7 +495,7 @@ pub fn sync_summary(
             _ => {}
         }
     }
-    eprintln!(
+    say!(
         "sync {}: {} copied, {} up to date, {} failed; blobs {} uploaded, {} mounted, {} skipped; {} bytes; {} requests; {:.2}s",
         config.display(),
         report.copied,
@@ -495,10 +537,24 @@ pub fn names(names: &[String], json: bool) {
 
 /// A message for the user on stderr (what a command did, a lock held).
 pub fn message(msg: &str) {
-    eprintln!("{msg}");
+    say!("{msg}");
 }
 
 /// A failure, as one line.
 pub fn error(e: &imgsync::Error) {
-    eprintln!("imgsync: error: {e}");
+    say!("imgsync: error: {e}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn control_characters_are_shown_as_escapes() {
+        assert_eq!(escape_controls("plain: ok"), "plain: ok");
+        assert_eq!(
+            escape_controls("red \u{1b}[31mtext\nnext\u{9b}"),
+            "red \\x1b[31mtext\\x0anext\\u{9b}"
+        );
+    }
 }

@@ -25,6 +25,11 @@ pub fn run(c: TagsCmd) -> Result<ExitCode, Error> {
     let repo = registry_ref(&c.repository)?;
     let s = c.registry.settings(default_jobs())?;
     let tags = commands::tags::run(&repo, &s)?;
-    console::names(&tags, c.json);
+    for bad in &tags.rejected {
+        console::message(&format!(
+            "imgsync: warning: {repo}: the registry lists tag {bad:?}, which is not a valid tag name; left out"
+        ));
+    }
+    console::names(&tags.valid, c.json);
     Ok(ExitCode::SUCCESS)
 }

@@ -107,6 +107,10 @@ fn wanted_images(args: &SaveArgs, pool: &ClientPool) -> Result<Vec<Wanted>> {
             registry: args.registry.clone(),
         };
         for item in crate::commands::mirror::plan::expand(&config, &opts, pool)? {
+            // A bundle has no per-image report to carry a skipped name.
+            if let Some(why) = item.rejected {
+                return Err(Error::Format(why));
+            }
             let platforms = if args.options.platforms.is_empty() {
                 item.platforms.clone()
             } else {

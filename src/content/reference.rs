@@ -145,6 +145,14 @@ pub fn valid_tag(t: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
+/// A repository name (the path after the registry host): components of
+/// the distribution grammar joined by `/`, at most 255 characters. A name
+/// a registry lists is checked with this before it goes into a URL, so
+/// that `..` or an empty component can never reach a request path.
+pub fn valid_repository(path: &str) -> bool {
+    !path.is_empty() && path.len() <= 255 && path.split('/').all(valid_path_component)
+}
+
 fn valid_domain(d: &str) -> bool {
     let (host, port) = match d.strip_prefix('[').and_then(|r| r.find(']')) {
         // An IPv6 literal keeps its colons: a port follows the bracket.
@@ -246,5 +254,30 @@ mod tests {
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn listed_names_with_traversal_are_not_names() {
+        for good in ["app", "team/app", "a.b/c_d/e__f/g-h--i"] {
+            assert!(valid_repository(good), "{good}");
+        }
+        for bad in [
+            "",
+            "../../victim/app",
+            "x/../../y",
+            "team/./app",
+            "team//app",
+            "/app",
+            "app/",
+            "Team/app",
+            "app\u{1b}[31m",
+        ] {
+            assert!(!valid_repository(bad), "{bad}");
+        }
+        for bad in ["latest/../../z", "..", ".hidden", "a b", "x\u{1b}"] {
+            assert!(!valid_tag(bad), "{bad}");
+        }
+        assert!(!valid_tag(&"a".repeat(129)));
+        assert!(valid_tag(&"a".repeat(128)));
     }
 }

@@ -110,7 +110,10 @@ fn move_blob(
     progress.blob_started(&job.src.digest, job.src.size);
     let reader: Box<dyn Read + Send> = match &job.inline {
         Some(bytes) => Box::new(io::Cursor::new(bytes.as_ref().clone())),
-        None => match source.open_blob(&job.src) {
+        None => match source
+            .open_blob(&job.src)
+            .inspect_err(|_| sink.blob_abandoned(&job.src))
+        {
             Ok(r) => r,
             Err(e) if e.is_not_found() && job.foreign && !sink.caps().needs_layer_bytes => {
                 return Ok((same, BlobOutcome::Absent));

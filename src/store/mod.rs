@@ -172,6 +172,9 @@ pub trait ImageSink: Send + Sync {
     fn mount_blob(&self, _desc: &Descriptor, _from: Option<&(String, String)>) -> Result<bool> {
         Ok(false)
     }
+    /// The engine will not store a blob it asked to mount (its source could
+    /// not be read): whatever the sink set aside for it is let go.
+    fn blob_abandoned(&self, _desc: &Descriptor) {}
     /// Stores a blob. `reader` yields exactly the descriptor's bytes or fails
     /// with an error; on error nothing of the blob may remain visible.
     fn put_blob(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()>;

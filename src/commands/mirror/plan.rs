@@ -43,6 +43,41 @@ pub struct Item {
     /// The target repository holds the source's manifest already (under
     /// another tag, or none): only the tag needs writing.
     pub retag: bool,
+    /// The source registry listed a name for this item that is not a valid
+    /// tag or repository name (`..`, control characters): why, with the
+    /// name escaped. Such an item is never copied, only reported as failed;
+    /// its `source` is the repository (or prefix) that listed it.
+    pub rejected: Option<String>,
+}
+
+impl Item {
+    /// An item standing for a name the source listed that is not valid.
+    fn rejected(entry: &Entry, source: Reference, why: String) -> Item {
+        let target = target_for(entry, &source, None);
+        Item {
+            entry: entry.index,
+            source,
+            target,
+            platforms: entry.platforms.clone(),
+            source_digest: None,
+            up_to_date: false,
+            retag: false,
+            rejected: Some(why),
+        }
+    }
+}
+
+/// Why a tag a registry listed is not used (the name escaped).
+fn bad_tag(repo: &Reference, tag: &str) -> String {
+    format!("{repo}: the registry lists tag {tag:?}, which is not a valid tag name; skipped")
+}
+
+/// Why a repository a registry's catalog listed is not used (the name
+/// escaped).
+fn bad_repository(host: &str, name: &str) -> String {
+    format!(
+        "{host}: the catalog lists repository {name:?}, which is not a valid repository name; skipped"
+    )
 }
 
 /// Parses a tag as a version: `v1.2.3`, `1.2`, `3` (missing parts are 0).
@@ -139,25 +174,46 @@ pub fn expand(config: &Config, opts: &SyncOptions, clients: &ClientPool) -> Resu
                 source_digest: None,
                 up_to_date: false,
                 retag: false,
+                rejected: None,
             });
         };
+        let mut rejected = Vec::new();
         match &entry.source {
             Source::Digest(r) => add(r.clone(), None),
             Source::Repository(r) => {
                 let client =
                     clients.get(&r.domain, &settings_for(config, &r.domain, &opts.registry))?;
-                for tag in filter_tags(&list_tags(&client, &r.path)?, &entry.tags) {
+                let tags = list_tags(&client, &r.path)?;
+                for tag in filter_tags(&tags.valid, &entry.tags) {
                     let mut s = r.clone();
                     s.tag = Some(tag);
                     add(s, None);
                 }
+                // A bad name the filters would have chosen is reported.
+                for tag in filter_tags(&tags.rejected, &entry.tags) {
+                    rejected.push(Item::rejected(entry, r.clone(), bad_tag(r, &tag)));
+                }
             }
             Source::Prefix { host, prefix } => {
                 let client = clients.get(host, &settings_for(config, host, &opts.registry))?;
-                let below: Vec<String> = list_repositories(&client)?
-                    .into_iter()
-                    .filter_map(|r| r.strip_prefix(&format!("{prefix}/")).map(str::to_string))
-                    .collect();
+                let listed = list_repositories(&client)?;
+                let under = |names: Vec<String>| -> Vec<String> {
+                    names
+                        .into_iter()
+                        .filter_map(|r| r.strip_prefix(&format!("{prefix}/")).map(str::to_string))
+                        .collect()
+                };
+                let prefix_ref = Reference {
+                    domain: host.clone(),
+                    path: prefix.clone(),
+                    tag: None,
+                    digest: None,
+                };
+                for rel in filter_repos(under(listed.rejected), &entry.repos) {
+                    let why = bad_repository(host, &format!("{prefix}/{rel}"));
+                    rejected.push(Item::rejected(entry, prefix_ref.clone(), why));
+                }
+                let below = under(listed.valid);
                 // Tag lists of every repository, fetched in parallel.
                 let repos = filter_repos(below, &entry.repos);
                 let lists = pool::run_all(&repos, repos.len().clamp(1, 16), |_, rel| {
@@ -166,7 +222,17 @@ pub fn expand(config: &Config, opts: &SyncOptions, clients: &ClientPool) -> Resu
                 for (rel, tags) in repos.iter().zip(lists) {
                     let path = format!("{prefix}/{rel}");
                     let tags = tags?;
-                    for tag in filter_tags(&tags, &entry.tags) {
+                    let repo = Reference {
+                        domain: host.clone(),
+                        path: path.clone(),
+                        tag: None,
+                        digest: None,
+                    };
+                    for tag in filter_tags(&tags.rejected, &entry.tags) {
+                        let why = bad_tag(&repo, &tag);
+                        rejected.push(Item::rejected(entry, repo.clone(), why));
+                    }
+                    for tag in filter_tags(&tags.valid, &entry.tags) {
                         let source = Reference {
                             domain: host.clone(),
                             path: path.clone(),
@@ -178,6 +244,7 @@ pub fn expand(config: &Config, opts: &SyncOptions, clients: &ClientPool) -> Resu
                 }
             }
         }
+        items.extend(rejected);
     }
     if let Some((i, n)) = opts.shard {
         items.retain(|it| shard_of(&format!("{}/{}", it.source.domain, it.source.path), n) == i);
@@ -214,6 +281,9 @@ pub fn check(config: &Config, opts: &SyncOptions, clients: &ClientPool, items: &
     let workers = (opts.jobs * 4).clamp(8, 32);
     let decided = pool::run_all(items, workers, |_, item| {
         let mut item = item.clone();
+        if item.rejected.is_some() {
+            return item;
+        }
         if let Ok(Some(src)) = head(config, opts, clients, &item.source) {
             decide(
                 &mut item,

@@ -284,6 +284,7 @@ fn item(target: TargetRef, platforms: Vec<Platform>) -> Item {
         source_digest: None,
         up_to_date: false,
         retag: false,
+        rejected: None,
     }
 }
 

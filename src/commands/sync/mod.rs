@@ -68,7 +68,13 @@ pub fn execute(
         (rep, r.err())
     };
     let mut images = crate::engine::pool::run_all(&items, opts.jobs, |_, item| {
-        if item.up_to_date {
+        if let Some(why) = &item.rejected {
+            let bad = Err(Error::Format(why.clone()));
+            (
+                report::image_report(item, &bad, 0, Default::default()),
+                None,
+            )
+        } else if item.up_to_date {
             (report::up_to_date(item), None)
         } else {
             copy(item, None)
@@ -77,6 +83,7 @@ pub fn execute(
     // One more try for what failed for a reason that may pass.
     for (k, item) in items.iter().enumerate() {
         let failed_transient = images[k].0.action == Action::Failed
+            && item.rejected.is_none()
             && !matches!(
                 images[k].0.error_class,
                 Some(ErrorClass::Auth | ErrorClass::Usage)

@@ -242,8 +242,7 @@ pub fn store(host: &str, cred: &Credential, file: Option<&Path>) -> Result<PathB
         .map(Path::to_path_buf)
         .unwrap_or_else(docker_config_path);
     let mut doc: Value = match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| Error::Format(format!("{}: invalid JSON: {e}", path.display())))?,
+        Ok(b) => parse_config(&path, &b)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
         Err(e) => return Err(Error::path("read", &path, e)),
     };
@@ -268,8 +267,7 @@ pub fn remove(host: &str, file: Option<&Path>) -> Result<bool> {
         .map(Path::to_path_buf)
         .unwrap_or_else(docker_config_path);
     let mut doc: Value = match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| Error::Format(format!("{}: invalid JSON: {e}", path.display())))?,
+        Ok(b) => parse_config(&path, &b)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(Error::path("read", &path, e)),
     };
@@ -287,6 +285,30 @@ pub fn remove(host: &str, file: Option<&Path>) -> Result<bool> {
         &serde_json::to_vec_pretty(&doc).expect("JSON values serialise"),
     )?;
     Ok(true)
+}
+
+/// A docker config to be changed: a JSON object whose `auths`, if there,
+/// is an object too. Anything else is an error naming the file (indexing
+/// into it to write would panic, and rewriting it would lose what it held).
+fn parse_config(path: &Path, bytes: &[u8]) -> Result<Value> {
+    let doc: Value = serde_json::from_slice(bytes)
+        .map_err(|e| Error::Format(format!("{}: invalid JSON: {e}", path.display())))?;
+    let Some(obj) = doc.as_object() else {
+        return Err(Error::Format(format!(
+            "{}: not a docker config: the JSON is not an object",
+            path.display()
+        )));
+    };
+    if obj
+        .get("auths")
+        .is_some_and(|a| !a.is_object() && !a.is_null())
+    {
+        return Err(Error::Format(format!(
+            "{}: not a docker config: \"auths\" is not an object",
+            path.display()
+        )));
+    }
+    Ok(doc)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {

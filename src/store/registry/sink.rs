@@ -15,7 +15,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use super::client::RegistryClient;
 use super::failure::ErrorBody;
 use super::manifest::{MANIFEST_ACCEPT, ManifestHead, digest_header, read_capped};
-use super::mount::MountIndex;
+use super::mount::{Claim, MountIndex};
 use super::retry::Retry;
 use crate::content::{Descriptor, Digest, MAX_MANIFEST_BYTES, ManifestView, RawManifest};
 use crate::error::{Error, Result};
@@ -186,10 +186,15 @@ impl ImageSink for RegistrySink {
         // the others wait for it and then have it (same repository) or
         // mount it (another one).
         if known_elsewhere().is_none() && from.is_none_or(|(h, r)| h != &host || r == &self.repo) {
-            if self.mounts.claim(&host, &desc.digest) {
-                self.claimed.lock().unwrap().push(desc.digest.clone());
-                self.open_session_ahead(&desc.digest);
-                return Ok(false);
+            match self.mounts.claim(&host, &desc.digest) {
+                Claim::Owned => {
+                    self.claimed.lock().unwrap().push(desc.digest.clone());
+                    self.open_session_ahead(&desc.digest);
+                    return Ok(false);
+                }
+                // The other upload did not end in time: upload it here.
+                Claim::GaveUp => return Ok(false),
+                Claim::Ended => {}
             }
             if self.mounts.holds(&host, &desc.digest, &self.repo) {
                 return Ok(true);
@@ -216,6 +221,15 @@ impl ImageSink for RegistrySink {
             // Not mounted: the registry opened an upload session instead;
             // let it lapse and upload normally.
             Some(_) => Ok(false),
+        }
+    }
+
+    fn blob_abandoned(&self, desc: &Descriptor) {
+        // Another image waiting for this upload stops waiting now.
+        let mut claimed = self.claimed.lock().unwrap();
+        if let Some(i) = claimed.iter().position(|d| d == &desc.digest) {
+            claimed.remove(i);
+            self.mounts.release(self.client.host(), &desc.digest);
         }
     }
 
