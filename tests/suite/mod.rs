@@ -8,6 +8,7 @@ mod fixture_checks;
 mod fixture_layouts;
 mod fixture_referrers;
 mod harness;
+mod hostile_input;
 mod interop;
 mod own_archives;
 mod own_layouts;

@@ -1,0 +1,103 @@
+//! Hostile local input: sources crafted to make imgsync print unverified
+//! bytes, panic, or spend unbounded time, memory or disk. Each test checks
+//! what a user sees: the exit code, one error line naming the thing at
+//! fault, and nothing printed or written that was not verified.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+use super::harness::*;
+
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// Starts an OCI layout holding one small image's config and layer;
+/// returns the image manifest's bytes (not yet stored).
+fn start_layout(layout: &Path) -> Vec<u8> {
+    std::fs::create_dir_all(layout).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let layer = layer_tar("hello.txt", b"hello\n");
+    let config = put_blob(layout, CONFIG, &config_for(&[&layer]));
+    let layer = put_blob(layout, LAYER, &layer);
+    serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": MANIFEST, "config": config, "layers": [layer]}),
+    )
+    .unwrap()
+}
+
+/// Writes `index.json` naming one root descriptor as `name`.
+fn name_root(layout: &Path, mut root: Value, name: &str) {
+    root["annotations"] = json!({"org.opencontainers.image.ref.name": name});
+    let top = json!({"schemaVersion": 2, "mediaType": INDEX, "manifests": [root]});
+    std::fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+}
+
+#[test]
+fn inspect_raw_refuses_a_tampered_sha512_manifest() {
+    let t = TestDir::new();
+    let layout = t.path("layout");
+    let manifest = start_layout(&layout);
+    let hex = hex::encode(sha2::Sha512::digest(&manifest));
+    // Same length, other bytes: only the hash can tell.
+    let tampered = String::from_utf8(manifest.clone())
+        .unwrap()
+        .replacen("\"schemaVersion\":2", "\"schemaVersion\":3", 1)
+        .into_bytes();
+    assert_eq!(tampered.len(), manifest.len());
+    std::fs::create_dir_all(layout.join("blobs/sha512")).unwrap();
+    std::fs::write(layout.join("blobs/sha512").join(&hex), &tampered).unwrap();
+    let digest = format!("sha512:{hex}");
+    name_root(
+        &layout,
+        json!({"mediaType": MANIFEST, "digest": digest, "size": manifest.len()}),
+        "v1",
+    );
+    let src = format!("oci:{}:v1", layout.display());
+    for flag in ["--raw", "--config"] {
+        let run = t.imgsync(&["inspect", flag, &src]);
+        assert!(
+            run.stdout.is_empty(),
+            "inspect {flag} printed unverified bytes: {}",
+            run.stdout_str()
+        );
+        run.fails(EXIT_INTEGRITY, &[&digest]);
+    }
+
+    // The untampered bytes under the same digest are printed as they are.
+    std::fs::write(layout.join("blobs/sha512").join(&hex), &manifest).unwrap();
+    let run = t.imgsync(&["inspect", "--raw", &src]).ok();
+    assert_eq!(run.stdout, manifest);
+}
+
+#[test]
+fn inspect_raw_refuses_a_digest_it_cannot_compute() {
+    let t = TestDir::new();
+    let layout = t.path("layout");
+    let manifest = start_layout(&layout);
+    let digest = "blake9:0123456789abcdef";
+    std::fs::create_dir_all(layout.join("blobs/blake9")).unwrap();
+    std::fs::write(layout.join("blobs/blake9/0123456789abcdef"), &manifest).unwrap();
+    name_root(
+        &layout,
+        json!({"mediaType": MANIFEST, "digest": digest, "size": manifest.len()}),
+        "v1",
+    );
+    let src = format!("oci:{}:v1", layout.display());
+    for flag in ["--raw", "--config"] {
+        let run = t.imgsync(&["inspect", flag, &src]);
+        assert!(
+            run.stdout.is_empty(),
+            "inspect {flag} printed unverifiable bytes: {}",
+            run.stdout_str()
+        );
+        run.fails(1, &[digest]);
+    }
+}
