@@ -101,3 +101,19 @@ fn inspect_raw_refuses_a_digest_it_cannot_compute() {
         run.fails(1, &[digest]);
     }
 }
+
+#[test]
+fn an_archive_index_past_usize_is_a_usage_error() {
+    let t = TestDir::new();
+    let archive = fixture("hello.tar").display().to_string();
+    let huge = "184467440737095516160000";
+    for src in [
+        format!("docker-archive:{archive}@{huge}"),
+        format!("docker-archive:{archive}:@{huge}"),
+    ] {
+        t.imgsync(&["inspect", &src]).fails(2, &[huge]);
+        t.imgsync(&["copy", &src, &format!("oci:{}", t.p("out"))])
+            .fails(2, &[huge]);
+        assert!(!t.path("out").exists());
+    }
+}
