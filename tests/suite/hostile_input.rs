@@ -117,3 +117,85 @@ fn an_archive_index_past_usize_is_a_usage_error() {
         assert!(!t.path("out").exists());
     }
 }
+
+/// Builds a layout whose image is `levels` indexes deep, each listing the
+/// index below it `fan_out` times, over one image manifest: a few
+/// kilobytes describing `fan_out^levels` paths. Returns the root digest.
+fn repeating_layout(layout: &Path, fan_out: usize, levels: usize) -> String {
+    let manifest = start_layout(layout);
+    let mut child = put_blob(layout, MANIFEST, &manifest);
+    child["platform"] = json!({"architecture": "amd64", "os": "linux"});
+    for _ in 0..levels {
+        let index = json!({"schemaVersion": 2, "mediaType": INDEX, "manifests": vec![child.clone(); fan_out]});
+        child = put_blob(layout, INDEX, &serde_json::to_vec(&index).unwrap());
+    }
+    let root = child["digest"].as_str().unwrap().to_string();
+    name_root(layout, child, "deep");
+    root
+}
+
+/// Runs imgsync, killed after a minute and held to 2 GiB of address
+/// space: a walk that never ends must fail this test, not the machine.
+fn bounded(t: &TestDir, args: &[&str]) -> Run {
+    let out = std::process::Command::new("timeout")
+        .args(["-s", "KILL", "60", "prlimit", "--as=2147483648", "--"])
+        .arg(env!("CARGO_BIN_EXE_imgsync"))
+        .args(args)
+        .current_dir(t.dir.path())
+        .env("IMGSYNC_TMPDIR", t.dir.path())
+        .output()
+        .expect("run imgsync");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        what: format!("imgsync {}", args.join(" ")),
+    };
+    assert!(
+        run.code != 137 && run.code != -1,
+        "{}: killed after 60 s or out of memory:\n{}",
+        run.what,
+        run.stderr
+    );
+    run
+}
+
+#[test]
+fn indexes_repeating_their_children_are_walked_once() {
+    let t = TestDir::new();
+    let layout = t.path("layout");
+    // 32^6 paths (10^9) to one manifest, in seven small files.
+    let root = repeating_layout(&layout, 32, 6);
+    let src = format!("oci:{}:deep", layout.display());
+
+    bounded(&t, &["verify", &src]).ok();
+    let info = bounded(&t, &["inspect", "--json", &src]).ok().json();
+    assert_eq!(info[0]["digest"], json!(root), "{info}");
+
+    // Copied as it is: the same root, and every level's index present.
+    let out = t.path("out");
+    bounded(&t, &["copy", &src, &format!("oci:{}:deep", out.display())]).ok();
+    assert_eq!(layout_refs(&out), vec![("deep".to_string(), root.clone())]);
+    assert_eq!(t.snapshot("out/blobs"), t.snapshot("layout/blobs"));
+
+    // One platform selected: the single manifest below all the levels.
+    let archive = t.p("one.tar");
+    bounded(
+        &t,
+        &["copy", &src, &format!("docker-archive:{archive}:app:1")],
+    )
+    .ok();
+    bounded(&t, &["verify", &format!("docker-archive:{archive}")]).ok();
+}
+
+#[test]
+fn indexes_nested_past_the_limit_are_refused_promptly() {
+    let t = TestDir::new();
+    let layout = t.path("layout");
+    repeating_layout(&layout, 2, 30);
+    let src = format!("oci:{}:deep", layout.display());
+    bounded(&t, &["verify", &src]).fails(1, &["nested more than 8 deep"]);
+    bounded(&t, &["copy", &src, &format!("oci:{}", t.p("out"))])
+        .fails(1, &["nested more than 8 deep"]);
+    assert!(!t.path("out").exists());
+}
