@@ -199,3 +199,59 @@ fn indexes_nested_past_the_limit_are_refused_promptly() {
         .fails(1, &["nested more than 8 deep"]);
     assert!(!t.path("out").exists());
 }
+
+fn gzip(parts: &[&[u8]]) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for p in parts {
+        z.write_all(p).unwrap();
+    }
+    z.finish().unwrap()
+}
+
+#[test]
+fn a_compressed_archive_is_spooled_up_to_its_tar_end_marker() {
+    let t = TestDir::new();
+    let tar = std::fs::read(fixture("hello.tar")).unwrap();
+    // After the archive: 32 MiB of junk, then bytes that are not gzip at
+    // all. Reading past the end marker means spooling the junk and failing.
+    let junk = vec![0xabu8; 32 << 20];
+    let mut bytes = gzip(&[&tar]);
+    bytes.extend(gzip(&[&junk]));
+    bytes.extend(b"not gzip, not anything");
+    std::fs::write(t.path("hello.tar.gz"), &bytes).unwrap();
+    std::fs::create_dir(t.path("spool")).unwrap();
+
+    let src = format!("docker-archive:{}:@0", t.p("hello.tar.gz"));
+    let out = format!("oci:{}", t.p("out"));
+    t.imgsync(&["copy", "--tmpdir", &t.p("spool"), &src, &out])
+        .ok();
+    assert!(t.path("out/index.json").exists());
+    assert_eq!(std::fs::read_dir(t.path("spool")).unwrap().count(), 0);
+}
+
+#[test]
+fn an_entry_past_the_spool_limit_is_refused_before_it_is_spooled() {
+    let t = TestDir::new();
+    let mut header = tar::Header::new_ustar();
+    header.set_path("layer.tar").unwrap();
+    header.set_mode(0o644);
+    header.set_size(7 << 30);
+    header.set_cksum();
+    // The claim is 7 GiB; 4 MiB of zeros follow (a bomb, cut short).
+    let zeros = vec![0u8; 4 << 20];
+    let bomb = gzip(&[header.as_bytes(), &zeros]);
+    std::fs::write(t.path("bomb.tar.gz"), &bomb).unwrap();
+    let src = format!("docker-archive:{}", t.p("bomb.tar.gz"));
+    let run = t.imgsync_env(
+        &["copy", &src, &format!("oci:{}", t.p("out"))],
+        &[("IMGSYNC_MAX_SPOOL", "1M")],
+    );
+    run.fails(1, &["bomb.tar.gz", "IMGSYNC_MAX_SPOOL"]);
+    assert!(!t.path("out").exists());
+    assert!(
+        !t.entries().iter().any(|e| e.starts_with(".imgsync-spool")),
+        "{:?}",
+        t.entries()
+    );
+}
