@@ -42,9 +42,10 @@ pub struct ImageInfo {
 
 fn verified(source: &dyn ImageSource, desc: &Descriptor) -> Result<Vec<u8>> {
     let bytes = source.read_manifest(desc)?;
-    if bytes.len() as u64 != desc.size
-        || Digest::sha256_of(&bytes) != desc.digest && desc.digest.algorithm() == "sha256"
-    {
+    // Every algorithm is checked (not only sha256): these bytes may be
+    // printed as they are by `--raw`/`--config`; a digest imgsync cannot
+    // compute is an error naming it.
+    if bytes.len() as u64 != desc.size || !desc.digest.matches(&bytes)? {
         return Err(Error::Integrity(format!(
             "{}: manifest {} does not match its descriptor",
             source.describe(),

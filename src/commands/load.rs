@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::content::manifest::is_manifest_media_type;
-use crate::content::{Descriptor, Digest, ManifestView, Reference};
+use crate::content::{Descriptor, Digest, MAX_GRAPH_NODES, ManifestView, Reference};
 use crate::engine::progress::Progress;
 use crate::engine::{CopyOptions, CopyReport, copy_location, copy_placed, pool};
 use crate::error::{Error, Result};
@@ -41,14 +41,25 @@ fn host_component(host: &str) -> String {
 
 /// The blobs (not manifests) an image's graph references, read from the
 /// bundle.
+///
+/// Each distinct manifest is read once (`seen`): indexes that list a child
+/// many times, level after level, would otherwise be walked exponentially.
 fn graph_blobs(
     source: &dyn ImageSource,
     desc: &Descriptor,
     out: &mut Vec<Descriptor>,
     depth: usize,
+    seen: &mut HashSet<Digest>,
 ) -> Result<()> {
-    if depth > 8 {
+    if depth > 8 || !seen.insert(desc.digest.clone()) {
         return Ok(());
+    }
+    if seen.len() + out.len() > MAX_GRAPH_NODES {
+        return Err(Error::Format(format!(
+            "{}: the image lists more than {MAX_GRAPH_NODES} manifests and blobs (at {})",
+            source.describe(),
+            desc.digest
+        )));
     }
     let raw = source.read_manifest(desc)?;
     let view = ManifestView::parse(&raw, Some(&desc.media_type))
@@ -56,7 +67,7 @@ fn graph_blobs(
     if view.kind.is_index() {
         for child in &view.manifests {
             if is_manifest_media_type(&child.media_type) {
-                graph_blobs(source, child, out, depth + 1)?;
+                graph_blobs(source, child, out, depth + 1, seen)?;
             } else {
                 out.push(child.clone());
             }
@@ -189,7 +200,7 @@ fn check_required(
     let mut any = false;
     for img in images {
         let mut blobs = Vec::new();
-        graph_blobs(bundle, &img.root, &mut blobs, 0)?;
+        graph_blobs(bundle, &img.root, &mut blobs, 0, &mut HashSet::new())?;
         blobs.retain(|d| !bundle.carries(&d.digest));
         let mut seen = HashSet::new();
         blobs.retain(|d| seen.insert(d.digest.clone()));

@@ -81,6 +81,15 @@ impl Digest {
         })
     }
 
+    /// Whether `bytes` hash to this digest, in this digest's own algorithm;
+    /// an error naming the digest when imgsync cannot compute it (content
+    /// that cannot be checked is refused, never trusted).
+    pub fn matches(&self, bytes: &[u8]) -> Result<bool, Error> {
+        let mut h = self.hasher()?;
+        h.update(bytes);
+        Ok(h.finish() == *self)
+    }
+
     /// `sha256:abc…` shortened to 12 hex digits, for progress lines.
     pub fn short(&self) -> String {
         let enc = self.encoded();
@@ -188,5 +197,18 @@ mod tests {
     fn unknown_algorithm_cannot_be_verified() {
         let d = Digest::parse("blake9:abcd").unwrap();
         assert!(matches!(d.hasher(), Err(Error::Unsupported(_))));
+        assert!(matches!(d.matches(b""), Err(Error::Unsupported(_))));
+    }
+
+    #[test]
+    fn matches_checks_every_supported_algorithm() {
+        for alg in ["sha256", "sha512"] {
+            let mut h = DigestHasher::for_algorithm(alg).unwrap();
+            h.update(b"content");
+            let d = h.finish();
+            assert_eq!(d.algorithm(), alg);
+            assert!(d.matches(b"content").unwrap());
+            assert!(!d.matches(b"tampered").unwrap());
+        }
     }
 }

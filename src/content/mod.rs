@@ -26,3 +26,9 @@ pub use reference::Reference;
 /// Largest manifest, index or config accepted or produced (registries use
 /// the same limit).
 pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Most descriptors one image's graph may list, counting an index entry or
+/// a layer each time a distinct manifest lists it. Indexes that repeat
+/// their children level after level describe an exponential tree in a few
+/// kilobytes; walkers visit each distinct manifest once and stop here.
+pub const MAX_GRAPH_NODES: usize = 100_000;

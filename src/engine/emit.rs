@@ -1,7 +1,8 @@
 //! Emitting (sequential): write manifests children first, rewritten only
 //! where a conversion changed a child; the caller then names the images.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use super::Conversion;
 use super::convert::{self, Format};
@@ -22,18 +23,28 @@ pub(super) struct Emitter<'a> {
     /// Manifests this run rewrote: old digest → new descriptor, so that
     /// references to them (subjects, attestation annotations) follow.
     pub(super) renamed: HashMap<Digest, Descriptor>,
+    /// What each planned node became, by the node's address: a manifest
+    /// an image lists many times is one shared node, written once.
+    pub(super) emitted: HashMap<*const Node, Descriptor>,
 }
 
 impl Emitter<'_> {
     /// Did every blob of this image arrive?
     pub(super) fn complete(&self, node: &Node) -> bool {
+        self.complete_once(node, &mut HashSet::new())
+    }
+
+    /// `complete`, looking at each shared node once.
+    fn complete_once(&self, node: &Node, seen: &mut HashSet<*const Node>) -> bool {
         match node {
             Node::Blob { job } => self.outputs[*job].is_some(),
             Node::Manifest { config, layers, .. } => config
                 .iter()
                 .chain(layers)
                 .all(|id| self.outputs[*id].is_some()),
-            Node::Index { children, .. } => children.iter().all(|(_, c)| self.complete(c)),
+            Node::Index { children, .. } => children
+                .iter()
+                .all(|(_, c)| !seen.insert(Arc::as_ptr(c)) || self.complete_once(c, seen)),
         }
     }
 
@@ -121,8 +132,15 @@ impl Emitter<'_> {
                 let mut changed = *filtered || Format::of(*kind) != Some(format);
                 let mut out = Vec::new();
                 for (i, child) in children {
-                    let d = self.emit(child, label)?;
-                    let old = match child {
+                    let d = match self.emitted.get(&Arc::as_ptr(child)) {
+                        Some(d) => d.clone(),
+                        None => {
+                            let d = self.emit(child, label)?;
+                            self.emitted.insert(Arc::as_ptr(child), d.clone());
+                            d
+                        }
+                    };
+                    let old = match &**child {
                         Node::Index { src, .. } | Node::Manifest { src, .. } => &src.digest,
                         Node::Blob { job } => &self.jobs[*job].src.digest,
                     };

@@ -206,6 +206,7 @@ pub fn copy_images(
         progress,
         conversions: Vec::new(),
         renamed: HashMap::new(),
+        emitted: HashMap::new(),
     };
     for (plan, node) in plans.iter().zip(nodes) {
         let Some(node) = node else { continue };

@@ -10,7 +10,7 @@ use crate::content::config::ConfigView;
 use crate::content::manifest::is_manifest_media_type;
 use crate::content::media_type::{self, Compression};
 use crate::content::{
-    Descriptor, Digest, MAX_MANIFEST_BYTES, ManifestKind, ManifestView, Platform,
+    Descriptor, Digest, MAX_GRAPH_NODES, MAX_MANIFEST_BYTES, ManifestKind, ManifestView, Platform,
 };
 use crate::engine::progress::BlobOutcome;
 use crate::error::{Error, Result};
@@ -44,8 +44,9 @@ pub(super) enum Node {
         src: Descriptor,
         raw: Vec<u8>,
         kind: ManifestKind,
-        /// (position in the original list, child)
-        children: Vec<(usize, Node)>,
+        /// (position in the original list, child); a manifest listed
+        /// several times in the image is one shared node.
+        children: Vec<(usize, Arc<Node>)>,
         filtered: bool,
     },
     Manifest {
@@ -60,6 +61,31 @@ pub(super) enum Node {
     },
     /// Anything else an index lists: copied as an opaque blob.
     Blob { job: JobId },
+}
+
+/// Deepest nesting of indexes below a root.
+const MAX_DEPTH: usize = 8;
+
+/// What one image's walk has seen: each distinct manifest below the root is
+/// planned once (with the height of its subtree, so that the depth limit
+/// holds wherever it is listed again), and every descriptor is counted.
+#[derive(Default)]
+struct Walk {
+    planned: HashMap<Digest, (Arc<Node>, usize)>,
+    descriptors: usize,
+}
+
+impl Walk {
+    fn count(&mut self, n: usize, label: &str) -> Result<()> {
+        self.descriptors += n;
+        if self.descriptors > MAX_GRAPH_NODES {
+            return Err(Error::Format(format!(
+                "{label}: the image lists more than {MAX_GRAPH_NODES} manifests and blobs \
+                 (indexes repeating their children?)"
+            )));
+        }
+        Ok(())
+    }
 }
 
 pub(super) struct Planner<'a> {
@@ -123,7 +149,7 @@ impl<'a> Planner<'a> {
         Ok(id)
     }
 
-    pub(super) fn plan_image(&mut self, image: &SourceImage) -> Result<Node> {
+    pub(super) fn plan_image(&mut self, image: &SourceImage) -> Result<Arc<Node>> {
         self.synthesized = image.synthesized;
         let label = image.label();
         let platforms: Vec<Platform> =
@@ -132,9 +158,13 @@ impl<'a> Planner<'a> {
             } else {
                 self.opts.platforms.clone()
             };
-        self.plan_node(&image.root, &label, &platforms, 0, true)
+        let mut walk = Walk::default();
+        self.plan_node(&image.root, &label, &platforms, 0, true, &mut walk)
+            .map(|(node, _)| node)
     }
 
+    /// Plans the graph below `desc`; returns the node and the height of its
+    /// subtree (0 for a manifest).
     fn plan_node(
         &mut self,
         desc: &Descriptor,
@@ -142,12 +172,43 @@ impl<'a> Planner<'a> {
         platforms: &[Platform],
         depth: usize,
         root: bool,
-    ) -> Result<Node> {
-        if depth > 8 {
-            return Err(Error::Format(format!(
-                "{label}: indexes nested more than 8 deep (a loop?)"
-            )));
+        walk: &mut Walk,
+    ) -> Result<(Arc<Node>, usize)> {
+        let too_deep = || {
+            Error::Format(format!(
+                "{label}: indexes nested more than {MAX_DEPTH} deep (a loop?)"
+            ))
+        };
+        if depth > MAX_DEPTH {
+            return Err(too_deep());
         }
+        // Below the root, a manifest plans the same wherever it is listed.
+        if !root && let Some((node, height)) = walk.planned.get(&desc.digest) {
+            let (node, height) = (node.clone(), *height);
+            if depth + height > MAX_DEPTH {
+                return Err(too_deep());
+            }
+            // This descriptor must describe those bytes too.
+            self.fetch(desc, label)?;
+            return Ok((node, height));
+        }
+        let (node, height) = self.plan_new_node(desc, label, platforms, depth, root, walk)?;
+        if !root {
+            walk.planned
+                .insert(desc.digest.clone(), (node.clone(), height));
+        }
+        Ok((node, height))
+    }
+
+    fn plan_new_node(
+        &mut self,
+        desc: &Descriptor,
+        label: &str,
+        platforms: &[Platform],
+        depth: usize,
+        root: bool,
+        walk: &mut Walk,
+    ) -> Result<(Arc<Node>, usize)> {
         let raw = self.fetch(desc, label)?;
         let view = ManifestView::parse(&raw, Some(&desc.media_type))
             .map_err(|e| Error::Format(format!("{label}: manifest {}: {e}", desc.digest)))?;
@@ -163,12 +224,16 @@ impl<'a> Planner<'a> {
             )));
         }
         if !view.kind.is_index() {
-            return self.plan_manifest(src, raw, view, label, root);
+            walk.count(view.layers.len() + 1, label)?;
+            let node = self.plan_manifest(src, raw, view, label, root)?;
+            return Ok((Arc::new(node), 0));
         }
+        walk.count(view.manifests.len(), label)?;
         // An index: keep every child, or the ones for the wanted platforms.
         let single = root && platforms.len() == 1;
         let mut children = Vec::new();
         let mut filtered = false;
+        let mut height = 0;
         for (i, child) in view.manifests.iter().enumerate() {
             // An entry without a media type is a manifest if its bytes
             // read as one (media types were optional before OCI 1.0.2).
@@ -201,16 +266,17 @@ impl<'a> Planner<'a> {
                     foreign: false,
                     what: format!("{label}: index entry {}", child.digest),
                 })?;
-                children.push((i, Node::Blob { job }));
+                children.push((i, Arc::new(Node::Blob { job })));
                 continue;
             }
-            let node = self.plan_node(child, label, platforms, depth + 1, false)?;
-            if matches!(&node, Node::Index { children, .. } if children.is_empty()) {
+            let (node, h) = self.plan_node(child, label, platforms, depth + 1, false, walk)?;
+            height = height.max(h + 1);
+            if matches!(&*node, Node::Index { children, .. } if children.is_empty()) {
                 filtered = true;
                 continue;
             }
             if single {
-                return Ok(first_manifest(node));
+                return Ok((first_manifest(&node), height));
             }
             children.push((i, node));
         }
@@ -236,13 +302,16 @@ impl<'a> Planner<'a> {
                 }
             )));
         }
-        Ok(Node::Index {
-            src,
-            raw,
-            kind: view.kind,
-            children,
-            filtered,
-        })
+        Ok((
+            Arc::new(Node::Index {
+                src,
+                raw,
+                kind: view.kind,
+                children,
+                filtered,
+            }),
+            height,
+        ))
     }
 
     fn plan_manifest(
@@ -403,12 +472,12 @@ pub(super) fn single_manifest_config(
         .flatten()
 }
 
-fn first_manifest(node: Node) -> Node {
-    match node {
-        Node::Index { mut children, .. } if !children.is_empty() => {
-            first_manifest(children.remove(0).1)
-        }
-        other => other,
+/// The first manifest below `node` (a root planned for one platform is
+/// that platform's manifest, not an index of one entry).
+fn first_manifest(node: &Arc<Node>) -> Arc<Node> {
+    match &**node {
+        Node::Index { children, .. } if !children.is_empty() => first_manifest(&children[0].1),
+        _ => node.clone(),
     }
 }
 
@@ -432,3 +501,7 @@ fn verify_bytes(bytes: &[u8], desc: &Descriptor, what: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

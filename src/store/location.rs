@@ -26,6 +26,21 @@ pub enum Location {
 
 const TRANSPORTS: &str = "docker-archive:, oci:, oci-archive:, docker://";
 
+/// The `N` of `@N` in `location`: digits that may still overflow a `usize`
+/// (`@99999999999999999999`), which is a usage error, not a panic.
+fn image_index(location: &str, n: &str) -> Result<usize> {
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::Usage(format!(
+            "{location}: @{n} is not an image index (expected @0, @1, ...)"
+        )));
+    }
+    n.parse().map_err(|_| {
+        Error::Usage(format!(
+            "{location}: image index @{n} is too large (an archive holds far fewer images)"
+        ))
+    })
+}
+
 impl Location {
     pub fn parse(s: &str) -> Result<Location> {
         if let Some(rest) = s.strip_prefix("docker://") {
@@ -43,11 +58,7 @@ impl Location {
                 let selector = match sel {
                     None | Some("") => None,
                     Some(sel) => Some(match sel.strip_prefix('@') {
-                        Some(n) => Selector::Index(n.parse().map_err(|_| {
-                            Error::Usage(format!(
-                                "{s}: @{n} is not an image index (expected @0, @1, ...)"
-                            ))
-                        })?),
+                        Some(n) => Selector::Index(image_index(s, n)?),
                         None => Selector::Name(sel.to_string()),
                     }),
                 };
@@ -64,10 +75,7 @@ impl Location {
                                 && !n.is_empty()
                                 && !std::path::Path::new(&path).exists() =>
                         {
-                            (
-                                p.to_string(),
-                                Some(Selector::Index(n.parse().expect("digits"))),
-                            )
+                            (p.to_string(), Some(Selector::Index(image_index(s, n)?)))
                         }
                         (sel, _) => (path, sel),
                     };
@@ -214,5 +222,19 @@ mod tests {
         assert!(e.contains("not supported"), "{e}");
         assert!(Location::parse("docker-archive:").is_err());
         assert!(Location::parse("oci:x:@z").is_err());
+    }
+
+    #[test]
+    fn an_index_past_usize_is_a_usage_error() {
+        let huge = "99999999999999999999999999";
+        for loc in [
+            format!("docker-archive:missing.tar@{huge}"),
+            format!("docker-archive:missing.tar:@{huge}"),
+            format!("oci:layout:@{huge}"),
+        ] {
+            let e = Location::parse(&loc).unwrap_err();
+            assert!(matches!(e, Error::Usage(_)), "{loc}: {e}");
+            assert!(e.to_string().contains(huge), "{loc}: {e}");
+        }
     }
 }

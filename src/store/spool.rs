@@ -4,6 +4,11 @@
 //! | gzip`) or standard input cannot be read at random offsets, so it is
 //! decompressed once into a temporary file under `--tmpdir` and read from
 //! there. Temporary files are registered for removal on Ctrl-C.
+//!
+//! Spooling follows the tar's own headers and stops at its end marker (two
+//! zero blocks), so whatever a compressed stream holds after the archive is
+//! never decompressed; and an entry that would take the spool past
+//! [`max_spool`] is refused before any of it is written.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
@@ -78,7 +83,17 @@ fn spool(input: Box<dyn Read + Send>, what: &str, tmpdir: &Path) -> Result<Opene
         .map_err(|e| Error::path("create a temporary file in", tmpdir, e))?;
     register_cleanup(tmp.path());
     let (mut file, path) = tmp.into_parts();
-    io::copy(&mut decoded, &mut file).map_err(|e| {
+    let limit = max_spool()?;
+    let copied = copy_tar(&mut decoded, &mut file, limit, what);
+    let copied = match copied {
+        Err(Spool::Io(e)) => Err(e),
+        Err(Spool::Refused(e)) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        Ok(()) => Ok(()),
+    };
+    copied.map_err(|e| {
         let _ = std::fs::remove_file(&path);
         match e.kind() {
             io::ErrorKind::InvalidData
@@ -98,6 +113,146 @@ fn spool(input: Box<dyn Read + Send>, what: &str, tmpdir: &Path) -> Result<Opene
         file,
         spool: Some(path),
     })
+}
+
+/// The environment variable bounding what one archive may spool.
+pub const MAX_SPOOL_VAR: &str = "IMGSYNC_MAX_SPOOL";
+
+/// Default bound of one spool file: room for the largest images people
+/// ship, far below what a gzip or zstd bomb expands to.
+const DEFAULT_MAX_SPOOL: u64 = 64 << 30;
+
+/// Bytes one archive may spool: `IMGSYNC_MAX_SPOOL` (bytes, or with a K, M,
+/// G or T binary suffix), else 64 GiB.
+pub fn max_spool() -> Result<u64> {
+    let Ok(v) = std::env::var(MAX_SPOOL_VAR) else {
+        return Ok(DEFAULT_MAX_SPOOL);
+    };
+    parse_size(&v).ok_or_else(|| {
+        Error::Usage(format!(
+            "{MAX_SPOOL_VAR}={v:?} is not a size (bytes, or a number with K, M, G or T)"
+        ))
+    })
+}
+
+fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let (digits, shift) = match v.char_indices().last()? {
+        (i, 'K' | 'k') => (&v[..i], 10),
+        (i, 'M' | 'm') => (&v[..i], 20),
+        (i, 'G' | 'g') => (&v[..i], 30),
+        (i, 'T' | 't') => (&v[..i], 40),
+        _ => (v, 0),
+    };
+    let n: u64 = digits.parse().ok()?;
+    n.checked_mul(1u64 << shift)
+}
+
+const BLOCK: u64 = 512;
+/// Largest pax extended header read (they hold a few paths and numbers).
+const MAX_PAX_HEADER: u64 = 1 << 20;
+
+enum Spool {
+    /// Reading or writing failed (a corrupt stream, a full disk).
+    Io(io::Error),
+    /// The archive itself is refused.
+    Refused(Error),
+}
+
+impl From<io::Error> for Spool {
+    fn from(e: io::Error) -> Spool {
+        Spool::Io(e)
+    }
+}
+
+/// Copies the tar in `input` to `out`, header by header, up to and with its
+/// end marker. A stream that ends early is copied as it is (the tar reader
+/// then names what is missing).
+fn copy_tar(input: &mut dyn Read, out: &mut File, limit: u64, what: &str) -> Result<(), Spool> {
+    let mut written = 0u64;
+    let mut zero_blocks = 0;
+    let mut pax_size: Option<u64> = None;
+    let refused = |m: String| Spool::Refused(Error::Format(m));
+    loop {
+        let mut block = [0u8; BLOCK as usize];
+        let n = crate::store::io::read_full(input, &mut block)?;
+        out.write_all(&block[..n])?;
+        written += n as u64;
+        if n < block.len() {
+            return Ok(());
+        }
+        if block.iter().all(|&b| b == 0) {
+            zero_blocks += 1;
+            if zero_blocks == 2 {
+                return Ok(());
+            }
+            continue;
+        }
+        zero_blocks = 0;
+        let header_size = entry_size(&block).ok_or_else(|| {
+            refused(format!(
+                "{what}: not a tar archive (bad header at byte {})",
+                written - BLOCK
+            ))
+        })?;
+        let size = pax_size.take().unwrap_or(header_size);
+        let padded = size
+            .checked_next_multiple_of(BLOCK)
+            .filter(|p| written.checked_add(*p).is_some_and(|total| total <= limit))
+            .ok_or_else(|| {
+                refused(format!(
+                    "{what}: an entry of {size} bytes would take the spool past {limit} bytes \
+                     (set {MAX_SPOOL_VAR} to allow more)"
+                ))
+            })?;
+        if block[156] == b'x' {
+            if size > MAX_PAX_HEADER {
+                return Err(refused(format!(
+                    "{what}: a pax header of {size} bytes (over {MAX_PAX_HEADER})"
+                )));
+            }
+            let mut data = Vec::new();
+            input.take(padded).read_to_end(&mut data)?;
+            out.write_all(&data)?;
+            written += data.len() as u64;
+            pax_size = pax_record_size(&data[..data.len().min(size as usize)]);
+            continue;
+        }
+        let copied = io::copy(&mut input.take(padded), out)?;
+        written += copied;
+        if copied < padded {
+            return Ok(());
+        }
+    }
+}
+
+/// The size field of a tar header: octal digits, or GNU base-256.
+fn entry_size(header: &[u8; BLOCK as usize]) -> Option<u64> {
+    let field = &header[124..136];
+    if field[0] & 0x80 != 0 {
+        let mut n = u64::from(field[0] & 0x7f);
+        for &b in &field[1..] {
+            n = n.checked_mul(256)?.checked_add(u64::from(b))?;
+        }
+        return Some(n);
+    }
+    let text = std::str::from_utf8(field).ok()?;
+    let text = text.trim_matches(|c| c == ' ' || c == '\0');
+    if text.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(text, 8).ok()
+}
+
+/// The `size` record of a pax extended header (`LEN size=N\n`), which
+/// overrides the next entry's header for entries past 8 GiB.
+fn pax_record_size(data: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(data).ok()?;
+    text.lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, kv)| kv))
+        .filter_map(|kv| kv.strip_prefix("size="))
+        .next_back()
+        .and_then(|n| n.parse().ok())
 }
 
 impl Drop for OpenedArchive {

@@ -10,6 +10,7 @@ mod fixture_layouts;
 mod fixture_referrers;
 mod harness;
 mod hostile;
+mod hostile_input;
 mod hostile_registry;
 mod interop;
 mod own_archives;

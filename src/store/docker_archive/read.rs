@@ -9,7 +9,7 @@
 //! `LayerSources` when it matches or is computed. Compression is told by
 //! magic bytes, never by file names.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::content::config::ConfigView;
 use crate::content::media_type::{self, Compression, OCI_CONFIG, OCI_MANIFEST, Sniffed};
 use crate::content::{
-    Descriptor, Digest, DigestHasher, MAX_MANIFEST_BYTES, ManifestView, Reference,
+    Descriptor, Digest, DigestHasher, MAX_GRAPH_NODES, MAX_MANIFEST_BYTES, ManifestView, Reference,
 };
 use crate::error::{Error, Result};
 use crate::store::files::FileTree;
@@ -351,12 +351,25 @@ fn reach<F: FileTree>(layout: &LayoutSource<F>, root: &Descriptor) -> Reach {
         manifests: Vec::new(),
         complete: true,
     };
-    walk(layout, root, 0, &mut r);
+    let mut seen = HashSet::new();
+    walk(layout, root, 0, &mut r, &mut seen);
     r
 }
 
-fn walk<F: FileTree>(layout: &LayoutSource<F>, desc: &Descriptor, depth: usize, r: &mut Reach) {
-    let view = (depth <= 8)
+/// Visits each distinct manifest once (indexes may list a child many
+/// times, level after level); a graph past [`MAX_GRAPH_NODES`] counts as
+/// incomplete, and copying it is refused when it is planned.
+fn walk<F: FileTree>(
+    layout: &LayoutSource<F>,
+    desc: &Descriptor,
+    depth: usize,
+    r: &mut Reach,
+    seen: &mut HashSet<Digest>,
+) {
+    if !seen.insert(desc.digest.clone()) {
+        return;
+    }
+    let view = (depth <= 8 && seen.len() <= MAX_GRAPH_NODES)
         .then(|| layout.read_manifest(desc).ok())
         .flatten()
         .and_then(|b| ManifestView::parse(&b, Some(&desc.media_type)).ok());
@@ -366,7 +379,7 @@ fn walk<F: FileTree>(layout: &LayoutSource<F>, desc: &Descriptor, depth: usize, 
     };
     if view.kind.is_index() {
         for child in &view.manifests {
-            walk(layout, child, depth + 1, r);
+            walk(layout, child, depth + 1, r, seen);
         }
     } else if let Some(c) = view.config {
         r.manifests.push((c.digest, desc.clone()));
