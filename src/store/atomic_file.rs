@@ -18,6 +18,31 @@ pub fn destination_tempfile(dir: &Path, prefix: &str) -> io::Result<tempfile::Na
         .tempfile_in(dir)
 }
 
+/// A temporary file for a whole destination (an archive, a bundle volume)
+/// beside it, named `<prefix>…` and locked for as long as it is open, so
+/// that a later writer can tell it from the leftover of one killed before
+/// it could clean up. Those leftovers (unlocked files with the same prefix)
+/// are removed first. The directory is locked meanwhile, so no other
+/// writer sees the new file before it is locked; where the directory
+/// cannot be locked, nothing is reclaimed.
+pub fn locked_destination_tempfile(
+    dir: &Path,
+    prefix: &str,
+) -> io::Result<tempfile::NamedTempFile> {
+    let dir_lock = std::fs::File::open(dir).ok().filter(|d| d.lock().is_ok());
+    if dir_lock.is_some() {
+        crate::store::cleanup::reclaim_stale_files(dir, prefix);
+    }
+    let made = destination_tempfile(dir, prefix).and_then(|tmp| {
+        tmp.as_file().lock()?;
+        Ok(tmp)
+    });
+    if let Some(d) = dir_lock {
+        let _ = d.unlock();
+    }
+    made
+}
+
 /// Replaces `path` with `bytes` atomically (a temporary file beside it,
 /// then a rename), with the given permission bits.
 pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> crate::error::Result<()> {

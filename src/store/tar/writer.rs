@@ -78,9 +78,9 @@ impl ArchiveSink {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let tmp = crate::store::atomic_file::destination_tempfile(
+            let tmp = crate::store::atomic_file::locked_destination_tempfile(
                 &dir,
-                &format!(".{file_name}.imgsync-"),
+                &format!(".{file_name}.imgsync-partial-"),
             )
             .map_err(|e| Error::path("cannot write destination; create a file in", &dir, e))?;
             register_cleanup(tmp.path());
