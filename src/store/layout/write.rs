@@ -24,6 +24,7 @@ use crate::content::descriptor::{ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME
 use crate::content::media_type::OCI_INDEX;
 use crate::content::{Descriptor, MAX_MANIFEST_BYTES, RawManifest, Reference};
 use crate::error::{Error, Result};
+use crate::store::atomic_file::{publish, sync_dir};
 use crate::store::cleanup::{claim_dir, reclaim_stale_dirs, register_hook, unregister_hook};
 
 /// The name every writer's temporary directory in a layout starts with.
@@ -253,8 +254,9 @@ impl LayoutSink {
         let dir = dest.parent().expect("blob path has a parent");
         fs::create_dir_all(dir).map_err(|e| Error::path("create directory", dir, e))?;
         let existed = dest.exists();
-        file.persist(&dest)
-            .map_err(|e| Error::path("write blob", &dest, e.error))?;
+        // The blob's directory is synced once, at commit, before index.json
+        // names it.
+        publish(file, &dest)?;
         if !existed {
             self.undo.added.lock().unwrap().push(dest);
         }
@@ -268,12 +270,7 @@ impl LayoutSink {
             .map_err(|e| Error::path("write into", &self.tmp, e))?;
         tmp.write_all(bytes)
             .map_err(|e| Error::path("write", tmp.path(), e))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| Error::path("write", tmp.path(), e))?;
-        tmp.persist(&dest)
-            .map_err(|e| Error::path("write", &dest, e.error))?;
-        Ok(())
+        publish(tmp, &dest)
     }
 
     fn merge_index(&self, existing: Option<Vec<u8>>) -> Result<Vec<u8>> {
@@ -483,7 +480,12 @@ impl ImageSink for LayoutSink {
                 Err(e) => return Err(Error::path("read", &self.root.join(INDEX_FILE), e)),
             };
             let merged = self.merge_index(existing)?;
-            self.write_atomic(INDEX_FILE, &merged)
+            // Every blob's name is durable before index.json names it, and
+            // index.json's before the copy reports success.
+            sync_dir(&self.root.join("blobs/sha256"))?;
+            sync_dir(&self.root.join("blobs"))?;
+            self.write_atomic(INDEX_FILE, &merged)?;
+            sync_dir(&self.root)
         })();
         let _ = dir.unlock();
         unregister_hook(self.hook);

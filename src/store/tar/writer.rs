@@ -155,6 +155,14 @@ impl ArchiveSink {
     }
 }
 
+/// The directory a destination file is in.
+fn parent_dir(dest: &std::path::Path) -> &std::path::Path {
+    match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    }
+}
+
 /// The archive entry of a blob in an OCI layout.
 fn layout_entry(desc: &Descriptor) -> String {
     format!(
@@ -340,9 +348,9 @@ impl ImageSink for ArchiveSink {
         match self.target.lock().unwrap().take() {
             Some(Target::File { tmp, dest }) => {
                 let tmp_path = tmp.path().to_path_buf();
-                tmp.persist(&dest)
-                    .map_err(|e| Error::path("write", &dest, e.error))?;
+                crate::store::atomic_file::publish(tmp, &dest)?;
                 unregister_cleanup(&tmp_path);
+                crate::store::atomic_file::sync_dir(parent_dir(&dest))?;
             }
             Some(Target::Stdout) | None => {}
         }
