@@ -1,6 +1,7 @@
-//! Copies killed with SIGKILL part-way: the next copy completes and takes
-//! back what the killed one left. Kill points are found by polling what the
-//! copy has written (bounded loops, no sleeps).
+//! Copies killed with SIGKILL part-way: the destination stays as it was or
+//! is complete and verifiable, and the next copy completes and takes back
+//! what the killed one left. Kill points are found by polling what the copy
+//! has written (bounded loops, no sleeps).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -89,6 +90,22 @@ fn tmp_dirs(layout: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Blob files a copy into `layout` has written so far: in its temporary
+/// directory or published, beyond the `before` ones.
+fn blobs_written(layout: &Path, before: usize) -> usize {
+    let in_tmp: usize = tmp_dirs(layout)
+        .iter()
+        .map(|d| {
+            names_in(d)
+                .iter()
+                .filter(|n| n.starts_with(".blob-"))
+                .count()
+        })
+        .sum();
+    let published = names_in(&layout.join("blobs/sha256")).len();
+    in_tmp + published.saturating_sub(before)
+}
+
 /// Every blob file in the layout holds the bytes its name says, and every
 /// image index.json names verifies.
 fn assert_layout_sound(t: &TestDir, layout: &str) {
@@ -151,4 +168,75 @@ fn a_live_writers_temporary_directory_is_left_alone() {
     );
     drop(marker);
     assert_layout_sound(&t, "out");
+}
+
+#[test]
+fn copies_into_a_layout_killed_after_n_blobs_leave_it_sound() {
+    let t = TestDir::new();
+    sources(&t);
+    t.imgsync(&["copy", "docker-archive:small.tar", "oci:out:small"])
+        .ok();
+    let out = t.path("out");
+    let index_before = std::fs::read(out.join("index.json")).unwrap();
+    let blobs_before = names_in(&out.join("blobs/sha256")).len();
+    let mut kills = 0;
+    for n in [1, 4, LAYERS] {
+        let child = spawn(&t, &["copy", "docker-archive:big.tar", "oci:out:big"]);
+        kills += kill_when(child, || blobs_written(&out, blobs_before) >= n) as usize;
+        let index = std::fs::read(out.join("index.json")).unwrap();
+        if index != index_before {
+            assert_eq!(layout_refs(&out).len(), 2, "after a kill at blob {n}");
+        }
+        assert_layout_sound(&t, "out");
+    }
+    assert!(kills > 0, "every copy ended before it could be killed");
+
+    t.imgsync(&["copy", "docker-archive:big.tar", "oci:out:big"])
+        .ok();
+    assert!(tmp_dirs(&out).is_empty(), "{:?}", names_in(&out));
+    assert_eq!(layout_refs(&out).len(), 2);
+    assert_layout_sound(&t, "out");
+}
+
+#[test]
+fn copies_into_an_archive_killed_part_way_leave_the_old_one() {
+    let t = TestDir::new();
+    sources(&t);
+    t.imgsync(&["copy", "docker-archive:small.tar", "oci-archive:out.tar"])
+        .ok();
+    let before = std::fs::read(t.path("out.tar")).unwrap();
+    let partials = || -> Vec<PathBuf> {
+        names_in(t.dir.path())
+            .into_iter()
+            .filter(|n| n.starts_with(".out.tar.imgsync-"))
+            .map(|n| t.path(&n))
+            .collect()
+    };
+    let mut kills = 0;
+    for n in [1, 4, LAYERS] {
+        let child = spawn(
+            &t,
+            &["copy", "docker-archive:big.tar", "oci-archive:out.tar"],
+        );
+        // The archive grows as blobs go in: kill once n layers' worth is in.
+        let written = || {
+            partials()
+                .iter()
+                .filter_map(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len())
+                .sum::<u64>()
+        };
+        kills += kill_when(child, || written() >= (n * LAYER_BYTES) as u64) as usize;
+        let now = std::fs::read(t.path("out.tar")).unwrap();
+        if now != before {
+            // Only a complete archive may replace the old one.
+            t.imgsync(&["verify", "oci-archive:out.tar"]).ok();
+        }
+    }
+    assert!(kills > 0, "every copy ended before it could be killed");
+
+    t.imgsync(&["copy", "docker-archive:big.tar", "oci-archive:out.tar"])
+        .ok();
+    assert!(partials().is_empty(), "{:?}", t.entries());
+    t.imgsync(&["verify", "oci-archive:out.tar"]).ok();
 }
