@@ -18,8 +18,55 @@ pub fn destination_tempfile(dir: &Path, prefix: &str) -> io::Result<tempfile::Na
         .tempfile_in(dir)
 }
 
+/// A temporary file for a whole destination (an archive, a bundle volume)
+/// beside it, named `<prefix>…` and locked for as long as it is open, so
+/// that a later writer can tell it from the leftover of one killed before
+/// it could clean up. Those leftovers (unlocked files with the same prefix)
+/// are removed first. The directory is locked meanwhile, so no other
+/// writer sees the new file before it is locked; where the directory
+/// cannot be locked, nothing is reclaimed.
+pub fn locked_destination_tempfile(
+    dir: &Path,
+    prefix: &str,
+) -> io::Result<tempfile::NamedTempFile> {
+    let dir_lock = std::fs::File::open(dir).ok().filter(|d| d.lock().is_ok());
+    if dir_lock.is_some() {
+        crate::store::cleanup::reclaim_stale_files(dir, prefix);
+    }
+    let made = destination_tempfile(dir, prefix).and_then(|tmp| {
+        tmp.as_file().lock()?;
+        Ok(tmp)
+    });
+    if let Some(d) = dir_lock {
+        let _ = d.unlock();
+    }
+    made
+}
+
+/// Makes the names in `dir` durable: after a rename into it, the renamed
+/// file survives a power loss under its new name.
+pub fn sync_dir(dir: &Path) -> crate::error::Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::path("sync directory", dir, e))
+}
+
+/// Publishes a complete temporary file as `dest`: its data reaches the
+/// disk before the rename, so after a power loss `dest` is either the old
+/// file or the whole new one. The caller syncs `dest`'s directory after
+/// (once for several files, see [`sync_dir`]).
+pub fn publish(tmp: tempfile::NamedTempFile, dest: &Path) -> crate::error::Result<()> {
+    tmp.as_file()
+        .sync_data()
+        .map_err(|e| Error::path("write", tmp.path(), e))?;
+    tmp.persist(dest)
+        .map_err(|e| Error::path("write", dest, e.error))?;
+    Ok(())
+}
+
 /// Replaces `path` with `bytes` atomically (a temporary file beside it,
-/// then a rename), with the given permission bits.
+/// then a rename), with the given permission bits, durably (see
+/// [`publish`]).
 pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> crate::error::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let dir = path
@@ -34,7 +81,6 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> crate::error::
         .map_err(|e| Error::path("write into", dir, e))?;
     tmp.write_all(bytes)
         .map_err(|e| Error::path("write", path, e))?;
-    tmp.persist(path)
-        .map_err(|e| Error::path("write", path, e.error))?;
-    Ok(())
+    publish(tmp, path)?;
+    sync_dir(dir)
 }

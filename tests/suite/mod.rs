@@ -2,6 +2,7 @@ mod architecture;
 mod bad_input;
 mod bundle;
 mod copy_local;
+mod crash;
 mod credentials_file;
 mod faults;
 mod fixture_archives;

@@ -24,7 +24,7 @@ use super::manifest::{
 use crate::content::media_type::{OCI_INDEX, is_image_config};
 use crate::content::{Descriptor, Digest, DigestHasher, MAX_MANIFEST_BYTES, Platform, RawManifest};
 use crate::error::{Error, Result};
-use crate::store::atomic_file::destination_tempfile;
+use crate::store::atomic_file::{locked_destination_tempfile, publish, sync_dir};
 use crate::store::cleanup::{register_cleanup, unregister_cleanup};
 use crate::store::layout::{OCI_LAYOUT_CONTENT, index_bytes, merge_index_entries};
 use crate::store::tar::out::TarOut;
@@ -151,7 +151,8 @@ impl BundleSink {
     /// Opens the next volume (call with the volume list locked).
     fn new_volume(&self, volumes: &mut Vec<Arc<Mutex<Volume>>>) -> Result<Arc<Mutex<Volume>>> {
         let dir = self.dir();
-        let tmp = destination_tempfile(&dir, &format!(".{}.imgsync-", file_name(&self.out)))
+        let prefix = format!(".{}.imgsync-partial-", file_name(&self.out));
+        let tmp = locked_destination_tempfile(&dir, &prefix)
             .map_err(|e| Error::path("cannot write the bundle; create a file in", &dir, e))?;
         register_cleanup(tmp.path());
         let f = tmp
@@ -443,11 +444,11 @@ impl BundleSink {
                 self.out.clone()
             };
             let tmp_path = v.tmp.path().to_path_buf();
-            v.tmp
-                .persist(&dest)
-                .map_err(|e| Error::path("write", &dest, e.error))?;
+            publish(v.tmp, &dest)?;
             unregister_cleanup(&tmp_path);
         }
+        // One directory sync makes every volume's name durable.
+        sync_dir(&self.dir())?;
         if split {
             // Volumes of an earlier bundle written to the same name would be
             // taken for part of this one.

@@ -24,7 +24,11 @@ use crate::content::descriptor::{ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME
 use crate::content::media_type::OCI_INDEX;
 use crate::content::{Descriptor, MAX_MANIFEST_BYTES, RawManifest, Reference};
 use crate::error::{Error, Result};
-use crate::store::cleanup::{register_hook, unregister_hook};
+use crate::store::atomic_file::{publish, sync_dir};
+use crate::store::cleanup::{claim_dir, reclaim_stale_dirs, register_hook, unregister_hook};
+
+/// The name every writer's temporary directory in a layout starts with.
+pub const TMP_PREFIX: &str = ".imgsync-tmp-";
 use crate::store::{ImageName, ImageSink, SinkCaps};
 
 pub const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -33,6 +37,8 @@ pub struct LayoutSink {
     root: PathBuf,
     label: String,
     tmp: PathBuf,
+    /// The locked marker that tells other writers `tmp` is in use.
+    claim: Mutex<Option<File>>,
     undo: Arc<Undo>,
     hook: usize,
     /// Every blob the images of this run need, written or found present.
@@ -58,6 +64,7 @@ impl Undo {
         if dir.lock().is_err() {
             return;
         }
+        reclaim_stale_dirs(&self.root, TMP_PREFIX);
         // Under the lock no run commits: the blobs this run added go back,
         // except those an image named in index.json already uses (a run
         // that committed meanwhile). A run still writing that counted on one
@@ -98,6 +105,32 @@ impl Undo {
         }
         let _ = dir.unlock();
     }
+}
+
+/// Creates this run's temporary directory in the layout at `root`, and
+/// takes back those of writers killed before they could (SIGKILL, power
+/// loss). Both happen with the layout locked, so no reclaimer sees a new
+/// directory before its marker is locked.
+fn make_tmp_dir(root: &Path) -> Result<(PathBuf, File)> {
+    let dir = File::open(root).map_err(|e| Error::path("open", root, e))?;
+    dir.lock().map_err(|e| Error::path("lock", root, e))?;
+    let made = (|| {
+        reclaim_stale_dirs(root, TMP_PREFIX);
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("{TMP_PREFIX}{}-", std::process::id()))
+            .tempdir_in(root)
+            .map_err(|e| Error::path("write into", root, e))?
+            .keep();
+        match claim_dir(&tmp) {
+            Ok(claim) => Ok((tmp, claim)),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                Err(Error::path("write into", &tmp, e))
+            }
+        }
+    })();
+    let _ = dir.unlock();
+    made
 }
 
 /// The encoded digests of every blob reachable from `index.json` (through
@@ -164,7 +197,7 @@ impl LayoutSink {
                 let foreign = fs::read_dir(root)
                     .map_err(|e| Error::path("read directory", root, e))?
                     .filter_map(|e| e.ok())
-                    .any(|e| !e.file_name().to_string_lossy().starts_with(".imgsync-tmp-"));
+                    .any(|e| !e.file_name().to_string_lossy().starts_with(TMP_PREFIX));
                 // Another writer may have claimed it as a layout meanwhile.
                 if foreign && !root.join(OCI_LAYOUT_FILE).exists() {
                     return Err(Error::Usage(format!(
@@ -187,11 +220,7 @@ impl LayoutSink {
             fs::create_dir_all(root).map_err(|e| Error::path("create directory", root, e))?;
         }
         let created_root = !existed;
-        let tmp = tempfile::Builder::new()
-            .prefix(".imgsync-tmp-")
-            .tempdir_in(root)
-            .map_err(|e| Error::path("write into", root, e))?
-            .keep();
+        let (tmp, claim) = make_tmp_dir(root)?;
         let undo = Arc::new(Undo {
             root: root.to_path_buf(),
             tmp: tmp.clone(),
@@ -205,6 +234,7 @@ impl LayoutSink {
             root: root.to_path_buf(),
             label,
             tmp,
+            claim: Mutex::new(Some(claim)),
             undo,
             hook,
             relied: Mutex::new(Vec::new()),
@@ -224,8 +254,9 @@ impl LayoutSink {
         let dir = dest.parent().expect("blob path has a parent");
         fs::create_dir_all(dir).map_err(|e| Error::path("create directory", dir, e))?;
         let existed = dest.exists();
-        file.persist(&dest)
-            .map_err(|e| Error::path("write blob", &dest, e.error))?;
+        // The blob's directory is synced once, at commit, before index.json
+        // names it.
+        publish(file, &dest)?;
         if !existed {
             self.undo.added.lock().unwrap().push(dest);
         }
@@ -239,12 +270,7 @@ impl LayoutSink {
             .map_err(|e| Error::path("write into", &self.tmp, e))?;
         tmp.write_all(bytes)
             .map_err(|e| Error::path("write", tmp.path(), e))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| Error::path("write", tmp.path(), e))?;
-        tmp.persist(&dest)
-            .map_err(|e| Error::path("write", &dest, e.error))?;
-        Ok(())
+        publish(tmp, &dest)
     }
 
     fn merge_index(&self, existing: Option<Vec<u8>>) -> Result<Vec<u8>> {
@@ -454,11 +480,17 @@ impl ImageSink for LayoutSink {
                 Err(e) => return Err(Error::path("read", &self.root.join(INDEX_FILE), e)),
             };
             let merged = self.merge_index(existing)?;
-            self.write_atomic(INDEX_FILE, &merged)
+            // Every blob's name is durable before index.json names it, and
+            // index.json's before the copy reports success.
+            sync_dir(&self.root.join("blobs/sha256"))?;
+            sync_dir(&self.root.join("blobs"))?;
+            self.write_atomic(INDEX_FILE, &merged)?;
+            sync_dir(&self.root)
         })();
         let _ = dir.unlock();
         unregister_hook(self.hook);
         let _ = fs::remove_dir_all(&self.tmp);
+        self.claim.lock().unwrap().take();
         result
     }
 

@@ -78,9 +78,9 @@ impl ArchiveSink {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let tmp = crate::store::atomic_file::destination_tempfile(
+            let tmp = crate::store::atomic_file::locked_destination_tempfile(
                 &dir,
-                &format!(".{file_name}.imgsync-"),
+                &format!(".{file_name}.imgsync-partial-"),
             )
             .map_err(|e| Error::path("cannot write destination; create a file in", &dir, e))?;
             register_cleanup(tmp.path());
@@ -152,6 +152,14 @@ impl ArchiveSink {
             self.flavor == Flavor::DockerLegacy,
             None,
         )
+    }
+}
+
+/// The directory a destination file is in.
+fn parent_dir(dest: &std::path::Path) -> &std::path::Path {
+    match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
     }
 }
 
@@ -340,9 +348,9 @@ impl ImageSink for ArchiveSink {
         match self.target.lock().unwrap().take() {
             Some(Target::File { tmp, dest }) => {
                 let tmp_path = tmp.path().to_path_buf();
-                tmp.persist(&dest)
-                    .map_err(|e| Error::path("write", &dest, e.error))?;
+                crate::store::atomic_file::publish(tmp, &dest)?;
                 unregister_cleanup(&tmp_path);
+                crate::store::atomic_file::sync_dir(parent_dir(&dest))?;
             }
             Some(Target::Stdout) | None => {}
         }
