@@ -21,12 +21,12 @@ pub use report::{Action, ImageReport, RunReport};
 
 use crate::engine::progress::{Notice, Progress};
 use crate::error::{Error, ErrorClass, Result};
+use crate::store::ImageSource;
 use crate::store::layout::Selector;
 use crate::store::location::Location;
 use crate::store::open::{DestinationOptions, DockerFormat, open_destination};
 use crate::store::registry::ClientPool;
 use crate::store::registry::{MountIndex, RegistrySink, RegistrySource};
-use crate::store::ImageSource;
 
 /// Plans a run: every image the config selects (this shard of it), each
 /// marked up to date or to copy.
