@@ -18,6 +18,9 @@
 //!   progress sink. A verb calls the engine and the stores, never another
 //!   verb.
 //!
+//! - [`fuzz`]: every parser of outside input, as fuzz entry points (on top
+//!   of the library, beside `commands`).
+//!
 //! The binary adds `cli` on top: argument parsing and the only printer.
 //! [`error`] is shared by every layer.
 #![forbid(unsafe_code)]
@@ -26,6 +29,8 @@ pub mod commands;
 pub mod content;
 pub mod engine;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod store;
 
 pub use error::{Error, ErrorClass, Result};

@@ -9,6 +9,7 @@ mod fixture_archives;
 mod fixture_checks;
 mod fixture_layouts;
 mod fixture_referrers;
+mod fuzz_corpus;
 mod harness;
 mod hostile;
 mod hostile_input;

@@ -38,7 +38,7 @@ pub struct DockerArchiveSource {
 }
 
 /// One `manifest.json` entry, read case-insensitively (Go decoders are).
-struct Entry {
+pub(crate) struct Entry {
     config: String,
     repo_tags: Vec<String>,
     layers: Vec<String>,
@@ -52,7 +52,7 @@ fn field<'a>(obj: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a 
         .filter(|v| !v.is_null())
 }
 
-fn parse_manifest_json(bytes: &[u8], what: &str) -> Result<Vec<Entry>> {
+pub(crate) fn parse_manifest_json(bytes: &[u8], what: &str) -> Result<Vec<Entry>> {
     let doc: Value = serde_json::from_slice(bytes)
         .map_err(|e| Error::Format(format!("{what}: manifest.json is not valid JSON: {e}")))?;
     let list = match doc {

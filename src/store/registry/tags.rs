@@ -33,7 +33,7 @@ impl ListedNames {
 }
 
 /// The `next` target of a `Link` header, if any.
-pub(crate) fn next_link(value: &str) -> Option<String> {
+pub fn next_link(value: &str) -> Option<String> {
     value.split(',').find_map(|part| {
         let (url, params) = part.split_once(';')?;
         params
