@@ -14,9 +14,12 @@ use crate::content::config::ConfigView;
 use crate::content::manifest::ManifestView;
 use crate::content::{Digest, Platform, Reference, media_type};
 
+/// A fuzz entry point.
+pub type Target = fn(&[u8]);
+
 /// The targets, by name (the name of the corpus folder and the fuzz
 /// target).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("reference", reference),
     ("digest", digest),
     ("platform", platform),
