@@ -51,9 +51,9 @@ pub struct Item {
 }
 
 impl Item {
-    /// An item standing for a name the source listed that is not valid.
-    fn rejected(entry: &Entry, source: Reference, why: String) -> Item {
-        let target = target_for(entry, &source, None);
+    /// An image an entry selects, not yet checked against its target.
+    fn new(entry: &Entry, source: Reference, relative: Option<&str>) -> Item {
+        let target = target_for(entry, &source, relative);
         Item {
             entry: entry.index,
             source,
@@ -62,7 +62,15 @@ impl Item {
             source_digest: None,
             up_to_date: false,
             retag: false,
+            rejected: None,
+        }
+    }
+
+    /// An item standing for a name the source listed that is not valid.
+    fn rejected(entry: &Entry, source: Reference, why: String) -> Item {
+        Item {
             rejected: Some(why),
+            ..Item::new(entry, source, None)
         }
     }
 }
@@ -165,17 +173,7 @@ pub fn expand(config: &Config, opts: &SyncOptions, clients: &ClientPool) -> Resu
     let mut items = Vec::new();
     for entry in &config.entries {
         let mut add = |source: Reference, relative: Option<&str>| {
-            let target = target_for(entry, &source, relative);
-            items.push(Item {
-                entry: entry.index,
-                source,
-                target,
-                platforms: entry.platforms.clone(),
-                source_digest: None,
-                up_to_date: false,
-                retag: false,
-                rejected: None,
-            });
+            items.push(Item::new(entry, source, relative));
         };
         let mut rejected = Vec::new();
         match &entry.source {
