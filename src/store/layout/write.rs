@@ -29,6 +29,21 @@ use crate::store::cleanup::{claim_dir, reclaim_stale_dirs, register_hook, unregi
 
 /// The name every writer's temporary directory in a layout starts with.
 pub const TMP_PREFIX: &str = ".imgsync-tmp-";
+/// A temporary directory being set up (see `make_tmp_dir`).
+const STAGING_PREFIX: &str = ".imgsync-new-";
+
+/// Removes staging directories: one can only be seen under the layout lock
+/// after its writer died setting it up.
+fn reclaim_staging_dirs(root: &Path) {
+    let Ok(rd) = fs::read_dir(root) else {
+        return;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        if e.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
 use crate::store::{ImageName, ImageSink, SinkCaps};
 
 pub const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -109,25 +124,41 @@ impl Undo {
 
 /// Creates this run's temporary directory in the layout at `root`, and
 /// takes back those of writers killed before they could (SIGKILL, power
-/// loss). Both happen with the layout locked, so no reclaimer sees a new
-/// directory before its marker is locked.
+/// loss). Both happen with the layout locked. The directory is made under a
+/// staging name, its marker locked, and only then renamed to its
+/// `TMP_PREFIX` name: a writer killed in between leaves a staging
+/// directory, which (being made only under the lock) is dead whenever a
+/// later writer holding the lock sees one, never a marker-less
+/// `TMP_PREFIX` directory that would look like an older imgsync's.
 fn make_tmp_dir(root: &Path) -> Result<(PathBuf, File)> {
     let dir = File::open(root).map_err(|e| Error::path("open", root, e))?;
     dir.lock().map_err(|e| Error::path("lock", root, e))?;
     let made = (|| {
         reclaim_stale_dirs(root, TMP_PREFIX);
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!("{TMP_PREFIX}{}-", std::process::id()))
+        reclaim_staging_dirs(root);
+        let staging = tempfile::Builder::new()
+            .prefix(STAGING_PREFIX)
             .tempdir_in(root)
             .map_err(|e| Error::path("write into", root, e))?
             .keep();
-        match claim_dir(&tmp) {
-            Ok(claim) => Ok((tmp, claim)),
-            Err(e) => {
-                let _ = fs::remove_dir_all(&tmp);
-                Err(Error::path("write into", &tmp, e))
-            }
-        }
+        let claimed = claim_dir(&staging).and_then(|claim| {
+            let suffix = staging
+                .file_name()
+                .map(|n| {
+                    n.to_string_lossy()
+                        .trim_start_matches(STAGING_PREFIX)
+                        .to_string()
+                })
+                .unwrap_or_default();
+            let tmp = root.join(format!("{TMP_PREFIX}{}-{suffix}", std::process::id()));
+            // The marker's lock stays with the open file across the rename.
+            fs::rename(&staging, &tmp)?;
+            Ok((tmp, claim))
+        });
+        claimed.map_err(|e| {
+            let _ = fs::remove_dir_all(&staging);
+            Error::path("write into", &staging, e)
+        })
     })();
     let _ = dir.unlock();
     made
