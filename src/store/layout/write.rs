@@ -103,8 +103,11 @@ impl Undo {
             .unwrap_or_else(|e| e.into_inner());
         let others_writing = fs::read_dir(&self.root)
             .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .any(|e| e.file_name().to_string_lossy().starts_with(".imgsync-tmp-"))
+                rd.filter_map(|e| e.ok()).any(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    name.starts_with(TMP_PREFIX) || name.starts_with(STAGING_PREFIX)
+                })
             })
             .unwrap_or(true);
         let blobs_left = fs::read_dir(self.root.join("blobs/sha256"))
@@ -228,7 +231,11 @@ impl LayoutSink {
                 let foreign = fs::read_dir(root)
                     .map_err(|e| Error::path("read directory", root, e))?
                     .filter_map(|e| e.ok())
-                    .any(|e| !e.file_name().to_string_lossy().starts_with(TMP_PREFIX));
+                    .any(|e| {
+                        let name = e.file_name();
+                        let name = name.to_string_lossy();
+                        !name.starts_with(TMP_PREFIX) && !name.starts_with(STAGING_PREFIX)
+                    });
                 // Another writer may have claimed it as a layout meanwhile.
                 if foreign && !root.join(OCI_LAYOUT_FILE).exists() {
                     return Err(Error::Usage(format!(
