@@ -268,11 +268,7 @@ impl Error {
 }
 
 fn unwrap_inner(e: io::Error) -> std::result::Result<Error, io::Error> {
-    if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
-        let inner = e.into_inner().expect("checked above");
-        return Ok(*inner.downcast::<Error>().expect("checked above"));
-    }
-    Err(e)
+    e.downcast::<Error>()
 }
 
 impl From<Error> for io::Error {

@@ -93,7 +93,10 @@ pub fn load(args: &LoadArgs, progress: &dyn Progress) -> Result<CopyReport> {
         Opened::Bundle(b) => b,
         Opened::NotABundle => {
             // A plain archive: load it as `copy` would.
-            let path = args.files[0].display().to_string();
+            let [first, ..] = args.files.as_slice() else {
+                return Err(Error::Usage("give the bundle file or its volumes".into()));
+            };
+            let path = first.display().to_string();
             let ctx = Context {
                 tmpdir: &args.options.tmpdir,
                 pool: &pool,

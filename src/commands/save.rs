@@ -172,7 +172,12 @@ pub fn save(args: &SaveArgs, progress: &dyn Progress) -> Result<SaveReport> {
         sink.abort();
         return Err(e);
     }
-    let manifest = sink.manifest().expect("a committed bundle has a manifest");
+    let manifest = sink.manifest().ok_or_else(|| {
+        Error::Integrity(format!(
+            "{}: the bundle was committed without its manifest",
+            args.out.display()
+        ))
+    })?;
     if let Some(p) = &args.manifest_out {
         crate::store::atomic_file::write_file_atomic(p, &manifest.to_bytes(), 0o644)?;
     }

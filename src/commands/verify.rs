@@ -112,9 +112,12 @@ pub fn bundle(
     let bundle = match Bundle::open(files, &options.tmpdir)? {
         Opened::Bundle(b) => b,
         Opened::NotABundle => {
+            let [first, ..] = files else {
+                return Err(Error::Usage("give the bundle file or its volumes".into()));
+            };
             return Err(Error::Format(format!(
                 "{} is not an imgsync bundle; to verify a plain archive give docker-archive:{0} or oci-archive:{0}",
-                files[0].display()
+                first.display()
             )));
         }
     };

@@ -45,7 +45,7 @@ impl Compression {
         if head.starts_with(&[0x1f, 0x8b, 0x08]) {
             Sniffed::Known(Compression::Gzip)
         } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-            || (head.len() >= 4 && head[0] & 0xf0 == 0x50 && head[1..4] == [0x2a, 0x4d, 0x18])
+            || matches!(head, [m, 0x2a, 0x4d, 0x18, ..] if m & 0xf0 == 0x50)
         {
             Sniffed::Known(Compression::Zstd)
         } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {

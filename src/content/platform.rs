@@ -34,15 +34,20 @@ impl Platform {
     /// Parses `os/arch[/variant]`, as `--platform` takes it.
     pub fn parse(s: &str) -> Result<Platform, Error> {
         let parts: Vec<&str> = s.split('/').collect();
-        if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {
+        let (os, architecture, variant) = match *parts.as_slice() {
+            [os, arch] => (os, arch, None),
+            [os, arch, variant] => (os, arch, Some(variant)),
+            _ => ("", "", None),
+        };
+        if os.is_empty() || architecture.is_empty() || variant.is_some_and(str::is_empty) {
             return Err(Error::Usage(format!(
                 "invalid platform {s:?}: expected os/arch[/variant], e.g. linux/arm64"
             )));
         }
         Ok(Platform {
-            os: parts[0].to_string(),
-            architecture: parts[1].to_string(),
-            variant: parts.get(2).map(|v| v.to_string()),
+            os: os.to_string(),
+            architecture: architecture.to_string(),
+            variant: variant.map(str::to_string),
             os_version: None,
             os_features: None,
             features: None,

@@ -138,9 +138,9 @@ impl fmt::Display for Reference {
 
 pub fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+    b.len() <= 128
+        && b.first()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
@@ -189,20 +189,22 @@ fn valid_domain(d: &str) -> bool {
 fn valid_path_component(c: &str) -> bool {
     // alpha-numeric (separator alpha-numeric)*, separator = [_.] | __ | -+
     let b = c.as_bytes();
-    if b.is_empty() || !b[0].is_ascii_alphanumeric() || !b[b.len() - 1].is_ascii_alphanumeric() {
+    if !b.first().is_some_and(u8::is_ascii_alphanumeric)
+        || !b.last().is_some_and(u8::is_ascii_alphanumeric)
+    {
         return false;
     }
     let mut i = 0;
-    while i < b.len() {
-        if b[i].is_ascii_lowercase() || b[i].is_ascii_digit() {
+    while let Some(&at) = b.get(i) {
+        if at.is_ascii_lowercase() || at.is_ascii_digit() {
             i += 1;
             continue;
         }
         let start = i;
-        while i < b.len() && matches!(b[i], b'_' | b'.' | b'-') {
+        while b.get(i).is_some_and(|x| matches!(x, b'_' | b'.' | b'-')) {
             i += 1;
         }
-        let sep = &c[start..i];
+        let sep = c.get(start..i).unwrap_or_default();
         let ok = sep == "_"
             || sep == "."
             || sep == "__"

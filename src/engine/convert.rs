@@ -44,6 +44,9 @@ fn parse(raw: &[u8]) -> Result<serde_json::Map<String, Value>> {
 }
 
 fn finish(doc: serde_json::Map<String, Value>, kind: ManifestKind) -> RawManifest {
+    // Writing to a Vec fails only on a map key that is not a string, which
+    // a `Value` cannot hold.
+    #[allow(clippy::expect_used, reason = "a serde_json Value always serialises")]
     let bytes = serde_json::to_vec(&Value::Object(doc)).expect("JSON values serialise");
     RawManifest::new(bytes, kind.media_type())
 }

@@ -37,24 +37,39 @@ impl Emitter<'_> {
     /// `complete`, looking at each shared node once.
     fn complete_once(&self, node: &Node, seen: &mut HashSet<*const Node>) -> bool {
         match node {
-            Node::Blob { job } => self.outputs[*job].is_some(),
-            Node::Manifest { config, layers, .. } => config
-                .iter()
-                .chain(layers)
-                .all(|id| self.outputs[*id].is_some()),
+            Node::Blob { job } => self.arrived(*job),
+            Node::Manifest { config, layers, .. } => {
+                config.iter().chain(layers).all(|id| self.arrived(*id))
+            }
             Node::Index { children, .. } => children
                 .iter()
                 .all(|(_, c)| !seen.insert(Arc::as_ptr(c)) || self.complete_once(c, seen)),
         }
     }
 
+    fn arrived(&self, id: JobId) -> bool {
+        self.outputs.get(id).is_some_and(Option::is_some)
+    }
+
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "job ids come from the planner that built `jobs`"
+    )]
+    fn job(&self, id: JobId) -> &Job {
+        &self.jobs[id]
+    }
+
     fn output(&self, id: JobId) -> Result<&JobOutput> {
-        self.outputs[id].as_ref().ok_or_else(|| {
-            Error::Integrity(format!(
-                "{}: blob {} was not copied",
-                self.jobs[id].what, self.jobs[id].src.digest
-            ))
-        })
+        self.outputs
+            .get(id)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| {
+                let job = self.job(id);
+                Error::Integrity(format!(
+                    "{}: blob {} was not copied",
+                    job.what, job.src.digest
+                ))
+            })
     }
 
     pub(super) fn emit(&mut self, node: &Node, label: &str) -> Result<Descriptor> {
@@ -70,7 +85,13 @@ impl Emitter<'_> {
                 layers,
             } => {
                 let _ = config.map(|c| self.output(c)).transpose()?;
-                let own = Format::of(*kind).expect("schema1 is refused when planning");
+                // The planner refuses schema 1, the one kind without a format.
+                let own = Format::of(*kind).ok_or_else(|| {
+                    Error::Unsupported(format!(
+                        "{label}: {} is a Docker schema 1 manifest, which imgsync does not copy",
+                        src.digest
+                    ))
+                })?;
                 // Artifacts keep their media types: only images convert.
                 let format = if *image {
                     self.format.unwrap_or(own)
@@ -84,7 +105,7 @@ impl Emitter<'_> {
                 for &id in layers {
                     let out = self.output(id)?;
                     let mut desc = out.desc.clone();
-                    let transcoded = desc.digest != self.jobs[id].src.digest;
+                    let transcoded = desc.digest != self.job(id).src.digest;
                     changed |= transcoded;
                     if format != own && media_type::layer_type(&desc.media_type).is_some() {
                         let mt = convert::layer_media_type_for(&desc, format)?;
@@ -125,10 +146,12 @@ impl Emitter<'_> {
                 children,
                 filtered,
             } => {
-                let format = self
-                    .format
-                    .or(Format::of(*kind))
-                    .expect("indexes have a format");
+                let format = self.format.or(Format::of(*kind)).ok_or_else(|| {
+                    Error::Unsupported(format!(
+                        "{label}: {} is a Docker schema 1 manifest, which imgsync does not copy",
+                        src.digest
+                    ))
+                })?;
                 let mut changed = *filtered || Format::of(*kind) != Some(format);
                 let mut out = Vec::new();
                 for (i, child) in children {
@@ -142,7 +165,7 @@ impl Emitter<'_> {
                     };
                     let old = match &**child {
                         Node::Index { src, .. } | Node::Manifest { src, .. } => &src.digest,
-                        Node::Blob { job } => &self.jobs[*job].src.digest,
+                        Node::Blob { job } => &self.job(*job).src.digest,
                     };
                     changed |= &d.digest != old;
                     out.push((*i, d));

@@ -159,7 +159,7 @@ pub fn copy_images(
         || caps.wants_uncompressed
         || caps.single_platform;
     let mut up_to_date = vec![false; plans.len()];
-    for (k, plan) in plans.iter().enumerate() {
+    for (plan, fresh) in plans.iter().zip(up_to_date.iter_mut()) {
         if converting || opts.keep_going {
             break;
         }
@@ -167,11 +167,11 @@ pub fn copy_images(
         // with the same config there is the same image.
         let config = single_manifest_config(source, &plan.image.root);
         if sink.has_image(&plan.image.root, config.as_ref(), &plan.names)? {
-            up_to_date[k] = true;
+            *fresh = true;
         }
     }
-    for (k, plan) in plans.iter().enumerate() {
-        if up_to_date[k] {
+    for (plan, fresh) in plans.iter().zip(&up_to_date) {
+        if *fresh {
             nodes.push(None);
             progress.image_done(
                 &format!("{} (up to date)", plan.image.label()),

@@ -255,19 +255,25 @@ impl<W: Write, C: PieceCodec> Pieces<W, C> {
     /// from the budget, else this stream's own oldest piece once written,
     /// else the next slot any stream gives back.
     fn piece(&mut self) -> io::Result<&mut Vec<u8>> {
-        if self.piece.is_none() {
-            let slot = loop {
-                if let Some(slot) = self.budget.try_take() {
-                    break slot;
-                }
-                match self.in_flight.is_empty() {
-                    false => self.write_oldest()?,
-                    true => break self.budget.take(),
-                }
-            };
-            self.piece = Some(slot);
+        let slot = match self.piece.take() {
+            Some(slot) => slot,
+            None => self.new_slot()?,
+        };
+        Ok(&mut self.piece.insert(slot).input)
+    }
+
+    /// A slot for the next piece: from the budget, else this stream's own
+    /// oldest piece once written, else the next slot any stream gives back.
+    fn new_slot(&mut self) -> io::Result<Slot> {
+        loop {
+            if let Some(slot) = self.budget.try_take() {
+                return Ok(slot);
+            }
+            match self.in_flight.is_empty() {
+                false => self.write_oldest()?,
+                true => return Ok(self.budget.take()),
+            }
         }
-        Ok(&mut self.piece.as_mut().expect("just set").input)
     }
 
     /// Hands the filled piece to the pool.
@@ -275,13 +281,19 @@ impl<W: Write, C: PieceCodec> Pieces<W, C> {
         while self.in_flight.len() >= in_flight_limit() {
             self.write_oldest()?;
         }
-        self.piece()?;
-        let mut slot = self.piece.take().expect("taken above");
+        let mut slot = match self.piece.take() {
+            Some(slot) => slot,
+            None => self.new_slot()?,
+        };
         let len = std::mem::take(&mut self.filled);
         let codec = self.codec;
         let (reply, result) = sync_channel(1);
         let task: Task = Box::new(move || {
             let mut output = std::mem::take(&mut slot.output);
+            #[allow(
+                clippy::indexing_slicing,
+                reason = "the fill mark never passes the piece size, every input's length"
+            )]
             let done = codec.compress(&slot.input[..len], &mut output).map(|()| {
                 slot.output = output;
                 slot
@@ -312,6 +324,10 @@ impl<W: Write, C: PieceCodec> Pieces<W, C> {
     fn take(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = (C::PIECE - self.filled).min(data.len());
         let filled = self.filled;
+        #[allow(
+            clippy::indexing_slicing,
+            reason = "`n` fits `data` and the room left in the piece"
+        )]
         self.piece()?[filled..filled + n].copy_from_slice(&data[..n]);
         self.filled += n;
         if self.filled == C::PIECE {
@@ -326,6 +342,10 @@ impl<W: Write, C: PieceCodec> Pieces<W, C> {
         loop {
             let room = C::PIECE - self.filled;
             let filled = self.filled;
+            #[allow(
+                clippy::indexing_slicing,
+                reason = "the fill mark never passes the piece size, every input's length"
+            )]
             let got = read_some(r, &mut self.piece()?[filled..])?;
             if got > room {
                 // A broken reader must not move the fill mark past the piece.

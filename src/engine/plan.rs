@@ -121,9 +121,10 @@ impl<'a> Planner<'a> {
 
     fn job(&mut self, job: Job) -> Result<JobId> {
         let key = (job.src.digest.clone(), job.transcode);
-        if let Some(&id) = self.by_key.get(&key) {
+        if let Some(&id) = self.by_key.get(&key)
+            && let Some(first) = self.jobs.get_mut(id)
+        {
             // The same blob described again: every description must agree.
-            let first = &self.jobs[id];
             if first.src.size != job.src.size {
                 return Err(Error::Integrity(format!(
                     "{}: descriptor says {} bytes, but {} says {}",
@@ -139,7 +140,7 @@ impl<'a> Planner<'a> {
                 )));
             }
             if first.diff_id.is_none() && job.diff_id.is_some() {
-                self.jobs[id].diff_id = job.diff_id;
+                first.diff_id = job.diff_id;
             }
             return Ok(id);
         }
@@ -393,7 +394,8 @@ impl<'a> Planner<'a> {
         let mut layers = Vec::new();
         for (i, layer) in view.layers.iter().enumerate() {
             let lt = media_type::layer_type(&layer.media_type);
-            let diff_id = diff_ids.as_ref().map(|ids| ids[i].clone());
+            // Checked above: as many DiffIDs as layers.
+            let diff_id = diff_ids.as_ref().and_then(|ids| ids.get(i).cloned());
             let current = lt.map(|t| t.compression);
             // Artifacts (attestations, charts) are copied as they are.
             let wanted = match (current, lt.is_some_and(|t| t.foreign)) {
@@ -476,7 +478,10 @@ pub(super) fn single_manifest_config(
 /// that platform's manifest, not an index of one entry).
 fn first_manifest(node: &Arc<Node>) -> Arc<Node> {
     match &**node {
-        Node::Index { children, .. } if !children.is_empty() => first_manifest(&children[0].1),
+        Node::Index { children, .. } => match children.first() {
+            Some((_, first)) => first_manifest(first),
+            None => node.clone(),
+        },
         _ => node.clone(),
     }
 }

@@ -16,7 +16,13 @@ pub fn run_all<T: Sync, R: Send>(
 ) -> Vec<R> {
     run_until(items, workers, work, |_| false)
         .into_iter()
-        .map(|r| r.expect("every item runs when nothing stops the pool"))
+        .map(
+            #[allow(
+                clippy::expect_used,
+                reason = "a `stop` that is never true leaves no item unstarted"
+            )]
+            |r| r.expect("every item runs when nothing stops the pool"),
+        )
         .collect()
 }
 
@@ -43,7 +49,10 @@ pub fn run_until<T: Sync, R: Send>(
             if stop(&r) {
                 stopped.store(true, Ordering::Relaxed);
             }
-            results.lock().unwrap_or_else(|e| e.into_inner())[k] = Some(r);
+            // `k` indexes `items`, as long as `results`.
+            if let Some(slot) = results.lock().unwrap_or_else(|e| e.into_inner()).get_mut(k) {
+                *slot = Some(r);
+            }
         }
     };
     if workers <= 1 {

@@ -66,7 +66,10 @@ impl<R: Read> Read for VerifyReader<'_, R> {
             }
         })?;
         if n == 0 {
-            let hasher = self.hasher.take().expect("checked above");
+            // `hasher` is this one, taken to finish it.
+            let Some(finished) = self.hasher.take() else {
+                return Ok(0);
+            };
             if self.read != self.size {
                 return Err(mismatch(
                     &self.expected,
@@ -77,7 +80,7 @@ impl<R: Read> Read for VerifyReader<'_, R> {
                 )
                 .into_io());
             }
-            let got = hasher.finish();
+            let got = finished.finish();
             if got != self.expected {
                 return Err(mismatch(
                     &self.expected,
@@ -99,7 +102,7 @@ impl<R: Read> Read for VerifyReader<'_, R> {
             )
             .into_io());
         }
-        hasher.update(&buf[..n]);
+        hasher.update(filled(buf, n)?);
         self.progress.blob_bytes(&self.expected, n as u64);
         Ok(n)
     }
@@ -127,7 +130,7 @@ impl<R: Read> Read for HashReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if self.enabled {
-            self.hasher.update(&buf[..n]);
+            self.hasher.update(filled(buf, n)?);
         }
         Ok(n)
     }
@@ -143,7 +146,10 @@ pub struct HashWriter<W> {
 impl<W: Write> Write for HashWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        self.hasher.update(
+            buf.get(..n)
+                .ok_or_else(|| io::Error::other("a writer took more bytes than it was given"))?,
+        );
         self.written += n as u64;
         Ok(n)
     }
@@ -183,6 +189,10 @@ impl Read for ChannelReader {
             }
         }
         let n = out.len().min(self.buf.len() - self.pos);
+        #[allow(
+            clippy::indexing_slicing,
+            reason = "`n` fits both `out` and what is left of `buf` after `pos`"
+        )]
         out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
@@ -211,7 +221,7 @@ impl<R: Read> DiffIdTee<R> {
             loop {
                 match dec.read(&mut buf) {
                     Ok(0) => break,
-                    Ok(n) => h.update(&buf[..n]),
+                    Ok(n) => h.update(filled(&buf, n)?),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
                 }
@@ -261,7 +271,7 @@ impl<R: Read> Read for DiffIdTee<R> {
             return Ok(0);
         }
         if let Some(tx) = &self.tx
-            && tx.send(buf[..n].to_vec()).is_err()
+            && tx.send(filled(buf, n)?.to_vec()).is_err()
         {
             // The decoder stopped early (corrupt data): report it now.
             self.verdict()?;
@@ -315,7 +325,7 @@ pub trait FinishWrite: Write {
             if n == 0 {
                 return Ok(total);
             }
-            self.write_all(&buf[..n])?;
+            self.write_all(filled(&buf, n)?)?;
             total += n as u64;
         }
     }
@@ -329,6 +339,13 @@ pub(super) fn read_some(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
             other => return other,
         }
     }
+}
+
+/// The bytes one read put into `buf`: a reader claiming more than the room
+/// it was given is broken, which is an error rather than a panic.
+pub(super) fn filled(buf: &[u8], n: usize) -> io::Result<&[u8]> {
+    buf.get(..n)
+        .ok_or_else(|| io::Error::other("a reader returned more bytes than it was given room for"))
 }
 
 /// Read size when feeding a compressor.
@@ -401,6 +418,10 @@ impl PieceCodec for Gzip {
                     compressors.len() - 1
                 }
             };
+            #[allow(
+                clippy::indexing_slicing,
+                reason = "`at` is the entry just found or just pushed"
+            )]
             let c = &mut compressors[at].1;
             out.resize(c.gzip_compress_bound(piece.len()), 0);
             let n = c

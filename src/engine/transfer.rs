@@ -23,16 +23,16 @@ pub(super) fn run_jobs(
     progress: &dyn Progress,
     report: &mut CopyReport,
 ) -> Result<Vec<Option<JobOutput>>> {
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(jobs[i].src.size));
+    let mut order: Vec<(usize, &Job)> = jobs.iter().enumerate().collect();
+    order.sort_by_key(|(_, job)| std::cmp::Reverse(job.src.size));
     let workers = opts.jobs.max(1).min(jobs.len().max(1));
     let ordered = pool::run_until(
         &order,
         workers,
-        |_, &id| {
+        |_, &(_, job)| {
             let mut attempt = 0;
             loop {
-                let r = move_blob(&jobs[id], source, sink, opts, progress);
+                let r = move_blob(job, source, sink, opts, progress);
                 match &r {
                     Err(e)
                         if e.class().is_transient()
@@ -41,7 +41,7 @@ pub(super) fn run_jobs(
                     {
                         attempt += 1;
                         progress.notice(&Notice::Retry {
-                            what: &jobs[id].what,
+                            what: &job.what,
                             attempt,
                             cause: e,
                         });
@@ -54,12 +54,14 @@ pub(super) fn run_jobs(
         |r| r.is_err() && !opts.keep_going,
     );
     let mut results: Vec<Option<JobResult>> = (0..jobs.len()).map(|_| None).collect();
-    for (k, r) in ordered.into_iter().enumerate() {
-        results[order[k]] = r;
+    for (&(id, _), r) in order.iter().zip(ordered) {
+        if let Some(slot) = results.get_mut(id) {
+            *slot = r;
+        }
     }
     let mut outputs = Vec::with_capacity(jobs.len());
     let mut first_error = None;
-    for (id, r) in results.into_iter().enumerate() {
+    for (job, r) in jobs.iter().zip(results) {
         match r {
             Some(Ok((out, outcome))) => {
                 match outcome {
@@ -71,7 +73,7 @@ pub(super) fn run_jobs(
                     BlobOutcome::Mounted => report.blobs_mounted += 1,
                     BlobOutcome::Absent => {}
                 }
-                progress.blob_done(&jobs[id].src.digest, out.desc.size, outcome);
+                progress.blob_done(&job.src.digest, out.desc.size, outcome);
                 outputs.push(Some(out));
             }
             Some(Err(e)) => {
@@ -163,14 +165,25 @@ fn move_blob(
             Ok((same, BlobOutcome::Copied))
         }
         Some(target) => {
-            let from = job
-                .compression
-                .expect("only known layer types are transcoded");
+            // The planner transcodes layers of a known type only.
+            let (Some(from), Some(lt)) =
+                (job.compression, media_type::layer_type(&job.src.media_type))
+            else {
+                return Err(Error::Unsupported(format!(
+                    "{}: {} is not a layer type imgsync can recompress",
+                    job.what, job.src.media_type
+                )));
+            };
             // Decompress, check the DiffID, recompress: into whatever `out`
             // is (a spool file, or an upload in progress).
             let mut verified = Some(verified);
             let mut produce = |out: &mut dyn io::Write| -> Result<()> {
-                let verified = verified.take().expect("a blob is produced once");
+                let Some(verified) = verified.take() else {
+                    return Err(Error::Integrity(format!(
+                        "{}: the layer's bytes were asked for a second time",
+                        job.what
+                    )));
+                };
                 let dec = decoder(verified, from).map_err(|e| Error::io(job.what.clone(), e))?;
                 let mut plain = HashReader {
                     inner: dec,
@@ -214,8 +227,6 @@ fn move_blob(
                 }
                 Ok(())
             };
-            let lt = media_type::layer_type(&job.src.media_type)
-                .expect("transcoded layers have a known type");
             let media_type =
                 media_type::layer_media_type(target, lt.foreign, lt.docker).to_string();
             if sink.caps().streams_produced_blobs {

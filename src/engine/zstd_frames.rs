@@ -68,7 +68,12 @@ impl PieceCodec for Zstd {
                 }
             };
             out.reserve_exact(zstd::zstd_safe::compress_bound(piece.len()));
-            compressors[at].1.compress_to_buffer(piece, out)?;
+            #[allow(
+                clippy::indexing_slicing,
+                reason = "`at` is the entry just found or just pushed"
+            )]
+            let compressor = &mut compressors[at].1;
+            compressor.compress_to_buffer(piece, out)?;
             Ok(())
         })
     }

@@ -351,14 +351,17 @@ pub(crate) fn layout_refs(path: &std::path::Path) -> Vec<(String, String)> {
     let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
         return vec![];
     };
-    doc["manifests"]
-        .as_array()
+    doc.get("manifests")
+        .and_then(serde_json::Value::as_array)
         .map(|a| {
             a.iter()
                 .filter_map(|d| {
                     Some((
-                        d["annotations"][ANNOTATION_REF_NAME].as_str()?.to_string(),
-                        d["digest"].as_str()?.to_string(),
+                        d.get("annotations")?
+                            .get(ANNOTATION_REF_NAME)?
+                            .as_str()?
+                            .to_string(),
+                        d.get("digest")?.as_str()?.to_string(),
                     ))
                 })
                 .collect()

@@ -81,16 +81,16 @@ pub fn execute(
         }
     });
     // One more try for what failed for a reason that may pass.
-    for (k, item) in items.iter().enumerate() {
-        let failed_transient = images[k].0.action == Action::Failed
+    for (item, image) in items.iter().zip(images.iter_mut()) {
+        let failed_transient = image.0.action == Action::Failed
             && item.rejected.is_none()
             && !matches!(
-                images[k].0.error_class,
+                image.0.error_class,
                 Some(ErrorClass::Auth | ErrorClass::Usage)
             );
         if failed_transient {
-            let cause = images[k].1.take();
-            images[k] = copy(item, cause.as_ref());
+            let cause = image.1.take();
+            *image = copy(item, cause.as_ref());
         }
     }
     let images = images.into_iter().map(|(rep, _)| rep).collect();
