@@ -282,7 +282,11 @@ impl LayoutSink {
         // writers creating the same new layout recognise it.
         if !root.join(OCI_LAYOUT_FILE).exists() {
             sink.write_atomic(OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT)?;
-            *sink.undo.wrote_layout_file.lock().unwrap() = true;
+            *sink
+                .undo
+                .wrote_layout_file
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = true;
         }
         Ok(sink)
     }
@@ -296,9 +300,16 @@ impl LayoutSink {
         // names it.
         publish(file, &dest)?;
         if !existed {
-            self.undo.added.lock().unwrap().push(dest);
+            self.undo
+                .added
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(dest);
         }
-        self.relied.lock().unwrap().push(desc.clone());
+        self.relied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(desc.clone());
         Ok(())
     }
 
@@ -324,7 +335,10 @@ impl LayoutSink {
             Some(Value::Array(a)) => a,
             _ => Vec::new(),
         };
-        let entries = merge_index_entries(entries, &self.images.lock().unwrap());
+        let entries = merge_index_entries(
+            entries,
+            &self.images.lock().unwrap_or_else(|e| e.into_inner()),
+        );
         obj.insert("manifests".into(), Value::Array(entries));
         Ok(index_bytes(&doc))
     }
@@ -448,7 +462,10 @@ impl ImageSink for LayoutSink {
                     })
                 }));
         if present {
-            self.relied.lock().unwrap().push(desc.clone());
+            self.relied
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(desc.clone());
         }
         Ok(present)
     }
@@ -490,7 +507,7 @@ impl ImageSink for LayoutSink {
     fn add_image(&self, root: &Descriptor, names: &[ImageName]) -> Result<()> {
         self.images
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .push((root.clone(), names.to_vec()));
         Ok(())
     }
@@ -504,7 +521,7 @@ impl ImageSink for LayoutSink {
             }
             fs::create_dir_all(self.root.join("blobs/sha256"))
                 .map_err(|e| Error::path("create directory", &self.root, e))?;
-            for d in self.relied.lock().unwrap().iter() {
+            for d in self.relied.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                 if !self.root.join(blob_path(&d.digest)).exists() {
                     return Err(Error::NotFound(format!(
                         "{}: blob {} disappeared from the layout while copying; run the copy again",
@@ -528,7 +545,7 @@ impl ImageSink for LayoutSink {
         let _ = dir.unlock();
         unregister_hook(self.hook);
         let _ = fs::remove_dir_all(&self.tmp);
-        self.claim.lock().unwrap().take();
+        self.claim.lock().unwrap_or_else(|e| e.into_inner()).take();
         result
     }
 

@@ -219,17 +219,30 @@ impl RegistryClient {
                 None => Ok(None),
             },
             Challenge::Bearer { realm, service } => {
-                let scopes: Vec<String> = self.scopes.lock().unwrap().iter().cloned().collect();
+                let scopes: Vec<String> = self
+                    .scopes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .cloned()
+                    .collect();
                 let key = scopes.join(" ");
                 if !refresh
-                    && let Some(t) = self.tokens.lock().unwrap().get(&key)
+                    && let Some(t) = self
+                        .tokens
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&key)
                     && t.expires > Instant::now()
                 {
                     return Ok(Some(format!("Bearer {}", t.value)));
                 }
                 let token = self.fetch_token(realm, service.as_deref(), &scopes)?;
                 let value = format!("Bearer {}", token.value);
-                self.tokens.lock().unwrap().insert(key, token);
+                self.tokens
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, token);
                 Ok(Some(value))
             }
         }
