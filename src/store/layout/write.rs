@@ -293,6 +293,10 @@ impl LayoutSink {
 
     fn install(&self, desc: &Descriptor, file: tempfile::NamedTempFile) -> Result<()> {
         let dest = self.root.join(blob_path(&desc.digest));
+        #[allow(
+            clippy::expect_used,
+            reason = "blob_path is blobs/<algorithm>/<encoded>, under the root"
+        )]
         let dir = dest.parent().expect("blob path has a parent");
         fs::create_dir_all(dir).map_err(|e| Error::path("create directory", dir, e))?;
         let existed = dest.exists();
@@ -345,6 +349,10 @@ impl LayoutSink {
 }
 
 /// Serialises an index document the way imgsync writes `index.json`.
+#[allow(
+    clippy::expect_used,
+    reason = "a serde_json::Value (string keys only) always serialises"
+)]
 pub fn index_bytes(doc: &Value) -> Vec<u8> {
     let mut out = serde_json::to_vec(doc).expect("JSON values serialise");
     out.push(b'\n');
@@ -406,15 +414,20 @@ fn is_named(e: &Value) -> bool {
 /// no name at all is dropped.
 fn strip_ref_name(entries: &mut Vec<Value>, name: &str) {
     entries.retain_mut(|e| {
-        if e["annotations"][ANNOTATION_REF_NAME] != name {
+        let names_it = e
+            .get("annotations")
+            .and_then(|a| a.get(ANNOTATION_REF_NAME))
+            .and_then(Value::as_str)
+            == Some(name);
+        if !names_it {
             return true;
         }
-        if let Some(a) = e.get_mut("annotations").and_then(Value::as_object_mut) {
+        if let Some(obj) = e.as_object_mut()
+            && let Some(a) = obj.get_mut("annotations").and_then(Value::as_object_mut)
+        {
             a.remove(ANNOTATION_REF_NAME);
             if a.is_empty() {
-                e.as_object_mut()
-                    .expect("entries are objects")
-                    .remove("annotations");
+                obj.remove("annotations");
             }
         }
         is_named(e)
@@ -422,12 +435,17 @@ fn strip_ref_name(entries: &mut Vec<Value>, name: &str) {
 }
 
 fn same_full_name(e: &Value, r: &Reference) -> bool {
-    e["annotations"][ANNOTATION_CONTAINERD_NAME]
-        .as_str()
+    e.get("annotations")
+        .and_then(|a| a.get(ANNOTATION_CONTAINERD_NAME))
+        .and_then(Value::as_str)
         .and_then(|n| Reference::parse(n).ok())
         .is_some_and(|n| &n.with_default_tag() == r)
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "a descriptor is strings, numbers and string-keyed maps, which always serialise"
+)]
 fn entry(root: &Descriptor, ref_name: Option<&str>, full: Option<&str>) -> Value {
     let mut d = Descriptor::new(root.media_type.clone(), root.digest.clone(), root.size);
     if let Some(full) = full {

@@ -47,35 +47,41 @@ pub fn parse_challenge(value: &str) -> Option<ParsedChallenge> {
     }
     let mut params = BTreeMap::new();
     let b = rest.as_bytes();
+    // The byte at a position, `None` past the end.
+    let at = |i: usize| b.get(i).copied();
     let mut i = 0;
     while i < b.len() {
-        while i < b.len() && (b[i] == b' ' || b[i] == b',') {
+        while matches!(at(i), Some(b' ' | b',')) {
             i += 1;
         }
         let start = i;
-        while i < b.len() && b[i] != b'=' && b[i] != b',' {
+        while at(i).is_some_and(|c| c != b'=' && c != b',') {
             i += 1;
         }
         let key = rest[start..i].trim().to_ascii_lowercase();
-        if i >= b.len() || b[i] != b'=' {
+        if at(i) != Some(b'=') {
             // A token68 or a new challenge: stop at what we have.
             break;
         }
         i += 1;
         let mut val = String::new();
-        if i < b.len() && b[i] == b'"' {
+        if at(i) == Some(b'"') {
             i += 1;
-            while i < b.len() && b[i] != b'"' {
-                if b[i] == b'\\' && i + 1 < b.len() {
-                    i += 1;
-                }
-                val.push(b[i] as char);
+            while let Some(c) = at(i).filter(|&c| c != b'"') {
+                let c = match at(i + 1) {
+                    Some(escaped) if c == b'\\' => {
+                        i += 1;
+                        escaped
+                    }
+                    _ => c,
+                };
+                val.push(c as char);
                 i += 1;
             }
             i += 1;
         } else {
             let s = i;
-            while i < b.len() && b[i] != b',' {
+            while at(i).is_some_and(|c| c != b',') {
                 i += 1;
             }
             val = rest[s..i].trim().to_string();
