@@ -19,6 +19,16 @@ pub fn read_full(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usi
     Ok(n)
 }
 
+/// Reads as [`read_full`] does; returns the part of `buf` that was filled.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "read_full never counts past buf.len()"
+)]
+pub fn read_head<'a>(r: &mut (impl Read + ?Sized), buf: &'a mut [u8]) -> io::Result<&'a [u8]> {
+    let n = read_full(r, buf)?;
+    Ok(&buf[..n])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -416,10 +416,10 @@ impl BundleSink {
             }
             None => false,
         };
-        if !fits {
-            self.new_volume(&mut volumes)?;
-        }
-        let count = volumes.len() as u32;
+        let last = match volumes.last() {
+            Some(v) if fits => v.clone(),
+            _ => self.new_volume(&mut volumes)?,
+        };
         for v in volumes.iter() {
             let v = v.lock().unwrap_or_else(|e| e.into_inner());
             let file = if split {
@@ -448,9 +448,7 @@ impl BundleSink {
             });
         }
         manifest.seal();
-        let last = volumes[count as usize - 1]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let last = last.lock().unwrap_or_else(|e| e.into_inner());
         for (name, bytes) in &meta {
             last.out.entry_bytes(name, bytes)?;
         }

@@ -276,13 +276,9 @@ impl DockerArchiveSource {
                 }
             };
             let mut head = [0u8; 8];
-            let n = crate::store::io::read_full(&mut reader, &mut head)
+            let head = crate::store::io::read_head(&mut reader, &mut head)
                 .map_err(|e| Error::io(format!("read {path} in {label}"), e))?;
-            #[allow(
-                clippy::indexing_slicing,
-                reason = "read_full returns at most the buffer's length"
-            )]
-            let compression = match Compression::sniff(&head[..n]) {
+            let compression = match Compression::sniff(head) {
                 Sniffed::Known(c) => c,
                 Sniffed::Other(kind) => {
                     return Err(Error::Unsupported(format!(

@@ -155,8 +155,8 @@ impl RegistrySink {
                 let mut filled = 0;
                 // Fill the chunk: a network source returns what one packet
                 // or frame held.
-                while filled < buf.len() {
-                    match reader.read(&mut buf[filled..]) {
+                while let Some(rest) = buf.get_mut(filled..).filter(|rest| !rest.is_empty()) {
+                    match reader.read(rest) {
                         Ok(0) => {
                             done = true;
                             break;
@@ -323,6 +323,7 @@ impl ChannelWriter {
 impl io::Write for ChannelWriter {
     /// Takes at most what fills the current chunk: a large write (a whole
     /// compressed piece) goes out in chunks, never as one buffer.
+    #[allow(clippy::indexing_slicing, reason = "n is at most data.len()")]
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = (UPLOAD_CHUNK - self.buf.len()).min(data.len());
         let data = &data[..n];

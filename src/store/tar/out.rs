@@ -177,7 +177,10 @@ impl TarOut {
                     if n as u64 > left {
                         return Err(Error::Integrity(format!("{path}: more than {size} bytes")));
                     }
-                    file.write_all_at(&buf[..n], pos)
+                    let chunk = buf.get(..n).ok_or_else(|| {
+                        Error::Integrity(format!("{path}: the reader overran its buffer"))
+                    })?;
+                    file.write_all_at(chunk, pos)
                         .map_err(|e| self.io(path, e))?;
                     pos += n as u64;
                     left -= n as u64;
@@ -207,8 +210,12 @@ impl TarOut {
                     return Err(Error::Integrity(format!("{path}: more than {size} bytes")));
                 }
                 let pad = (padded(size) - size) as usize;
-                w.write_all(&[0u8; BLOCK as usize][..pad])
-                    .map_err(|e| self.io(path, e))?;
+                #[allow(
+                    clippy::indexing_slicing,
+                    reason = "padding to a block boundary is less than a block"
+                )]
+                let zeros = &[0u8; BLOCK as usize][..pad];
+                w.write_all(zeros).map_err(|e| self.io(path, e))?;
             }
         }
         Ok(())

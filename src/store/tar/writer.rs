@@ -200,7 +200,12 @@ pub(crate) fn docker_metadata(
             Err(_) if carried.is_some() => continue,
             Err(e) => return Err(e),
         };
-        let config = image.config.as_ref().expect("picked manifests are images");
+        let Some(config) = image.config.as_ref() else {
+            return Err(Error::Format(format!(
+                "{label}: image {} has no config",
+                root.digest
+            )));
+        };
         if let Some(has) = carried
             && !(has(&config.digest) && image.layers.iter().all(|l| has(&l.digest)))
         {
@@ -244,9 +249,17 @@ pub(crate) fn docker_metadata(
             "Layers": layers,
         }));
     }
+    #[allow(
+        clippy::expect_used,
+        reason = "a serde_json::Value (string keys only) always serialises"
+    )]
     let mut mj = serde_json::to_vec(&Value::Array(entries)).expect("JSON values serialise");
     mj.push(b'\n');
     let repos = (!repositories.is_empty()).then(|| {
+        #[allow(
+            clippy::expect_used,
+            reason = "a serde_json::Value (string keys only) always serialises"
+        )]
         let mut r =
             serde_json::to_vec(&Value::Object(repositories)).expect("JSON values serialise");
         r.push(b'\n');
@@ -265,7 +278,10 @@ impl Read for Capture<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(out)?;
         if let Some(b) = &mut self.buf {
-            b.extend_from_slice(&out[..n]);
+            let read = out
+                .get(..n)
+                .ok_or_else(|| io::Error::other("a reader overran its buffer"))?;
+            b.extend_from_slice(read);
         }
         Ok(n)
     }
