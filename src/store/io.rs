@@ -7,15 +7,26 @@ use std::io::{self, Read};
 /// were read. Interrupted reads are retried.
 pub fn read_full(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
+    while let Some(rest) = buf.get_mut(n..).filter(|rest| !rest.is_empty()) {
+        match r.read(rest) {
             Ok(0) => break,
-            Ok(k) => n += k,
+            // Never count more than was asked for, whatever the reader says.
+            Ok(k) => n += k.min(rest.len()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
     }
     Ok(n)
+}
+
+/// Reads as [`read_full`] does; returns the part of `buf` that was filled.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "read_full never counts past buf.len()"
+)]
+pub fn read_head<'a>(r: &mut (impl Read + ?Sized), buf: &'a mut [u8]) -> io::Result<&'a [u8]> {
+    let n = read_full(r, buf)?;
+    Ok(&buf[..n])
 }
 
 #[cfg(test)]

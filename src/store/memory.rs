@@ -103,8 +103,8 @@ impl Read for BreakingReader {
                 .map(Error::into_io)
                 .unwrap_or_else(|| io::Error::other("read after failure")));
         }
-        let n = buf.len().min(half - self.pos);
-        buf[..n].copy_from_slice(&self.bytes[self.pos..self.pos + n]);
+        let mut first_half = self.bytes.get(self.pos..half).unwrap_or_default();
+        let n = first_half.read(buf)?;
         self.pos += n;
         Ok(n)
     }
@@ -118,9 +118,8 @@ struct SharedBytes {
 
 impl Read for SharedBytes {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let rest = &self.bytes[self.pos..];
-        let n = buf.len().min(rest.len());
-        buf[..n].copy_from_slice(&rest[..n]);
+        let mut rest = self.bytes.get(self.pos..).unwrap_or_default();
+        let n = rest.read(buf)?;
         self.pos += n;
         Ok(n)
     }
@@ -304,11 +303,10 @@ fn add_names(
     for (_, existing) in images.iter_mut() {
         existing.retain(|n| !names.contains(n));
     }
-    let mut k = 0;
+    let mut had_names = had_names.into_iter();
     images.retain(|(_, n)| {
-        let keep = !had_names[k] || !n.is_empty();
-        k += 1;
-        keep
+        let had_name = had_names.next().unwrap_or(false);
+        !had_name || !n.is_empty()
     });
     match images.iter_mut().find(|(d, _)| d.digest == root.digest) {
         Some((_, existing)) => existing.extend(names.iter().cloned()),

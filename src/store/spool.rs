@@ -39,9 +39,9 @@ pub fn open_archive(path: &str, tmpdir: &Path) -> Result<OpenedArchive> {
         )));
     }
     let mut head = [0u8; 8];
-    let n =
-        crate::store::io::read_full(&mut file, &mut head).map_err(|e| Error::path("read", p, e))?;
-    match Compression::sniff(&head[..n]) {
+    let head =
+        crate::store::io::read_head(&mut file, &mut head).map_err(|e| Error::path("read", p, e))?;
+    match Compression::sniff(head) {
         Sniffed::Known(Compression::None) => {
             use std::io::Seek;
             file.rewind().map_err(|e| Error::path("read", p, e))?;
@@ -175,8 +175,9 @@ fn copy_tar(input: &mut dyn Read, out: &mut File, limit: u64, what: &str) -> Res
     let refused = |m: String| Spool::Refused(Error::Format(m));
     loop {
         let mut block = [0u8; BLOCK as usize];
-        let n = crate::store::io::read_full(input, &mut block)?;
-        out.write_all(&block[..n])?;
+        let filled = crate::store::io::read_head(input, &mut block)?;
+        out.write_all(filled)?;
+        let n = filled.len();
         written += n as u64;
         if n < block.len() {
             return Ok(());
@@ -215,7 +216,7 @@ fn copy_tar(input: &mut dyn Read, out: &mut File, limit: u64, what: &str) -> Res
             input.take(padded).read_to_end(&mut data)?;
             out.write_all(&data)?;
             written += data.len() as u64;
-            pax_size = pax_record_size(&data[..data.len().min(size as usize)]);
+            pax_size = pax_record_size(data.get(..size as usize).unwrap_or(&data));
             continue;
         }
         let copied = io::copy(&mut input.take(padded), out)?;
@@ -229,9 +230,10 @@ fn copy_tar(input: &mut dyn Read, out: &mut File, limit: u64, what: &str) -> Res
 /// The size field of a tar header: octal digits, or GNU base-256.
 fn entry_size(header: &[u8; BLOCK as usize]) -> Option<u64> {
     let field = &header[124..136];
-    if field[0] & 0x80 != 0 {
-        let mut n = u64::from(field[0] & 0x7f);
-        for &b in &field[1..] {
+    let (&first, rest) = field.split_first()?;
+    if first & 0x80 != 0 {
+        let mut n = u64::from(first & 0x7f);
+        for &b in rest {
             n = n.checked_mul(256)?.checked_add(u64::from(b))?;
         }
         return Some(n);

@@ -112,6 +112,10 @@ pub struct VolumeListing {
     pub checksum: String,
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "listings are strings, numbers and string-keyed maps, which always serialise"
+)]
 fn checksum_of<T: Serialize>(value: &T) -> String {
     let bytes = serde_json::to_vec(value).expect("listings serialise");
     Digest::sha256_of(&bytes).to_string()
@@ -124,6 +128,10 @@ impl BundleManifest {
         self.checksum = checksum_of(self);
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "listings are strings, numbers and string-keyed maps, which always serialise"
+    )]
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = serde_json::to_vec_pretty(self).expect("listings serialise");
         b.push(b'\n');
@@ -205,6 +213,10 @@ impl VolumeListing {
         self.checksum = checksum_of(self);
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "listings are strings, numbers and string-keyed maps, which always serialise"
+    )]
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = serde_json::to_vec_pretty(self).expect("listings serialise");
         b.push(b'\n');

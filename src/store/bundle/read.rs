@@ -143,7 +143,10 @@ impl Bundle {
             )));
         }
         let Some((meta_path, manifest, meta)) = manifests.into_iter().next() else {
-            if paths.len() == 1 && problems.is_empty() && opened[0].2.is_none() {
+            if paths.len() == 1
+                && problems.is_empty()
+                && opened.first().is_some_and(|o| o.2.is_none())
+            {
                 return Ok(Opened::NotABundle);
             }
             let highest = opened
@@ -345,7 +348,12 @@ impl Bundle {
     /// Re-hashes one part: the problem, naming its volume, and the blob it
     /// belongs to; `None` when the part is sound.
     pub fn check_part(&self, part: &BlobPart) -> Option<(String, Option<Digest>)> {
-        let tar = &self.tree.volumes[&part.volume];
+        let Some(tar) = self.tree.volumes.get(&part.volume) else {
+            return Some((
+                format!("volume {} was not given", part.volume),
+                entry_blob(part.path),
+            ));
+        };
         check_entry(tar, part.path, part.entry).map(|p| (p, entry_blob(part.path)))
     }
 
@@ -461,8 +469,9 @@ impl FileTree for BundleTree {
             })?;
             parts.push(r);
         }
-        if parts.len() == 1 {
-            let r = parts.pop().expect("one part");
+        if parts.len() == 1
+            && let Some(r) = parts.pop()
+        {
             return Ok(Some((Box::new(r), total)));
         }
         Ok(Some((

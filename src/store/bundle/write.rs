@@ -138,7 +138,10 @@ impl BundleSink {
 
     /// The bundle manifest, once committed.
     pub fn manifest(&self) -> Option<BundleManifest> {
-        self.committed.lock().unwrap().clone()
+        self.committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn dir(&self) -> PathBuf {
@@ -183,16 +186,16 @@ impl BundleSink {
     fn place(&self, path: &str, desc: &Descriptor) -> Result<Option<(u32, Arc<TarOut>)>> {
         let size = desc.size;
         let need = BLOCK + padded(size) + LISTING_PER_ENTRY;
-        let mut volumes = self.volumes.lock().unwrap();
+        let mut volumes = self.volumes.lock().unwrap_or_else(|e| e.into_inner());
         let cap = self.opts.split.unwrap_or(u64::MAX);
         if need + VOLUME_OVERHEAD > cap {
             return Ok(None);
         }
         let v = match volumes.last() {
-            Some(v) if v.lock().unwrap().used + need <= cap => v.clone(),
+            Some(v) if v.lock().unwrap_or_else(|e| e.into_inner()).used + need <= cap => v.clone(),
             _ => self.new_volume(&mut volumes)?,
         };
-        let mut v = v.lock().unwrap();
+        let mut v = v.lock().unwrap_or_else(|e| e.into_inner());
         v.used += need;
         v.entries.insert(
             path.to_string(),
@@ -215,7 +218,13 @@ impl BundleSink {
             }]);
         }
         // Larger than a volume: numbered parts, each in a volume of its own.
-        let cap = self.opts.split.expect("only split bundles have parts");
+        // Only a split bundle has a cap a blob can exceed.
+        let Some(cap) = self.opts.split else {
+            return Err(Error::Unsupported(format!(
+                "blob {} ({} bytes) is too large for one bundle",
+                desc.digest, desc.size
+            )));
+        };
         let part_max = (cap - VOLUME_OVERHEAD - BLOCK - LISTING_PER_ENTRY) / BLOCK * BLOCK;
         let mut places = Vec::new();
         let mut left = desc.size;
@@ -227,27 +236,29 @@ impl BundleSink {
                 desc.digest.encoded()
             );
             let (v, size) = {
-                let mut volumes = self.volumes.lock().unwrap();
+                let mut volumes = self.volumes.lock().unwrap_or_else(|e| e.into_inner());
                 // The first part fills what is left of the current volume;
                 // the others get volumes of their own.
-                let room = match volumes.last() {
+                let current = match volumes.last() {
                     Some(v) if k == 1 => {
-                        let used = v.lock().unwrap().used + BLOCK + LISTING_PER_ENTRY;
-                        cap.saturating_sub(used) / BLOCK * BLOCK
+                        let used = v.lock().unwrap_or_else(|e| e.into_inner()).used
+                            + BLOCK
+                            + LISTING_PER_ENTRY;
+                        let room = cap.saturating_sub(used) / BLOCK * BLOCK;
+                        (room >= 64 * 1024).then(|| (v.clone(), left.min(room)))
                     }
-                    _ => 0,
+                    _ => None,
                 };
-                let (v, size) = if room >= 64 * 1024 {
-                    let v = volumes.last().expect("a volume has room").clone();
-                    (v, left.min(room))
-                } else {
-                    (self.new_volume(&mut volumes)?, left.min(part_max))
+                let (v, size) = match current {
+                    Some(here) => here,
+                    None => (self.new_volume(&mut volumes)?, left.min(part_max)),
                 };
-                v.lock().unwrap().used += BLOCK + padded(size) + LISTING_PER_ENTRY;
+                v.lock().unwrap_or_else(|e| e.into_inner()).used +=
+                    BLOCK + padded(size) + LISTING_PER_ENTRY;
                 (v, size)
             };
             let (number, out) = {
-                let v = v.lock().unwrap();
+                let v = v.lock().unwrap_or_else(|e| e.into_inner());
                 (v.number, v.out.clone())
             };
             // Each part is hashed too, so its volume can be checked alone.
@@ -258,7 +269,7 @@ impl BundleSink {
                 last: left == size,
             };
             out.entry(&path, size, &mut hashed)?;
-            v.lock().unwrap().entries.insert(
+            v.lock().unwrap_or_else(|e| e.into_inner()).entries.insert(
                 path.clone(),
                 VolumeEntry {
                     size,
@@ -276,12 +287,20 @@ impl BundleSink {
     }
 
     fn carry(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()> {
-        if !self.written.lock().unwrap().insert(desc.digest.clone()) {
+        if !self
+            .written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(desc.digest.clone())
+        {
             return Ok(());
         }
-        self.claimed.lock().unwrap().insert(desc.digest.clone());
+        self.claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(desc.digest.clone());
         let parts = self.write_blob(desc, reader)?;
-        self.blobs.lock().unwrap().insert(
+        self.blobs.lock().unwrap_or_else(|e| e.into_inner()).insert(
             desc.digest.clone(),
             BundleBlob {
                 digest: desc.digest.clone(),
@@ -294,12 +313,16 @@ impl BundleSink {
 
     fn finish(&self) -> Result<BundleManifest> {
         // Images in a stable order (they arrive as their copies end).
-        let mut images = self.images.lock().unwrap().clone();
+        let mut images = self
+            .images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         images.sort_by_key(|(d, names)| {
             let first = names.first().map(ImageName::to_string);
             (first, d.digest.to_string())
         });
-        let blobs = self.blobs.lock().unwrap().clone();
+        let blobs = self.blobs.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let split = self.opts.split.is_some();
         let mut meta: Vec<(String, Vec<u8>)> = Vec::new();
         // The index names each image by its full reference, so any OCI
@@ -323,8 +346,8 @@ impl BundleSink {
             let carried = |d: &Digest| blobs.contains_key(d);
             let (mj, repos) = docker_metadata(
                 &images,
-                &self.manifests.lock().unwrap(),
-                &self.configs.lock().unwrap(),
+                &self.manifests.lock().unwrap_or_else(|e| e.into_inner()),
+                &self.configs.lock().unwrap_or_else(|e| e.into_inner()),
                 self.opts.docker_platform.as_ref(),
                 &self.label,
                 false,
@@ -372,24 +395,33 @@ impl BundleSink {
             since,
             images: bundle_images,
             blobs: blobs.into_values().collect(),
-            required: self.required.lock().unwrap().values().cloned().collect(),
+            required: self
+                .required
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect(),
             volumes: Vec::new(),
             checksum: String::new(),
         };
         // The metadata goes into the last volume if it fits, else into one
         // of its own. Its size is estimated with room for the manifest.
-        let mut volumes = self.volumes.lock().unwrap();
+        let mut volumes = self.volumes.lock().unwrap_or_else(|e| e.into_inner());
         let estimate = meta_size + 2 * BLOCK + padded(manifest.to_bytes().len() as u64 + 4096);
         let fits = match volumes.last() {
-            Some(v) => v.lock().unwrap().used + estimate <= self.opts.split.unwrap_or(u64::MAX),
+            Some(v) => {
+                v.lock().unwrap_or_else(|e| e.into_inner()).used + estimate
+                    <= self.opts.split.unwrap_or(u64::MAX)
+            }
             None => false,
         };
-        if !fits {
-            self.new_volume(&mut volumes)?;
-        }
-        let count = volumes.len() as u32;
+        let last = match volumes.last() {
+            Some(v) if fits => v.clone(),
+            _ => self.new_volume(&mut volumes)?,
+        };
         for v in volumes.iter() {
-            let v = v.lock().unwrap();
+            let v = v.lock().unwrap_or_else(|e| e.into_inner());
             let file = if split {
                 file_name(&volume_path(&self.out, v.number))
             } else {
@@ -416,28 +448,32 @@ impl BundleSink {
             });
         }
         manifest.seal();
-        let last = volumes[count as usize - 1].lock().unwrap();
+        let last = last.lock().unwrap_or_else(|e| e.into_inner());
         for (name, bytes) in &meta {
             last.out.entry_bytes(name, bytes)?;
         }
         last.out.entry_bytes(BUNDLE_FILE, &manifest.to_bytes())?;
         drop(last);
         for v in volumes.iter() {
-            v.lock().unwrap().out.finish()?;
+            v.lock().unwrap_or_else(|e| e.into_inner()).out.finish()?;
         }
         Ok(manifest)
     }
 
     fn persist(&self) -> Result<()> {
-        let volumes = std::mem::take(&mut *self.volumes.lock().unwrap());
+        let volumes = std::mem::take(&mut *self.volumes.lock().unwrap_or_else(|e| e.into_inner()));
         let split = self.opts.split.is_some();
         let count = volumes.len() as u32;
         for v in volumes {
+            #[allow(
+                clippy::expect_used,
+                reason = "commit runs after every blob writer has returned its volume handle"
+            )]
             let v = Arc::try_unwrap(v)
                 .ok()
                 .expect("no writer is left at commit")
                 .into_inner()
-                .unwrap();
+                .unwrap_or_else(|e| e.into_inner());
             let dest = if split {
                 volume_path(&self.out, v.number)
             } else {
@@ -476,7 +512,12 @@ impl ImageSink for BundleSink {
     }
 
     fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
-        if self.claimed.lock().unwrap().contains(&desc.digest) {
+        if self
+            .claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&desc.digest)
+        {
             return Ok(true);
         }
         // Configs are always carried: loading and verifying read them.
@@ -484,19 +525,26 @@ impl ImageSink for BundleSink {
             && let Some((size, bundle)) = self.covered.get(&desc.digest)
             && *size == desc.size
         {
-            self.required.lock().unwrap().insert(
-                desc.digest.clone(),
-                RequiredBlob {
-                    digest: desc.digest.clone(),
-                    size: desc.size,
-                    bundle: bundle.clone(),
-                },
-            );
+            self.required
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    desc.digest.clone(),
+                    RequiredBlob {
+                        digest: desc.digest.clone(),
+                        size: desc.size,
+                        bundle: bundle.clone(),
+                    },
+                );
             return Ok(true);
         }
         // The caller writes it; images saved at the same time skip it. (A
         // failed blob fails the whole bundle, so none is left half-claimed.)
-        Ok(!self.claimed.lock().unwrap().insert(desc.digest.clone()))
+        Ok(!self
+            .claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(desc.digest.clone()))
     }
 
     fn put_blob(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()> {
@@ -509,7 +557,10 @@ impl ImageSink for BundleSink {
         if let Some(b) = r.buf
             && !b.is_empty()
         {
-            self.configs.lock().unwrap().insert(desc.digest.clone(), b);
+            self.configs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(desc.digest.clone(), b);
         }
         Ok(())
     }
@@ -518,13 +569,13 @@ impl ImageSink for BundleSink {
         self.carry(&manifest.descriptor(), &mut &manifest.bytes[..])?;
         self.manifests
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .insert(manifest.digest.clone(), manifest.clone());
         Ok(())
     }
 
     fn add_image(&self, root: &Descriptor, names: &[ImageName]) -> Result<()> {
-        let mut images = self.images.lock().unwrap();
+        let mut images = self.images.lock().unwrap_or_else(|e| e.into_inner());
         match images.iter_mut().find(|(d, _)| d.digest == root.digest) {
             Some((_, existing)) => {
                 for n in names {
@@ -541,13 +592,13 @@ impl ImageSink for BundleSink {
     fn commit(&self) -> Result<()> {
         let manifest = self.finish()?;
         self.persist()?;
-        *self.committed.lock().unwrap() = Some(manifest);
+        *self.committed.lock().unwrap_or_else(|e| e.into_inner()) = Some(manifest);
         Ok(())
     }
 
     fn abort(&self) {
         // Dropping a volume's temporary file deletes it.
-        for v in std::mem::take(&mut *self.volumes.lock().unwrap()) {
+        for v in std::mem::take(&mut *self.volumes.lock().unwrap_or_else(|e| e.into_inner())) {
             if let Ok(v) = v.lock() {
                 unregister_cleanup(v.tmp.path());
             }
@@ -565,6 +616,10 @@ struct HashingReader<'a> {
 }
 
 impl Read for HashingReader<'_> {
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "want is at most buf.len(), and counted at most the n <= want bytes read"
+    )]
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let want = if self.last {
             buf.len()

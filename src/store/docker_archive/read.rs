@@ -173,23 +173,22 @@ impl DockerArchiveSource {
                 .filter_map(|t| Reference::parse(t).ok())
                 .map(|r| ImageName::Reference(r.with_default_tag()))
                 .collect();
-            let image = match layout_images
-                .iter()
-                .position(|(_, r)| r.manifests.iter().any(|(c, _)| c == &config_digest))
-            {
-                Some(k) => {
-                    used_layout[k] = true;
-                    let (img, reached) = &layout_images[k];
+            let found = layout_images.iter().enumerate().find_map(|(k, (img, r))| {
+                r.manifests
+                    .iter()
+                    .find(|(c, _)| c == &config_digest)
+                    .map(|(_, m)| (k, img, r, m))
+            });
+            let image = match found {
+                Some((k, img, reached, m)) => {
+                    if let Some(used) = used_layout.get_mut(k) {
+                        *used = true;
+                    }
                     let mut img = img.clone();
                     // A containerd-store archive lists platforms whose blobs
                     // it does not carry: take the manifest that manifest.json
                     // describes rather than an index that cannot be copied.
                     if !reached.complete {
-                        let (_, m) = reached
-                            .manifests
-                            .iter()
-                            .find(|(c, _)| c == &config_digest)
-                            .expect("matched above");
                         img.root = m.clone();
                         img.root.platform = None;
                         img.root.annotations = None;
@@ -219,8 +218,8 @@ impl DockerArchiveSource {
             }
             images.push(merged);
         }
-        for (k, (img, _)) in layout_images.into_iter().enumerate() {
-            if !used_layout[k] && !images.iter().any(|m| m.root.digest == img.root.digest) {
+        for ((img, _), used) in layout_images.into_iter().zip(used_layout) {
+            if !used && !images.iter().any(|m| m.root.digest == img.root.digest) {
                 images.push(img);
             }
         }
@@ -257,10 +256,12 @@ impl DockerArchiveSource {
             let source = entry.layer_sources.get(diff_id.as_str());
             let Some((mut reader, size)) = self.tar.open(path)? else {
                 match source {
-                    Some(d) if media_type::layer_type(&d.media_type).is_some_and(|t| t.foreign) => {
+                    Some(d)
+                        if let Some(t) = media_type::layer_type(&d.media_type)
+                            && t.foreign =>
+                    {
                         // Described the way a present foreign layer is, so the
                         // image has one manifest whether or not its bytes came along.
-                        let t = media_type::layer_type(&d.media_type).expect("checked above");
                         let mut desc = d.clone();
                         desc.media_type =
                             media_type::layer_media_type(t.compression, true, false).to_string();
@@ -275,9 +276,9 @@ impl DockerArchiveSource {
                 }
             };
             let mut head = [0u8; 8];
-            let n = crate::store::io::read_full(&mut reader, &mut head)
+            let head = crate::store::io::read_head(&mut reader, &mut head)
                 .map_err(|e| Error::io(format!("read {path} in {label}"), e))?;
-            let compression = match Compression::sniff(&head[..n]) {
+            let compression = match Compression::sniff(head) {
                 Sniffed::Known(c) => c,
                 Sniffed::Other(kind) => {
                     return Err(Error::Unsupported(format!(
@@ -317,6 +318,10 @@ impl DockerArchiveSource {
             "config": Descriptor::new(OCI_CONFIG, config_digest, config_bytes.len() as u64),
             "layers": layers,
         });
+        #[allow(
+            clippy::expect_used,
+            reason = "a serde_json::Value (string keys only) always serialises"
+        )]
         let bytes = serde_json::to_vec(&manifest).expect("JSON values serialise");
         let digest = Digest::sha256_of(&bytes);
         let root = Descriptor::new(OCI_MANIFEST, digest.clone(), bytes.len() as u64);

@@ -153,14 +153,16 @@ pub fn select_entries(
                     .collect(),
                 _ => vec![],
             };
-            let found = [by_full, exact, by_tag].into_iter().find(|v| !v.is_empty());
-            let Some(found) = found else {
+            let found = [by_full, exact, by_tag]
+                .into_iter()
+                .find_map(|v| Some((*v.first()?, v)));
+            let Some((first_found, found)) = found else {
                 return Err(Error::NotFound(format!(
                     "{what} has no image named {name:?}; it has: {}",
                     list_names(entries)
                 )));
             };
-            let first = &found[0].digest;
+            let first = &first_found.digest;
             if found.iter().any(|d| &d.digest != first) {
                 return Err(Error::Format(format!(
                     "{what}: the name {name:?} is ambiguous: it points at {} different images",
@@ -171,7 +173,7 @@ pub fn select_entries(
                         .len()
                 )));
             }
-            vec![found[0]]
+            vec![first_found]
         }
     };
     // Entries with the same digest are one image with several names.

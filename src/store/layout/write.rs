@@ -282,13 +282,21 @@ impl LayoutSink {
         // writers creating the same new layout recognise it.
         if !root.join(OCI_LAYOUT_FILE).exists() {
             sink.write_atomic(OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT)?;
-            *sink.undo.wrote_layout_file.lock().unwrap() = true;
+            *sink
+                .undo
+                .wrote_layout_file
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = true;
         }
         Ok(sink)
     }
 
     fn install(&self, desc: &Descriptor, file: tempfile::NamedTempFile) -> Result<()> {
         let dest = self.root.join(blob_path(&desc.digest));
+        #[allow(
+            clippy::expect_used,
+            reason = "blob_path is blobs/<algorithm>/<encoded>, under the root"
+        )]
         let dir = dest.parent().expect("blob path has a parent");
         fs::create_dir_all(dir).map_err(|e| Error::path("create directory", dir, e))?;
         let existed = dest.exists();
@@ -296,9 +304,16 @@ impl LayoutSink {
         // names it.
         publish(file, &dest)?;
         if !existed {
-            self.undo.added.lock().unwrap().push(dest);
+            self.undo
+                .added
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(dest);
         }
-        self.relied.lock().unwrap().push(desc.clone());
+        self.relied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(desc.clone());
         Ok(())
     }
 
@@ -324,13 +339,20 @@ impl LayoutSink {
             Some(Value::Array(a)) => a,
             _ => Vec::new(),
         };
-        let entries = merge_index_entries(entries, &self.images.lock().unwrap());
+        let entries = merge_index_entries(
+            entries,
+            &self.images.lock().unwrap_or_else(|e| e.into_inner()),
+        );
         obj.insert("manifests".into(), Value::Array(entries));
         Ok(index_bytes(&doc))
     }
 }
 
 /// Serialises an index document the way imgsync writes `index.json`.
+#[allow(
+    clippy::expect_used,
+    reason = "a serde_json::Value (string keys only) always serialises"
+)]
 pub fn index_bytes(doc: &Value) -> Vec<u8> {
     let mut out = serde_json::to_vec(doc).expect("JSON values serialise");
     out.push(b'\n');
@@ -392,15 +414,20 @@ fn is_named(e: &Value) -> bool {
 /// no name at all is dropped.
 fn strip_ref_name(entries: &mut Vec<Value>, name: &str) {
     entries.retain_mut(|e| {
-        if e["annotations"][ANNOTATION_REF_NAME] != name {
+        let names_it = e
+            .get("annotations")
+            .and_then(|a| a.get(ANNOTATION_REF_NAME))
+            .and_then(Value::as_str)
+            == Some(name);
+        if !names_it {
             return true;
         }
-        if let Some(a) = e.get_mut("annotations").and_then(Value::as_object_mut) {
+        if let Some(obj) = e.as_object_mut()
+            && let Some(a) = obj.get_mut("annotations").and_then(Value::as_object_mut)
+        {
             a.remove(ANNOTATION_REF_NAME);
             if a.is_empty() {
-                e.as_object_mut()
-                    .expect("entries are objects")
-                    .remove("annotations");
+                obj.remove("annotations");
             }
         }
         is_named(e)
@@ -408,12 +435,17 @@ fn strip_ref_name(entries: &mut Vec<Value>, name: &str) {
 }
 
 fn same_full_name(e: &Value, r: &Reference) -> bool {
-    e["annotations"][ANNOTATION_CONTAINERD_NAME]
-        .as_str()
+    e.get("annotations")
+        .and_then(|a| a.get(ANNOTATION_CONTAINERD_NAME))
+        .and_then(Value::as_str)
         .and_then(|n| Reference::parse(n).ok())
         .is_some_and(|n| &n.with_default_tag() == r)
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "a descriptor is strings, numbers and string-keyed maps, which always serialise"
+)]
 fn entry(root: &Descriptor, ref_name: Option<&str>, full: Option<&str>) -> Value {
     let mut d = Descriptor::new(root.media_type.clone(), root.digest.clone(), root.size);
     if let Some(full) = full {
@@ -448,7 +480,10 @@ impl ImageSink for LayoutSink {
                     })
                 }));
         if present {
-            self.relied.lock().unwrap().push(desc.clone());
+            self.relied
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(desc.clone());
         }
         Ok(present)
     }
@@ -490,7 +525,7 @@ impl ImageSink for LayoutSink {
     fn add_image(&self, root: &Descriptor, names: &[ImageName]) -> Result<()> {
         self.images
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .push((root.clone(), names.to_vec()));
         Ok(())
     }
@@ -504,7 +539,7 @@ impl ImageSink for LayoutSink {
             }
             fs::create_dir_all(self.root.join("blobs/sha256"))
                 .map_err(|e| Error::path("create directory", &self.root, e))?;
-            for d in self.relied.lock().unwrap().iter() {
+            for d in self.relied.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                 if !self.root.join(blob_path(&d.digest)).exists() {
                     return Err(Error::NotFound(format!(
                         "{}: blob {} disappeared from the layout while copying; run the copy again",
@@ -528,7 +563,7 @@ impl ImageSink for LayoutSink {
         let _ = dir.unlock();
         unregister_hook(self.hook);
         let _ = fs::remove_dir_all(&self.tmp);
-        self.claim.lock().unwrap().take();
+        self.claim.lock().unwrap_or_else(|e| e.into_inner()).take();
         result
     }
 

@@ -47,35 +47,41 @@ pub fn parse_challenge(value: &str) -> Option<ParsedChallenge> {
     }
     let mut params = BTreeMap::new();
     let b = rest.as_bytes();
+    // The byte at a position, `None` past the end.
+    let at = |i: usize| b.get(i).copied();
     let mut i = 0;
     while i < b.len() {
-        while i < b.len() && (b[i] == b' ' || b[i] == b',') {
+        while matches!(at(i), Some(b' ' | b',')) {
             i += 1;
         }
         let start = i;
-        while i < b.len() && b[i] != b'=' && b[i] != b',' {
+        while at(i).is_some_and(|c| c != b'=' && c != b',') {
             i += 1;
         }
         let key = rest[start..i].trim().to_ascii_lowercase();
-        if i >= b.len() || b[i] != b'=' {
+        if at(i) != Some(b'=') {
             // A token68 or a new challenge: stop at what we have.
             break;
         }
         i += 1;
         let mut val = String::new();
-        if i < b.len() && b[i] == b'"' {
+        if at(i) == Some(b'"') {
             i += 1;
-            while i < b.len() && b[i] != b'"' {
-                if b[i] == b'\\' && i + 1 < b.len() {
-                    i += 1;
-                }
-                val.push(b[i] as char);
+            while let Some(c) = at(i).filter(|&c| c != b'"') {
+                let c = match at(i + 1) {
+                    Some(escaped) if c == b'\\' => {
+                        i += 1;
+                        escaped
+                    }
+                    _ => c,
+                };
+                val.push(c as char);
                 i += 1;
             }
             i += 1;
         } else {
             let s = i;
-            while i < b.len() && b[i] != b',' {
+            while at(i).is_some_and(|c| c != b',') {
                 i += 1;
             }
             val = rest[s..i].trim().to_string();
@@ -219,17 +225,30 @@ impl RegistryClient {
                 None => Ok(None),
             },
             Challenge::Bearer { realm, service } => {
-                let scopes: Vec<String> = self.scopes.lock().unwrap().iter().cloned().collect();
+                let scopes: Vec<String> = self
+                    .scopes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .cloned()
+                    .collect();
                 let key = scopes.join(" ");
                 if !refresh
-                    && let Some(t) = self.tokens.lock().unwrap().get(&key)
+                    && let Some(t) = self
+                        .tokens
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&key)
                     && t.expires > Instant::now()
                 {
                     return Ok(Some(format!("Bearer {}", t.value)));
                 }
                 let token = self.fetch_token(realm, service.as_deref(), &scopes)?;
                 let value = format!("Bearer {}", token.value);
-                self.tokens.lock().unwrap().insert(key, token);
+                self.tokens
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, token);
                 Ok(Some(value))
             }
         }

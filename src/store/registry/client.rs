@@ -64,14 +64,14 @@ impl ClientPool {
             settings.plain_http,
             settings.cert_dir
         );
-        let mut clients = self.clients.lock().unwrap();
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
         install_crypto_provider();
         let tls = TlsSetup::load(host, settings)?;
         let http = {
-            let mut shared = self.http.lock().unwrap();
+            let mut shared = self.http.lock().unwrap_or_else(|e| e.into_inner());
             match shared.get(&tls) {
                 Some(h) => h.clone(),
                 None => {
@@ -90,7 +90,7 @@ impl ClientPool {
     pub fn requests(&self) -> u64 {
         self.clients
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .values()
             .map(|c| c.requests())
             .sum()
@@ -110,9 +110,9 @@ struct Slots {
 
 impl Slots {
     fn acquire(&self) -> SlotGuard<'_> {
-        let mut n = self.free.lock().unwrap();
+        let mut n = self.free.lock().unwrap_or_else(|e| e.into_inner());
         while *n == 0 {
-            n = self.cv.wait(n).unwrap();
+            n = self.cv.wait(n).unwrap_or_else(|e| e.into_inner());
         }
         *n -= 1;
         SlotGuard(self)
@@ -123,7 +123,7 @@ struct SlotGuard<'a>(&'a Slots);
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        *self.0.free.lock().unwrap() += 1;
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         self.0.cv.notify_one();
     }
 }
@@ -235,7 +235,10 @@ impl RegistryClient {
     /// Adds a scope (`repository:team/app:pull,push`) that tokens of this
     /// client must carry.
     pub fn add_scope(&self, scope: String) {
-        self.scopes.lock().unwrap().insert(scope);
+        self.scopes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(scope);
     }
 
     /// The base URL (`https://host`), found once by `GET /v2/`.
@@ -386,7 +389,7 @@ impl RegistryClient {
                         .and_then(|v| v.to_str().ok())
                         .and_then(parse_challenge);
                     if let Some(scope) = challenge.as_ref().and_then(|c| c.params.get("scope")) {
-                        let mut scopes = self.scopes.lock().unwrap();
+                        let mut scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
                         let accepted: Vec<&str> = scope
                             .split(' ')
                             .filter(|s| accepted_scope(s, &scopes))

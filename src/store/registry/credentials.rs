@@ -224,8 +224,15 @@ fn helper_get(helper: &str, host: &str) -> Result<Option<Credential>> {
             "credential helper {program} gave no JSON for {host}"
         ))
     })?;
-    let user = v["Username"].as_str().unwrap_or_default();
-    let secret = v["Secret"].as_str().unwrap_or_default().to_string();
+    let user = v
+        .get("Username")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let secret = v
+        .get("Secret")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if user == "<token>" {
         return Ok(Some(Credential::IdentityToken(secret)));
     }
@@ -250,14 +257,20 @@ pub fn store(host: &str, cred: &Credential, file: Option<&Path>) -> Result<PathB
         return Err(Error::Usage("only user and password can be stored".into()));
     };
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
-    if !doc["auths"].is_object() {
-        doc["auths"] = serde_json::json!({});
+    let Some(obj) = doc.as_object_mut() else {
+        return Err(Error::Format(format!(
+            "{}: not a docker config: the JSON is not an object",
+            path.display()
+        )));
+    };
+    let auths = obj.entry("auths").or_insert_with(|| serde_json::json!({}));
+    if !auths.is_object() {
+        *auths = serde_json::json!({});
     }
-    doc["auths"][config_key(host)] = serde_json::json!({ "auth": auth });
-    write_private(
-        &path,
-        &serde_json::to_vec_pretty(&doc).expect("JSON values serialise"),
-    )?;
+    if let Some(auths) = auths.as_object_mut() {
+        auths.insert(config_key(host), serde_json::json!({ "auth": auth }));
+    }
+    write_private(&path, &config_bytes(&doc))?;
     Ok(path)
 }
 
@@ -272,7 +285,7 @@ pub fn remove(host: &str, file: Option<&Path>) -> Result<bool> {
         Err(e) => return Err(Error::path("read", &path, e)),
     };
     let wanted = normalize_key(host);
-    let Some(auths) = doc["auths"].as_object_mut() else {
+    let Some(auths) = doc.get_mut("auths").and_then(Value::as_object_mut) else {
         return Ok(false);
     };
     let before = auths.len();
@@ -280,10 +293,7 @@ pub fn remove(host: &str, file: Option<&Path>) -> Result<bool> {
     if auths.len() == before {
         return Ok(false);
     }
-    write_private(
-        &path,
-        &serde_json::to_vec_pretty(&doc).expect("JSON values serialise"),
-    )?;
+    write_private(&path, &config_bytes(&doc))?;
     Ok(true)
 }
 
@@ -309,6 +319,15 @@ fn parse_config(path: &Path, bytes: &[u8]) -> Result<Value> {
         )));
     }
     Ok(doc)
+}
+
+/// A docker config as written back to its file.
+#[allow(
+    clippy::expect_used,
+    reason = "a serde_json::Value (string keys only) always serialises"
+)]
+fn config_bytes(doc: &Value) -> Vec<u8> {
+    serde_json::to_vec_pretty(doc).expect("JSON values serialise")
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -86,7 +86,7 @@ impl MountIndex {
     }
 
     pub(super) fn note(&self, host: &str, digest: &Digest, repo: &str) {
-        let mut known = self.known.lock().unwrap();
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         let repos = known.entry((host.to_string(), digest.clone())).or_default();
         if !repos.iter().any(|r| r == repo) {
             repos.push(repo.to_string());
@@ -103,7 +103,7 @@ impl MountIndex {
     pub(super) fn holds(&self, host: &str, digest: &Digest, repo: &str) -> bool {
         self.known
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .get(&(host.to_string(), digest.clone()))
             .is_some_and(|repos| repos.iter().any(|r| r == repo))
     }
@@ -112,7 +112,7 @@ impl MountIndex {
     pub(super) fn find_other(&self, host: &str, digest: &Digest, not: &str) -> Option<String> {
         self.known
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .get(&(host.to_string(), digest.clone()))
             .and_then(|repos| repos.iter().find(|r| *r != not).cloned())
     }

@@ -46,7 +46,12 @@ pub struct RegistrySink {
 
 impl Drop for RegistrySink {
     fn drop(&mut self) {
-        for d in self.claimed.lock().unwrap().drain(..) {
+        for d in self
+            .claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             self.mounts.release(self.client.host(), &d);
         }
     }
@@ -177,7 +182,12 @@ impl ImageSink for RegistrySink {
     fn mount_blob(&self, desc: &Descriptor, from: Option<&(String, String)>) -> Result<bool> {
         // This sink claimed the upload already (a retry of a blob whose
         // source failed before its bytes went up): it uploads again.
-        if self.claimed.lock().unwrap().contains(&desc.digest) {
+        if self
+            .claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&desc.digest)
+        {
             return Ok(false);
         }
         let host = self.client.host().to_string();
@@ -188,7 +198,10 @@ impl ImageSink for RegistrySink {
         if known_elsewhere().is_none() && from.is_none_or(|(h, r)| h != &host || r == &self.repo) {
             match self.mounts.claim(&host, &desc.digest) {
                 Claim::Owned => {
-                    self.claimed.lock().unwrap().push(desc.digest.clone());
+                    self.claimed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(desc.digest.clone());
                     self.open_session_ahead(&desc.digest);
                     return Ok(false);
                 }
@@ -226,7 +239,7 @@ impl ImageSink for RegistrySink {
 
     fn blob_abandoned(&self, desc: &Descriptor) {
         // Another image waiting for this upload stops waiting now.
-        let mut claimed = self.claimed.lock().unwrap();
+        let mut claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(i) = claimed.iter().position(|d| d == &desc.digest) {
             claimed.remove(i);
             self.mounts.release(self.client.host(), &desc.digest);
@@ -235,7 +248,7 @@ impl ImageSink for RegistrySink {
 
     fn put_blob(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()> {
         let result = self.upload(desc, reader);
-        let mut claimed = self.claimed.lock().unwrap();
+        let mut claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(i) = claimed.iter().position(|d| d == &desc.digest) {
             claimed.remove(i);
             self.mounts.release(self.client.host(), &desc.digest);
@@ -254,12 +267,16 @@ impl ImageSink for RegistrySink {
     fn put_manifest(&self, manifest: &RawManifest) -> Result<()> {
         self.manifests
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .insert(manifest.digest.clone(), manifest.clone());
         // Held back one step: if it turns out to be a root that gets a tag,
         // the tag's PUT stores it and a PUT by digest would be one request
         // too many. Children are pushed before anything that lists them.
-        let previous = self.pending.lock().unwrap().replace(manifest.clone());
+        let previous = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(manifest.clone());
         match previous {
             Some(m) => self.push_manifest(&m, m.digest.as_str()),
             None => Ok(()),
@@ -267,7 +284,7 @@ impl ImageSink for RegistrySink {
     }
 
     fn add_image(&self, root: &Descriptor, names: &[ImageName]) -> Result<()> {
-        let mut tags = self.tags.lock().unwrap();
+        let mut tags = self.tags.lock().unwrap_or_else(|e| e.into_inner());
         let before = tags.len();
         for n in names {
             if let ImageName::Reference(r) = n
@@ -278,7 +295,7 @@ impl ImageSink for RegistrySink {
         }
         let tagged = tags.len() > before;
         drop(tags);
-        let mut pending = self.pending.lock().unwrap();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         match pending.take() {
             Some(m) if m.digest == root.digest && tagged => Ok(()),
             Some(m) => self.push_manifest(&m, m.digest.as_str()),
@@ -287,15 +304,20 @@ impl ImageSink for RegistrySink {
     }
 
     fn commit(&self) -> Result<()> {
-        if let Some(m) = self.pending.lock().unwrap().take() {
+        if let Some(m) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             self.push_manifest(&m, m.digest.as_str())?;
         }
-        let tags = self.tags.lock().unwrap().clone();
+        let tags = self.tags.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for (digest, tag) in tags {
             let m = self
                 .manifests
                 .lock()
-                .unwrap()
+                .unwrap_or_else(|e| e.into_inner())
                 .get(&digest)
                 .cloned()
                 .ok_or_else(|| {

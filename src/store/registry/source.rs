@@ -117,7 +117,12 @@ impl ImageSource for RegistrySource {
     }
 
     fn read_manifest(&self, desc: &Descriptor) -> Result<Vec<u8>> {
-        if let Some(b) = self.cache.lock().unwrap().get(&desc.digest) {
+        if let Some(b) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&desc.digest)
+        {
             return Ok(b.clone());
         }
         let is_manifest = is_manifest_media_type(&desc.media_type) || desc.media_type.is_empty();
@@ -130,7 +135,7 @@ impl ImageSource for RegistrySource {
         let bytes = get_small(&self.client, &what, &path)?.bytes;
         self.cache
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .insert(desc.digest.clone(), bytes.clone());
         Ok(bytes)
     }

@@ -19,6 +19,10 @@ use super::failure::error_chain;
 /// The runtime that drives every registry connection of the process.
 pub(super) fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    #[allow(
+        clippy::expect_used,
+        reason = "only the OS refusing threads at start-up fails this, not anything read"
+    )]
     RUNTIME.get_or_init(|| {
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -134,8 +138,8 @@ impl Read for Response {
                 Err(e) => return Err(io::Error::other(e)),
             }
         }
-        let n = buf.len().min(self.pending.len());
-        buf[..n].copy_from_slice(&self.pending[..n]);
+        let mut pending: &[u8] = &self.pending;
+        let n = pending.read(buf)?;
         self.pending.advance(n);
         Ok(n)
     }

@@ -86,13 +86,17 @@ impl RegistrySink {
         // source could not be read) lapses on the registry.
         self.sessions
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .insert(digest.clone(), session);
     }
 
     /// The upload session for a blob: the one opened ahead, or a new one.
     fn upload_session(&self, desc: &Descriptor) -> Result<String> {
-        let ahead = self.sessions.lock().unwrap().remove(&desc.digest);
+        let ahead = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&desc.digest);
         let location = match ahead {
             Some(session) => session.join().map_err(|_| {
                 Error::Network(format!(
@@ -138,7 +142,7 @@ impl RegistrySink {
                     let req = http
                         .put(url.as_str())
                         .header(CONTENT_TYPE, "application/octet-stream");
-                    match body.lock().unwrap().take() {
+                    match body.lock().unwrap_or_else(|e| e.into_inner()).take() {
                         Some(b) => req.header(CONTENT_LENGTH, size).body(b),
                         None => req.body(Vec::new()),
                     }
@@ -151,8 +155,8 @@ impl RegistrySink {
                 let mut filled = 0;
                 // Fill the chunk: a network source returns what one packet
                 // or frame held.
-                while filled < buf.len() {
-                    match reader.read(&mut buf[filled..]) {
+                while let Some(rest) = buf.get_mut(filled..).filter(|rest| !rest.is_empty()) {
+                    match reader.read(rest) {
                         Ok(0) => {
                             done = true;
                             break;
@@ -221,7 +225,7 @@ impl RegistrySink {
                     let req = http
                         .patch(patch_url.as_str())
                         .header(CONTENT_TYPE, "application/octet-stream");
-                    match body.lock().unwrap().take() {
+                    match body.lock().unwrap_or_else(|e| e.into_inner()).take() {
                         Some(b) => req.body(b),
                         None => req.body(Vec::new()),
                     }
@@ -319,6 +323,7 @@ impl ChannelWriter {
 impl io::Write for ChannelWriter {
     /// Takes at most what fills the current chunk: a large write (a whole
     /// compressed piece) goes out in chunks, never as one buffer.
+    #[allow(clippy::indexing_slicing, reason = "n is at most data.len()")]
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = (UPLOAD_CHUNK - self.buf.len()).min(data.len());
         let data = &data[..n];

@@ -248,6 +248,7 @@ impl Read for EntryReader {
             return Ok(0);
         }
         let want = buf.len().min(left as usize);
+        #[allow(clippy::indexing_slicing, reason = "want is at most buf.len()")]
         let n = self.file.read_at(&mut buf[..want], self.pos)?;
         if n == 0 {
             return Err(io::Error::new(

@@ -91,7 +91,10 @@ impl TarOut {
     }
 
     pub fn contains(&self, path: &str) -> bool {
-        self.written.lock().unwrap().contains(path)
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(path)
     }
 
     fn io(&self, path: &str, e: io::Error) -> Error {
@@ -103,14 +106,19 @@ impl TarOut {
     /// another number of bytes is an error.
     pub fn entry(&self, path: &str, size: u64, data: &mut dyn Read) -> Result<bool> {
         self.check_poisoned()?;
-        if !self.written.lock().unwrap().insert(path.to_string()) {
+        if !self
+            .written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_string())
+        {
             return Ok(false);
         }
         let result = self.write_entry(path, size, data);
         if let Err(e) = &result {
             self.cause
                 .lock()
-                .unwrap()
+                .unwrap_or_else(|e| e.into_inner())
                 .get_or_insert_with(|| (e.class(), e.to_string()));
             self.poisoned
                 .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -121,7 +129,8 @@ impl TarOut {
     fn check_poisoned(&self) -> Result<()> {
         if self.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
             use crate::error::ErrorClass;
-            if let Some((class, msg)) = self.cause.lock().unwrap().clone() {
+            if let Some((class, msg)) = self.cause.lock().unwrap_or_else(|e| e.into_inner()).clone()
+            {
                 let msg = format!("{msg} (so {} cannot be completed)", self.label);
                 return Err(match class {
                     ErrorClass::Integrity => Error::Integrity(msg),
@@ -150,7 +159,7 @@ impl TarOut {
         match &self.mode {
             Mode::Positional { file, end } => {
                 let offset = {
-                    let mut end = end.lock().unwrap();
+                    let mut end = end.lock().unwrap_or_else(|e| e.into_inner());
                     let at = *end;
                     *end += BLOCK + padded(size);
                     at
@@ -168,7 +177,10 @@ impl TarOut {
                     if n as u64 > left {
                         return Err(Error::Integrity(format!("{path}: more than {size} bytes")));
                     }
-                    file.write_all_at(&buf[..n], pos)
+                    let chunk = buf.get(..n).ok_or_else(|| {
+                        Error::Integrity(format!("{path}: the reader overran its buffer"))
+                    })?;
+                    file.write_all_at(chunk, pos)
                         .map_err(|e| self.io(path, e))?;
                     pos += n as u64;
                     left -= n as u64;
@@ -181,7 +193,7 @@ impl TarOut {
                 // Padding is left as a hole: it reads as zeros.
             }
             Mode::Stream { out } => {
-                let mut guard = out.lock().unwrap();
+                let mut guard = out.lock().unwrap_or_else(|e| e.into_inner());
                 let w = guard.as_mut().ok_or_else(|| {
                     Error::Usage(format!("{}: archive already finished", self.label))
                 })?;
@@ -198,8 +210,12 @@ impl TarOut {
                     return Err(Error::Integrity(format!("{path}: more than {size} bytes")));
                 }
                 let pad = (padded(size) - size) as usize;
-                w.write_all(&[0u8; BLOCK as usize][..pad])
-                    .map_err(|e| self.io(path, e))?;
+                #[allow(
+                    clippy::indexing_slicing,
+                    reason = "padding to a block boundary is less than a block"
+                )]
+                let zeros = &[0u8; BLOCK as usize][..pad];
+                w.write_all(zeros).map_err(|e| self.io(path, e))?;
             }
         }
         Ok(())
@@ -208,14 +224,19 @@ impl TarOut {
     /// Adds a directory entry (`blobs/`), which some layout readers need.
     pub fn dir(&self, path: &str) -> Result<()> {
         self.check_poisoned()?;
-        if !self.written.lock().unwrap().insert(path.to_string()) {
+        if !self
+            .written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_string())
+        {
             return Ok(());
         }
         let head = header_of(path, 0, tar::EntryType::Directory, 0o755)?;
         match &self.mode {
             Mode::Positional { file, end } => {
                 let offset = {
-                    let mut end = end.lock().unwrap();
+                    let mut end = end.lock().unwrap_or_else(|e| e.into_inner());
                     let at = *end;
                     *end += BLOCK;
                     at
@@ -224,7 +245,7 @@ impl TarOut {
                     .map_err(|e| self.io(path, e))?;
             }
             Mode::Stream { out } => {
-                let mut guard = out.lock().unwrap();
+                let mut guard = out.lock().unwrap_or_else(|e| e.into_inner());
                 let w = guard.as_mut().ok_or_else(|| {
                     Error::Usage(format!("{}: archive already finished", self.label))
                 })?;
@@ -244,16 +265,20 @@ impl TarOut {
         let eof = [0u8; 2 * BLOCK as usize];
         match &self.mode {
             Mode::Positional { file, end } => {
-                let end = *end.lock().unwrap();
+                let end = *end.lock().unwrap_or_else(|e| e.into_inner());
                 file.write_all_at(&eof, end)
                     .map_err(|e| self.io("end of archive", e))?;
                 file.set_len(end + eof.len() as u64)
                     .map_err(|e| self.io("end of archive", e))?;
             }
             Mode::Stream { out } => {
-                let mut w = out.lock().unwrap().take().ok_or_else(|| {
-                    Error::Usage(format!("{}: archive already finished", self.label))
-                })?;
+                let mut w = out
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .ok_or_else(|| {
+                        Error::Usage(format!("{}: archive already finished", self.label))
+                    })?;
                 w.write_all(&eof)
                     .map_err(|e| self.io("end of archive", e))?;
                 w.flush().map_err(|e| self.io("end of archive", e))?;

@@ -121,7 +121,11 @@ impl ArchiveSink {
     }
 
     fn finish(&self) -> Result<()> {
-        let images = self.images.lock().unwrap().clone();
+        let images = self
+            .images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if self.flavor != Flavor::DockerLegacy {
             let entries = merge_index_entries(Vec::new(), &images);
             let doc = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries});
@@ -145,8 +149,8 @@ impl ArchiveSink {
     ) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
         docker_metadata(
             images,
-            &self.manifests.lock().unwrap(),
-            &self.configs.lock().unwrap(),
+            &self.manifests.lock().unwrap_or_else(|e| e.into_inner()),
+            &self.configs.lock().unwrap_or_else(|e| e.into_inner()),
             self.platform.as_ref(),
             &self.label,
             self.flavor == Flavor::DockerLegacy,
@@ -196,7 +200,12 @@ pub(crate) fn docker_metadata(
             Err(_) if carried.is_some() => continue,
             Err(e) => return Err(e),
         };
-        let config = image.config.as_ref().expect("picked manifests are images");
+        let Some(config) = image.config.as_ref() else {
+            return Err(Error::Format(format!(
+                "{label}: image {} has no config",
+                root.digest
+            )));
+        };
         if let Some(has) = carried
             && !(has(&config.digest) && image.layers.iter().all(|l| has(&l.digest)))
         {
@@ -240,9 +249,17 @@ pub(crate) fn docker_metadata(
             "Layers": layers,
         }));
     }
+    #[allow(
+        clippy::expect_used,
+        reason = "a serde_json::Value (string keys only) always serialises"
+    )]
     let mut mj = serde_json::to_vec(&Value::Array(entries)).expect("JSON values serialise");
     mj.push(b'\n');
     let repos = (!repositories.is_empty()).then(|| {
+        #[allow(
+            clippy::expect_used,
+            reason = "a serde_json::Value (string keys only) always serialises"
+        )]
         let mut r =
             serde_json::to_vec(&Value::Object(repositories)).expect("JSON values serialise");
         r.push(b'\n');
@@ -261,7 +278,10 @@ impl Read for Capture<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(out)?;
         if let Some(b) = &mut self.buf {
-            b.extend_from_slice(&out[..n]);
+            let read = out
+                .get(..n)
+                .ok_or_else(|| io::Error::other("a reader overran its buffer"))?;
+            b.extend_from_slice(read);
         }
         Ok(n)
     }
@@ -317,7 +337,10 @@ impl ImageSink for ArchiveSink {
                 .entry_bytes(&format!("{dir}/json"), json.as_bytes())?;
         }
         if let Some(b) = r.buf {
-            self.configs.lock().unwrap().insert(desc.digest.clone(), b);
+            self.configs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(desc.digest.clone(), b);
         }
         Ok(())
     }
@@ -330,7 +353,7 @@ impl ImageSink for ArchiveSink {
         }
         self.manifests
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .insert(manifest.digest.clone(), manifest.clone());
         Ok(())
     }
@@ -338,14 +361,14 @@ impl ImageSink for ArchiveSink {
     fn add_image(&self, root: &Descriptor, names: &[ImageName]) -> Result<()> {
         self.images
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .push((root.clone(), names.to_vec()));
         Ok(())
     }
 
     fn commit(&self) -> Result<()> {
         self.finish()?;
-        match self.target.lock().unwrap().take() {
+        match self.target.lock().unwrap_or_else(|e| e.into_inner()).take() {
             Some(Target::File { tmp, dest }) => {
                 let tmp_path = tmp.path().to_path_buf();
                 crate::store::atomic_file::publish(tmp, &dest)?;
@@ -358,7 +381,9 @@ impl ImageSink for ArchiveSink {
     }
 
     fn abort(&self) {
-        if let Some(Target::File { tmp, .. }) = self.target.lock().unwrap().take() {
+        if let Some(Target::File { tmp, .. }) =
+            self.target.lock().unwrap_or_else(|e| e.into_inner()).take()
+        {
             unregister_cleanup(tmp.path());
             drop(tmp);
         }
