@@ -24,6 +24,17 @@
 //! The binary adds `cli` on top: argument parsing and the only printer.
 //! [`error`] is shared by every layer.
 #![forbid(unsafe_code)]
+// No panic reachable from input: outside data is read with checks, and
+// what stays unchecked says why it is safe (`#[allow(..., reason)]`).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 
 pub mod commands;
 pub mod content;

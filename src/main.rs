@@ -1,6 +1,17 @@
 //! The `imgsync` binary: parse the command line, run it, map the error to
 //! the exit code. Everything else is in [`cli`] and the library.
 
+// No panic reachable from input, as in the library.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
 mod cli;
 
 use std::process::ExitCode;

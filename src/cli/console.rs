@@ -97,7 +97,12 @@ impl Reporter {
     }
 
     pub fn finish(&self) {
-        for (_, bar) in self.active.lock().unwrap().drain() {
+        for (_, bar) in self
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+        {
             bar.finish_and_clear();
         }
         if let Some(b) = &self.bars {
@@ -110,28 +115,39 @@ impl Progress for Reporter {
     fn blob_started(&self, digest: &Digest, size: u64) {
         let Some(multi) = &self.bars else { return };
         let bar = multi.add(ProgressBar::new(size));
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix:.dim} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
+        if let Ok(style) = ProgressStyle::with_template(
+            "{prefix:.dim} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
         bar.set_prefix(digest.short());
-        self.active.lock().unwrap().insert(digest.clone(), bar);
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(digest.clone(), bar);
     }
 
     fn blob_bytes(&self, digest: &Digest, bytes: u64) {
         if self.bars.is_none() {
             return;
         }
-        if let Some(b) = self.active.lock().unwrap().get(digest) {
+        if let Some(b) = self
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+        {
             b.inc(bytes);
         }
     }
 
     fn blob_done(&self, digest: &Digest, _size: u64, _outcome: BlobOutcome) {
-        if let Some(b) = self.active.lock().unwrap().remove(digest) {
+        if let Some(b) = self
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(digest)
+        {
             b.finish_and_clear();
         }
     }
@@ -170,10 +186,7 @@ pub fn copy_summary(report: &CopyReport, elapsed: Duration, quiet: bool, json: b
             "conversions": report.conversions,
             "seconds": elapsed.as_secs_f64(),
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).expect("JSON values serialise")
-        );
+        println!("{}", to_json(&v));
     }
     if !quiet {
         let mut line = format!(
@@ -214,10 +227,7 @@ pub fn verify_summary(
             "errors": report.errors.iter().map(|e| serde_json::json!({"class": e.class(), "message": e.to_string()})).collect::<Vec<_>>(),
             "seconds": elapsed.as_secs_f64(),
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).expect("JSON values serialise")
-        );
+        println!("{}", to_json(&v));
     }
     if report.errors.is_empty() {
         if !quiet {
@@ -240,17 +250,15 @@ pub fn verify_summary(
             .iter()
             .map(|e| e.class().exit_code())
             .find(|&c| c == imgsync::ErrorClass::Integrity.exit_code())
-            .unwrap_or_else(|| report.errors[0].class().exit_code());
+            .or_else(|| report.errors.first().map(|e| e.class().exit_code()))
+            .unwrap_or(1);
         std::process::ExitCode::from(code)
     }
 }
 
 pub fn inspect(infos: &[ImageInfo], json: bool) {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(infos).expect("JSON values serialise")
-        );
+        println!("{}", to_json(infos));
         return;
     }
     let mut out = String::new();
@@ -323,10 +331,7 @@ pub fn save_summary(
             "requests": report.copy.requests,
             "seconds": elapsed.as_secs_f64(),
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).expect("JSON values serialise")
-        );
+        println!("{}", to_json(&v));
     }
     if !quiet {
         let mut line = format!(
@@ -381,10 +386,7 @@ pub fn bundle_verify_summary(
             "problems": report.problems.iter().cloned().chain(report.copy.errors.iter().map(|e| e.to_string())).collect::<Vec<_>>(),
             "seconds": elapsed.as_secs_f64(),
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).expect("JSON values serialise")
-        );
+        println!("{}", to_json(&v));
     }
     if !quiet {
         for (file, (n, bytes)) in &report.relies_on {
@@ -520,11 +522,7 @@ pub fn json_line(json: &[u8]) {
 /// A list of names on stdout, one a line, or as a JSON list.
 pub fn names(names: &[String], json: bool) {
     if json {
-        json_line(
-            serde_json::to_string_pretty(names)
-                .expect("JSON values serialise")
-                .as_bytes(),
-        );
+        json_line(to_json(names).as_bytes());
     } else {
         let mut out = String::new();
         for n in names {
@@ -543,6 +541,16 @@ pub fn message(msg: &str) {
 /// A failure, as one line.
 pub fn error(e: &imgsync::Error) {
     say!("imgsync: error: {e}");
+}
+
+/// Pretty JSON of a report. Serialising these values cannot fail: they
+/// hold strings, numbers and maps with string keys only.
+#[allow(
+    clippy::expect_used,
+    reason = "reports serialise to JSON whatever they hold"
+)]
+pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string_pretty(value).expect("JSON values serialise")
 }
 
 #[cfg(test)]

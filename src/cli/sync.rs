@@ -210,7 +210,7 @@ fn once(
     }
     let report = sync::execute(config, items, opts, &pool, progress, started);
     console::sync_summary(&config.path, &report, c.quiet);
-    let json = serde_json::to_vec_pretty(&report).expect("JSON values serialise");
+    let json = console::to_json(&report).into_bytes();
     if let Some(p) = &c.report {
         sync::report::write_atomic(p, &json)?;
     }

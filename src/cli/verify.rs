@@ -28,13 +28,16 @@ pub fn run(c: VerifyCmd) -> Result<ExitCode, Error> {
     let opts = options(&c.common);
     // Files given by path (no transport) are a bundle or its volumes.
     let files: Vec<PathBuf> = c.locations.iter().map(PathBuf::from).collect();
+    let (Some(first), Some(first_file)) = (c.locations.first(), files.first()) else {
+        return Err(Error::Usage("verify: give a location or a bundle".into()));
+    };
     let bare_files = c.locations.len() > 1
-        || (!c.locations[0].contains("://")
-            && !c.locations[0].starts_with("docker-archive:")
-            && !c.locations[0].starts_with("oci:")
-            && !c.locations[0].starts_with("oci-archive:")
-            && (files[0].is_file()
-                || imgsync::store::bundle::manifest::volume_path(&files[0], 1).is_file()));
+        || (!first.contains("://")
+            && !first.starts_with("docker-archive:")
+            && !first.starts_with("oci:")
+            && !first.starts_with("oci-archive:")
+            && (first_file.is_file()
+                || imgsync::store::bundle::manifest::volume_path(first_file, 1).is_file()));
     if bare_files {
         let progress = console::Reporter::new(c.common.quiet, "verified");
         let report = commands::verify::bundle(&files, &opts, &progress)?;
@@ -46,7 +49,7 @@ pub fn run(c: VerifyCmd) -> Result<ExitCode, Error> {
             c.common.json,
         ));
     }
-    let loc = Location::parse(&c.locations[0])?;
+    let loc = Location::parse(first)?;
     let progress = console::Reporter::new(c.common.quiet, "verified");
     let registry = c.registry.settings(c.common.jobs)?;
     let report = commands::verify::run(&loc, &opts, &registry, &progress)?;

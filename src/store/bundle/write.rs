@@ -83,7 +83,8 @@ pub struct BundleSink {
 }
 
 fn padded(size: u64) -> u64 {
-    size.div_ceil(BLOCK) * BLOCK
+    // Sizes come from descriptors: never wrap around.
+    size.div_ceil(BLOCK).saturating_mul(BLOCK)
 }
 
 fn blob_entry(d: &Digest) -> String {
@@ -185,18 +186,28 @@ impl BundleSink {
     /// into, or `None` when it does not fit in any one volume.
     fn place(&self, path: &str, desc: &Descriptor) -> Result<Option<(u32, Arc<TarOut>)>> {
         let size = desc.size;
-        let need = BLOCK + padded(size) + LISTING_PER_ENTRY;
+        let need = padded(size)
+            .saturating_add(BLOCK)
+            .saturating_add(LISTING_PER_ENTRY);
         let mut volumes = self.volumes.lock().unwrap_or_else(|e| e.into_inner());
         let cap = self.opts.split.unwrap_or(u64::MAX);
-        if need + VOLUME_OVERHEAD > cap {
+        if need.saturating_add(VOLUME_OVERHEAD) > cap {
             return Ok(None);
         }
         let v = match volumes.last() {
-            Some(v) if v.lock().unwrap_or_else(|e| e.into_inner()).used + need <= cap => v.clone(),
+            Some(v)
+                if v.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .used
+                    .saturating_add(need)
+                    <= cap =>
+            {
+                v.clone()
+            }
             _ => self.new_volume(&mut volumes)?,
         };
         let mut v = v.lock().unwrap_or_else(|e| e.into_inner());
-        v.used += need;
+        v.used = v.used.saturating_add(need);
         v.entries.insert(
             path.to_string(),
             VolumeEntry {

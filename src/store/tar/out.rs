@@ -59,7 +59,8 @@ fn header_of(path: &str, size: u64, kind: tar::EntryType, mode: u32) -> Result<[
 }
 
 fn padded(size: u64) -> u64 {
-    size.div_ceil(BLOCK) * BLOCK
+    // Sizes come from descriptors: never wrap around.
+    size.div_ceil(BLOCK).saturating_mul(BLOCK)
 }
 
 impl TarOut {
@@ -161,12 +162,12 @@ impl TarOut {
                 let offset = {
                     let mut end = end.lock().unwrap_or_else(|e| e.into_inner());
                     let at = *end;
-                    *end += BLOCK + padded(size);
+                    *end = end.saturating_add(padded(size)).saturating_add(BLOCK);
                     at
                 };
                 file.write_all_at(&head, offset)
                     .map_err(|e| self.io(path, e))?;
-                let mut pos = offset + BLOCK;
+                let mut pos = offset.saturating_add(BLOCK);
                 let mut buf = vec![0u8; CHUNK.min(size.max(1) as usize)];
                 let mut left = size;
                 loop {
