@@ -299,6 +299,21 @@ pub fn inspect(infos: &[ImageInfo], json: bool) {
             ));
         }
     }
+    write_text(&out);
+}
+
+/// Lines of text for a person on stdout, control characters within a line
+/// escaped as on stderr (names and media types come from outside).
+pub fn write_text(text: &str) {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, end) = match line.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (line, ""),
+        };
+        out.push_str(&escape_controls(body));
+        out.push_str(end);
+    }
     write_stdout(out.as_bytes());
 }
 
@@ -466,7 +481,7 @@ pub fn sync_plan(items: &[imgsync::commands::sync::Item]) {
             if it.up_to_date { "up-to-date" } else { "copy" }
         ));
     }
-    write_stdout(out.as_bytes());
+    write_text(&out);
 }
 
 /// A sync run's lines on stderr: each failure, each copy (unless quiet),
@@ -529,7 +544,7 @@ pub fn names(names: &[String], json: bool) {
             out.push_str(n);
             out.push('\n');
         }
-        write_stdout(out.as_bytes());
+        write_text(&out);
     }
 }
 

@@ -255,3 +255,26 @@ fn an_entry_past_the_spool_limit_is_refused_before_it_is_spooled() {
         t.entries()
     );
 }
+
+/// A name with control characters (a layout's ref name here; a tag a
+/// registry lists alike) reaches the terminal escaped on stdout too, so it
+/// cannot move the cursor or clear the screen.
+#[test]
+fn control_characters_in_names_are_escaped_on_stdout() {
+    let t = TestDir::new();
+    let archive = fixture("hello.tar").display().to_string();
+    t.imgsync(&["copy", &format!("docker-archive:{archive}:@0"), "oci:l:app"])
+        .ok();
+    let index_path = t.path("l/index.json");
+    let mut index: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] =
+        json!("app\u{1b}[2J");
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let run = t.imgsync(&["inspect", "oci:l"]).ok();
+    let stdout = String::from_utf8(run.stdout).unwrap();
+    assert!(
+        !stdout.contains('\u{1b}'),
+        "a raw ESC on stdout: {stdout:?}"
+    );
+    assert!(stdout.contains("app\\x1b[2J"), "{stdout}");
+}

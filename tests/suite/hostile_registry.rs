@@ -394,3 +394,58 @@ fn a_long_multibyte_error_line_is_cut_on_a_character_boundary() {
     t.imgsync(&["inspect", &format!("docker://{host}/team/app:1")])
         .fails(4, &[&host, &shown]);
 }
+
+/// A tag list's `Link: rel=next` naming another host and port is followed
+/// (it is the registry's answer), but without the registry's credentials.
+#[test]
+fn credentials_stay_with_the_registry_when_a_next_page_link_points_elsewhere() {
+    let t = TestDir::new();
+    let elsewhere = Server::start(|_: &Seen| {
+        answer(
+            200,
+            &[("Content-Type", "application/json".to_string())],
+            br#"{"name":"team/app","tags":["2"]}"#,
+        )
+    });
+    let next = format!(
+        "<http://127.0.0.1:{}/v2/team/app/tags/list?last=1>; rel=\"next\"",
+        elsewhere.port
+    );
+    let registry = Server::start(move |r: &Seen| {
+        if r.authorization.is_none() {
+            return answer(401, &[basic_challenge()], b"");
+        }
+        match r.target.split('?').next().unwrap_or("") {
+            "/v2/" => answer(200, &[], b"{}"),
+            "/v2/team/app/tags/list" => answer(
+                200,
+                &[
+                    ("Content-Type", "application/json".to_string()),
+                    ("Link", next.clone()),
+                ],
+                br#"{"name":"team/app","tags":["1"]}"#,
+            ),
+            _ => answer(404, &[], b""),
+        }
+    });
+    let run = t
+        .imgsync(&[
+            "tags",
+            &format!("127.0.0.1:{}/team/app", registry.port),
+            "--creds",
+            "alice:secret-password",
+        ])
+        .ok();
+    let asked = elsewhere.seen();
+    assert!(!asked.is_empty(), "the next page was not asked for");
+    for r in &asked {
+        assert_eq!(
+            r.authorization, None,
+            "credentials sent to another origin: {} {}",
+            r.method, r.target
+        );
+    }
+    assert!(registry.seen().iter().any(|r| r.authorization.is_some()));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.lines().any(|l| l == "1"), "{stdout}");
+}
