@@ -242,8 +242,13 @@ fn move_blob(
                 .spool_dir()
                 .map(PathBuf::from)
                 .unwrap_or_else(|| opts.tmpdir.clone());
-            let tmp = crate::store::atomic_file::destination_tempfile(&dir, ".imgsync-blob-")
-                .map_err(|e| Error::path("create a temporary file in", &dir, e))?;
+            // Locked while it lives: a later run reclaims it if this one
+            // is killed before it can.
+            let tmp = crate::store::atomic_file::locked_destination_tempfile(
+                &dir,
+                ".imgsync-transcoding-",
+            )
+            .map_err(|e| Error::path("create a temporary file in", &dir, e))?;
             crate::store::cleanup::register_cleanup(tmp.path());
             let result = (|| {
                 let file = tmp

@@ -136,6 +136,30 @@ fn prefixed_entries(dir: &Path, prefix: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A private temporary file in `dir` (a spool of an archive that may be
+/// someone's own), locked for as long as it lives, after removing the
+/// leftovers with the same prefix of writers that are gone (a killed run
+/// cannot delete its own). The directory is locked meanwhile, so no other
+/// run sees the new file before it is locked; where it cannot be locked,
+/// nothing is reclaimed.
+pub fn claimed_tempfile(dir: &Path, prefix: &str) -> std::io::Result<tempfile::NamedTempFile> {
+    let dir_lock = std::fs::File::open(dir).ok().filter(|d| d.lock().is_ok());
+    if dir_lock.is_some() {
+        reclaim_stale_files(dir, prefix);
+    }
+    let made = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempfile_in(dir)
+        .and_then(|tmp| {
+            tmp.as_file().lock()?;
+            Ok(tmp)
+        });
+    if let Some(d) = dir_lock {
+        let _ = d.unlock();
+    }
+    made
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -77,9 +77,7 @@ fn spool(input: Box<dyn Read + Send>, what: &str, tmpdir: &Path) -> Result<Opene
             )));
         }
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(".imgsync-spool-")
-        .tempfile_in(tmpdir)
+    let tmp = crate::store::cleanup::claimed_tempfile(tmpdir, SPOOL_PREFIX)
         .map_err(|e| Error::path("create a temporary file in", tmpdir, e))?;
     register_cleanup(tmp.path());
     let (mut file, path) = tmp.into_parts();
@@ -114,6 +112,9 @@ fn spool(input: Box<dyn Read + Send>, what: &str, tmpdir: &Path) -> Result<Opene
         spool: Some(path),
     })
 }
+
+/// Spool files in `--tmpdir` (leftovers of killed runs are reclaimed).
+const SPOOL_PREFIX: &str = ".imgsync-spooling-";
 
 /// The environment variable bounding what one archive may spool.
 pub const MAX_SPOOL_VAR: &str = "IMGSYNC_MAX_SPOOL";

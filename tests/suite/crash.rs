@@ -240,3 +240,41 @@ fn copies_into_an_archive_killed_part_way_leave_the_old_one() {
     assert!(partials().is_empty(), "{:?}", t.entries());
     t.imgsync(&["verify", "oci-archive:out.tar"]).ok();
 }
+
+/// A spool file a killed run left in `--tmpdir` is removed by the next run
+/// that spools there; one a running process holds (locked) is not.
+#[test]
+fn spool_files_of_killed_runs_are_reclaimed() {
+    use std::io::Write as _;
+    let t = TestDir::new();
+    let spool = t.path("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let stale = spool.join(".imgsync-spooling-stale");
+    std::fs::write(&stale, b"left by a killed run").unwrap();
+    let live = spool.join(".imgsync-spooling-live");
+    let held = std::fs::File::create(&live).unwrap();
+    held.lock().unwrap();
+    let tar = std::fs::read(fixture("hello.tar")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    std::fs::write(t.path("hello.tar.gz"), gz.finish().unwrap()).unwrap();
+    t.imgsync(&[
+        "copy",
+        "--tmpdir",
+        spool.to_str().unwrap(),
+        "docker-archive:hello.tar.gz:@0",
+        "oci:out:x",
+    ])
+    .ok();
+    assert!(
+        !stale.exists(),
+        "the killed run's spool file is still there"
+    );
+    assert!(live.exists(), "a live run's spool file was removed");
+    let left: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, [".imgsync-spooling-live"], "{left:?}");
+    drop(held);
+}
