@@ -53,7 +53,7 @@ impl FileTree for DirTree {
             )));
         }
         let mut buf = Vec::with_capacity(len as usize);
-        r.take(cap + 1)
+        r.take(cap.saturating_add(1))
             .read_to_end(&mut buf)
             .map_err(|e| Error::path("read", &self.root.join(rel), e))?;
         Ok(Some(buf))

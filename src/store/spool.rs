@@ -179,7 +179,7 @@ fn copy_tar(input: &mut dyn Read, out: &mut File, limit: u64, what: &str) -> Res
         let filled = crate::store::io::read_head(input, &mut block)?;
         out.write_all(filled)?;
         let n = filled.len();
-        written += n as u64;
+        written = written.saturating_add(n as u64);
         if n < block.len() {
             return Ok(());
         }
@@ -194,7 +194,7 @@ fn copy_tar(input: &mut dyn Read, out: &mut File, limit: u64, what: &str) -> Res
         let header_size = entry_size(&block).ok_or_else(|| {
             refused(format!(
                 "{what}: not a tar archive (bad header at byte {})",
-                written - BLOCK
+                written.saturating_sub(BLOCK)
             ))
         })?;
         let size = pax_size.take().unwrap_or(header_size);
@@ -216,12 +216,12 @@ fn copy_tar(input: &mut dyn Read, out: &mut File, limit: u64, what: &str) -> Res
             let mut data = Vec::new();
             input.take(padded).read_to_end(&mut data)?;
             out.write_all(&data)?;
-            written += data.len() as u64;
+            written = written.saturating_add(data.len() as u64);
             pax_size = pax_record_size(data.get(..size as usize).unwrap_or(&data));
             continue;
         }
         let copied = io::copy(&mut input.take(padded), out)?;
-        written += copied;
+        written = written.saturating_add(copied);
         if copied < padded {
             return Ok(());
         }

@@ -493,7 +493,7 @@ impl FileTree for BundleTree {
             )));
         }
         let mut buf = Vec::with_capacity(size as usize);
-        r.take(cap + 1)
+        r.take(cap.saturating_add(1))
             .read_to_end(&mut buf)
             .map_err(|e| Error::io(format!("read {rel} in {}", self.label), e))?;
         Ok(Some(buf))

@@ -211,7 +211,7 @@ impl Read for ResumingBlob {
             };
             match body.read(buf) {
                 Ok(n) => {
-                    self.offset += n as u64;
+                    self.offset = self.offset.saturating_add(n as u64);
                     return Ok(n);
                 }
                 Err(e) if self.offset < self.size && self.resumes < self.client.retry_times() => {

@@ -169,7 +169,7 @@ impl TarIndex {
                 EntryReader {
                     file: self.file.clone(),
                     pos: offset,
-                    end: offset + size,
+                    end: offset.saturating_add(size),
                 },
                 size,
             )
@@ -243,7 +243,7 @@ pub struct EntryReader {
 
 impl Read for EntryReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.end - self.pos;
+        let left = self.end.saturating_sub(self.pos);
         if left == 0 || buf.is_empty() {
             return Ok(0);
         }
@@ -256,7 +256,7 @@ impl Read for EntryReader {
                 "archive ended inside an entry",
             ));
         }
-        self.pos += n as u64;
+        self.pos = self.pos.saturating_add(n as u64);
         Ok(n)
     }
 }
