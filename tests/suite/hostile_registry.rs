@@ -449,3 +449,51 @@ fn credentials_stay_with_the_registry_when_a_next_page_link_points_elsewhere() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.lines().any(|l| l == "1"), "{stdout}");
 }
+
+/// A challenge naming a scope the run never asked about (push rights on
+/// another repository, the whole catalog) does not widen the token the run
+/// asks for: the token request carries only the run's own repository.
+#[test]
+fn a_challenge_cannot_widen_the_token_a_run_asks_for() {
+    let t = TestDir::new();
+    let port = Arc::new(Mutex::new(0u16));
+    let p = port.clone();
+    // Every answer to a request is a challenge naming the foreign scopes,
+    // the first with a token too (an "insufficient scope" answer).
+    let challenged = Arc::new(Mutex::new(0u32));
+    let registry = Server::start(move |r: &Seen| {
+        if r.target.starts_with("/token") {
+            return answer(200, &[], br#"{"token":"t0k3n","expires_in":300}"#);
+        }
+        let mut n = challenged.lock().unwrap();
+        if r.authorization.is_none() || *n < 2 {
+            *n += 1;
+            let realm = format!("http://127.0.0.1:{}/token", *p.lock().unwrap());
+            let challenge = format!(
+                r#"Bearer realm="{realm}",service="hostile",scope="repository:victim/app:push,pull repository:team/app:pull registry:catalog:*",error="insufficient_scope""#
+            );
+            return answer(401, &[("WWW-Authenticate", challenge)], b"");
+        }
+        answer(404, &[], b"")
+    });
+    *port.lock().unwrap() = registry.port;
+    let host = format!("127.0.0.1:{}", registry.port);
+    t.imgsync(&["inspect", &format!("docker://{host}/team/app:1")]);
+    let token_requests: Vec<String> = registry
+        .seen()
+        .into_iter()
+        .filter(|r| r.target.starts_with("/token"))
+        .map(|r| r.target)
+        .collect();
+    assert!(!token_requests.is_empty(), "no token was asked for");
+    for target in &token_requests {
+        assert!(
+            !target.contains("victim") && !target.contains("catalog"),
+            "the token request took the challenge's scope: {target}"
+        );
+        assert!(
+            target.contains("team%2Fapp") || target.contains("team/app"),
+            "{target}"
+        );
+    }
+}
