@@ -1,5 +1,5 @@
 //! OCI archives: a tar of an OCI layout (formats reference §4.4). Read in
-//! place through the tar index; written by [`super::tar_writer`].
+//! place through the tar index; written by [`super::tar::writer`].
 
 use std::path::Path;
 use std::sync::Arc;

@@ -149,7 +149,7 @@ fn parse_size(v: &str) -> Option<u64> {
     n.checked_mul(1u64 << shift)
 }
 
-const BLOCK: u64 = 512;
+use crate::store::tar::out::BLOCK;
 /// Largest pax extended header read (they hold a few paths and numbers).
 const MAX_PAX_HEADER: u64 = 1 << 20;
 

@@ -5,8 +5,11 @@
 //! - [`write`]: the sink `imgsync save` writes into.
 //! - [`read`]: the source `imgsync load` and `imgsync verify` read from:
 //!   volumes in any order, indexed once and read in place.
+//! - `commit`: what the bundle says about itself, written at commit, and
+//!   its volumes published.
 //! - [`manifest`]: the bundle manifest and the volume listings.
 
+mod commit;
 pub mod manifest;
 pub mod read;
 pub mod write;

@@ -3,7 +3,7 @@
 //! carries whole, and an imgsync bundle manifest.
 //!
 //! Blobs are written as they arrive, in parallel, each into the region of a
-//! volume reserved for it (see [`crate::store::tar_out`]). A blob that an
+//! volume reserved for it (see [`crate::store::tar::out`]). A blob that an
 //! earlier bundle (`--since`) carried or relied on is left out and listed as
 //! required; manifests and image configs are always carried, so every
 //! bundle can be planned and verified on its own. Volumes are written to
@@ -14,24 +14,19 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use serde_json::json;
-
 use super::manifest::{
-    BUNDLE_FILE, BlobPlace, BundleBlob, BundleImage, BundleManifest, BundleRef, FORMAT_VERSION,
-    PARTS_DIR, RequiredBlob, VOLUME_FILE, VolumeEntry, VolumeListing, VolumeRef, new_id,
+    BlobPlace, BundleBlob, BundleManifest, PARTS_DIR, RequiredBlob, VolumeEntry, new_id,
     volume_path,
 };
-use crate::content::media_type::{OCI_INDEX, is_image_config};
+use crate::content::media_type::is_image_config;
 use crate::content::{Descriptor, Digest, DigestHasher, MAX_MANIFEST_BYTES, Platform, RawManifest};
 use crate::error::{Error, Result};
-use crate::store::atomic_file::{locked_destination_tempfile, publish, sync_dir};
+use crate::store::atomic_file::locked_destination_tempfile;
 use crate::store::cleanup::{register_cleanup, unregister_cleanup};
-use crate::store::layout::{OCI_LAYOUT_CONTENT, index_bytes, merge_index_entries};
-use crate::store::tar::out::TarOut;
-use crate::store::tar::writer::{Capture, docker_metadata};
+use crate::store::tar::out::{BLOCK, TarOut, padded};
+use crate::store::tar::writer::Capture;
 use crate::store::{ImageName, ImageSink, SinkCaps};
 
-const BLOCK: u64 = 512;
 /// Room kept in every volume for its listing line per entry.
 const LISTING_PER_ENTRY: u64 = 160;
 /// Room kept in every volume for the tar's end and the listing's frame.
@@ -50,48 +45,43 @@ pub struct BundleOptions {
     pub docker_platform: Option<Platform>,
 }
 
-struct Volume {
-    number: u32,
-    tmp: tempfile::NamedTempFile,
-    out: Arc<TarOut>,
+pub(super) struct Volume {
+    pub(super) number: u32,
+    pub(super) tmp: tempfile::NamedTempFile,
+    pub(super) out: Arc<TarOut>,
     /// Bytes reserved so far (entries, listing lines, overhead).
-    used: u64,
-    entries: BTreeMap<String, VolumeEntry>,
+    pub(super) used: u64,
+    pub(super) entries: BTreeMap<String, VolumeEntry>,
 }
 
 pub struct BundleSink {
-    label: String,
-    out: PathBuf,
-    opts: BundleOptions,
-    id: String,
-    created: String,
+    pub(super) label: String,
+    pub(super) out: PathBuf,
+    pub(super) opts: BundleOptions,
+    pub(super) id: String,
+    pub(super) created: String,
     /// From `--since`: digest → (size, id of the bundle that carried it).
-    covered: HashMap<Digest, (u64, String)>,
-    volumes: Mutex<Vec<Arc<Mutex<Volume>>>>,
+    pub(super) covered: HashMap<Digest, (u64, String)>,
+    pub(super) volumes: Mutex<Vec<Arc<Mutex<Volume>>>>,
     /// Blobs some image of the run writes (or has written): another image
     /// that needs one skips it rather than reading it again.
-    claimed: Mutex<HashSet<Digest>>,
+    pub(super) claimed: Mutex<HashSet<Digest>>,
     /// Blobs whose entries were started.
-    written: Mutex<HashSet<Digest>>,
-    blobs: Mutex<BTreeMap<Digest, BundleBlob>>,
-    required: Mutex<BTreeMap<Digest, RequiredBlob>>,
-    manifests: Mutex<HashMap<Digest, RawManifest>>,
-    configs: Mutex<HashMap<Digest, Vec<u8>>>,
-    images: Mutex<Vec<(Descriptor, Vec<ImageName>)>>,
+    pub(super) written: Mutex<HashSet<Digest>>,
+    pub(super) blobs: Mutex<BTreeMap<Digest, BundleBlob>>,
+    pub(super) required: Mutex<BTreeMap<Digest, RequiredBlob>>,
+    pub(super) manifests: Mutex<HashMap<Digest, RawManifest>>,
+    pub(super) configs: Mutex<HashMap<Digest, Vec<u8>>>,
+    pub(super) images: Mutex<Vec<(Descriptor, Vec<ImageName>)>>,
     /// The manifest written on commit.
-    committed: Mutex<Option<BundleManifest>>,
+    pub(super) committed: Mutex<Option<BundleManifest>>,
 }
 
-fn padded(size: u64) -> u64 {
-    // Sizes come from descriptors: never wrap around.
-    size.div_ceil(BLOCK).saturating_mul(BLOCK)
-}
-
-fn blob_entry(d: &Digest) -> String {
+pub(super) fn blob_entry(d: &Digest) -> String {
     format!("blobs/{}/{}", d.algorithm(), d.encoded())
 }
 
-fn file_name(p: &Path) -> String {
+pub(super) fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
@@ -145,7 +135,7 @@ impl BundleSink {
             .clone()
     }
 
-    fn dir(&self) -> PathBuf {
+    pub(super) fn dir(&self) -> PathBuf {
         match self.out.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -153,7 +143,10 @@ impl BundleSink {
     }
 
     /// Opens the next volume (call with the volume list locked).
-    fn new_volume(&self, volumes: &mut Vec<Arc<Mutex<Volume>>>) -> Result<Arc<Mutex<Volume>>> {
+    pub(super) fn new_volume(
+        &self,
+        volumes: &mut Vec<Arc<Mutex<Volume>>>,
+    ) -> Result<Arc<Mutex<Volume>>> {
         let dir = self.dir();
         let prefix = format!(".{}.imgsync-partial-", file_name(&self.out));
         let tmp = locked_destination_tempfile(&dir, &prefix)
@@ -319,192 +312,6 @@ impl BundleSink {
                 parts,
             },
         );
-        Ok(())
-    }
-
-    fn finish(&self) -> Result<BundleManifest> {
-        // Images in a stable order (they arrive as their copies end).
-        let mut images = self
-            .images
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        images.sort_by_key(|(d, names)| {
-            let first = names.first().map(ImageName::to_string);
-            (first, d.digest.to_string())
-        });
-        let blobs = self.blobs.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let split = self.opts.split.is_some();
-        let mut meta: Vec<(String, Vec<u8>)> = Vec::new();
-        // The index names each image by its full reference, so any OCI
-        // tool reading the bundle sees where it came from.
-        let index_images: Vec<(Descriptor, Vec<ImageName>)> = images
-            .iter()
-            .map(|(d, names)| {
-                let names = names
-                    .iter()
-                    .map(|n| ImageName::RefName(n.to_string()))
-                    .collect();
-                (d.clone(), names)
-            })
-            .collect();
-        let entries = merge_index_entries(Vec::new(), &index_images);
-        let doc = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries});
-        meta.push(("oci-layout".into(), OCI_LAYOUT_CONTENT.to_vec()));
-        meta.push(("index.json".into(), index_bytes(&doc)));
-        if !split {
-            // docker load reads the images this bundle carries whole.
-            let carried = |d: &Digest| blobs.contains_key(d);
-            let (mj, repos) = docker_metadata(
-                &images,
-                &self.manifests.lock().unwrap_or_else(|e| e.into_inner()),
-                &self.configs.lock().unwrap_or_else(|e| e.into_inner()),
-                self.opts.docker_platform.as_ref(),
-                &self.label,
-                false,
-                Some(&carried),
-            )?;
-            meta.push(("manifest.json".into(), mj));
-            if let Some(r) = repos {
-                meta.push(("repositories".into(), r));
-            }
-        }
-        let mut since = Vec::new();
-        if let Some((m, file)) = &self.opts.since {
-            since.push(BundleRef {
-                id: m.id.clone(),
-                file: file.clone(),
-                created: m.created.clone(),
-            });
-            since.extend(m.since.iter().cloned());
-        }
-        let mut bundle_images = Vec::new();
-        for (root, names) in &images {
-            let refs: Vec<String> = names.iter().map(ImageName::to_string).collect();
-            let refs = if refs.is_empty() {
-                vec![String::new()]
-            } else {
-                refs
-            };
-            for reference in refs {
-                bundle_images.push(BundleImage {
-                    reference,
-                    digest: root.digest.clone(),
-                    media_type: root.media_type.clone(),
-                    size: root.size,
-                });
-            }
-        }
-        let meta_size: u64 = meta
-            .iter()
-            .map(|(_, b)| BLOCK + padded(b.len() as u64))
-            .sum();
-        let mut manifest = BundleManifest {
-            version: FORMAT_VERSION,
-            id: self.id.clone(),
-            created: self.created.clone(),
-            since,
-            images: bundle_images,
-            blobs: blobs.into_values().collect(),
-            required: self
-                .required
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .cloned()
-                .collect(),
-            volumes: Vec::new(),
-            checksum: String::new(),
-        };
-        // The metadata goes into the last volume if it fits, else into one
-        // of its own. Its size is estimated with room for the manifest.
-        let mut volumes = self.volumes.lock().unwrap_or_else(|e| e.into_inner());
-        let estimate = meta_size + 2 * BLOCK + padded(manifest.to_bytes().len() as u64 + 4096);
-        let fits = match volumes.last() {
-            Some(v) => {
-                v.lock().unwrap_or_else(|e| e.into_inner()).used + estimate
-                    <= self.opts.split.unwrap_or(u64::MAX)
-            }
-            None => false,
-        };
-        let last = match volumes.last() {
-            Some(v) if fits => v.clone(),
-            _ => self.new_volume(&mut volumes)?,
-        };
-        for v in volumes.iter() {
-            let v = v.lock().unwrap_or_else(|e| e.into_inner());
-            let file = if split {
-                file_name(&volume_path(&self.out, v.number))
-            } else {
-                file_name(&self.out)
-            };
-            let checksum = if split {
-                let mut listing = VolumeListing {
-                    version: FORMAT_VERSION,
-                    bundle: self.id.clone(),
-                    number: v.number,
-                    entries: v.entries.clone(),
-                    checksum: String::new(),
-                };
-                listing.seal();
-                v.out.entry_bytes(VOLUME_FILE, &listing.to_bytes())?;
-                listing.checksum
-            } else {
-                String::new()
-            };
-            manifest.volumes.push(VolumeRef {
-                number: v.number,
-                file,
-                checksum,
-            });
-        }
-        manifest.seal();
-        let last = last.lock().unwrap_or_else(|e| e.into_inner());
-        for (name, bytes) in &meta {
-            last.out.entry_bytes(name, bytes)?;
-        }
-        last.out.entry_bytes(BUNDLE_FILE, &manifest.to_bytes())?;
-        drop(last);
-        for v in volumes.iter() {
-            v.lock().unwrap_or_else(|e| e.into_inner()).out.finish()?;
-        }
-        Ok(manifest)
-    }
-
-    fn persist(&self) -> Result<()> {
-        let volumes = std::mem::take(&mut *self.volumes.lock().unwrap_or_else(|e| e.into_inner()));
-        let split = self.opts.split.is_some();
-        let count = volumes.len() as u32;
-        for v in volumes {
-            #[allow(
-                clippy::expect_used,
-                reason = "commit runs after every blob writer has returned its volume handle"
-            )]
-            let v = Arc::try_unwrap(v)
-                .ok()
-                .expect("no writer is left at commit")
-                .into_inner()
-                .unwrap_or_else(|e| e.into_inner());
-            let dest = if split {
-                volume_path(&self.out, v.number)
-            } else {
-                self.out.clone()
-            };
-            let tmp_path = v.tmp.path().to_path_buf();
-            publish(v.tmp, &dest)?;
-            unregister_cleanup(&tmp_path);
-        }
-        // One directory sync makes every volume's name durable.
-        sync_dir(&self.dir())?;
-        if split {
-            // Volumes of an earlier bundle written to the same name would be
-            // taken for part of this one.
-            let mut n = count + 1;
-            while volume_path(&self.out, n).exists() {
-                let _ = std::fs::remove_file(volume_path(&self.out, n));
-                n += 1;
-            }
-        }
         Ok(())
     }
 }

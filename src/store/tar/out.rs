@@ -15,7 +15,8 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 
-const BLOCK: u64 = 512;
+/// A tar block: headers and entry data come in whole blocks.
+pub const BLOCK: u64 = 512;
 const CHUNK: usize = 256 * 1024;
 
 enum Mode {
@@ -58,7 +59,8 @@ fn header_of(path: &str, size: u64, kind: tar::EntryType, mode: u32) -> Result<[
     Ok(*h.as_bytes())
 }
 
-fn padded(size: u64) -> u64 {
+/// An entry's data padded to whole blocks.
+pub fn padded(size: u64) -> u64 {
     // Sizes come from descriptors: never wrap around.
     size.div_ceil(BLOCK).saturating_mul(BLOCK)
 }
