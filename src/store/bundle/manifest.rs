@@ -116,6 +116,16 @@ pub struct VolumeListing {
     clippy::expect_used,
     reason = "listings are strings, numbers and string-keyed maps, which always serialise"
 )]
+fn listing_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut b = serde_json::to_vec_pretty(value).expect("listings serialise");
+    b.push(b'\n');
+    b
+}
+
+#[allow(
+    clippy::expect_used,
+    reason = "listings are strings, numbers and string-keyed maps, which always serialise"
+)]
 fn checksum_of<T: Serialize>(value: &T) -> String {
     let bytes = serde_json::to_vec(value).expect("listings serialise");
     Digest::sha256_of(&bytes).to_string()
@@ -128,14 +138,8 @@ impl BundleManifest {
         self.checksum = checksum_of(self);
     }
 
-    #[allow(
-        clippy::expect_used,
-        reason = "listings are strings, numbers and string-keyed maps, which always serialise"
-    )]
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut b = serde_json::to_vec_pretty(self).expect("listings serialise");
-        b.push(b'\n');
-        b
+        listing_bytes(self)
     }
 
     /// Parses and checks the checksum; `what` names the file in messages.
@@ -213,14 +217,8 @@ impl VolumeListing {
         self.checksum = checksum_of(self);
     }
 
-    #[allow(
-        clippy::expect_used,
-        reason = "listings are strings, numbers and string-keyed maps, which always serialise"
-    )]
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut b = serde_json::to_vec_pretty(self).expect("listings serialise");
-        b.push(b'\n');
-        b
+        listing_bytes(self)
     }
 
     pub fn parse(bytes: &[u8], what: &str) -> Result<VolumeListing> {

@@ -59,6 +59,15 @@ fn header_of(path: &str, size: u64, kind: tar::EntryType, mode: u32) -> Result<[
     Ok(*h.as_bytes())
 }
 
+/// Reserves the next `len` bytes of a file written at positions; returns
+/// where they start.
+fn reserve(end: &Mutex<u64>, len: u64) -> u64 {
+    let mut end = end.lock().unwrap_or_else(|e| e.into_inner());
+    let at = *end;
+    *end = end.saturating_add(len);
+    at
+}
+
 /// An entry's data padded to whole blocks.
 pub fn padded(size: u64) -> u64 {
     // Sizes come from descriptors: never wrap around.
@@ -161,12 +170,7 @@ impl TarOut {
         let head = header(path, size)?;
         match &self.mode {
             Mode::Positional { file, end } => {
-                let offset = {
-                    let mut end = end.lock().unwrap_or_else(|e| e.into_inner());
-                    let at = *end;
-                    *end = end.saturating_add(padded(size)).saturating_add(BLOCK);
-                    at
-                };
+                let offset = reserve(end, padded(size).saturating_add(BLOCK));
                 file.write_all_at(&head, offset)
                     .map_err(|e| self.io(path, e))?;
                 let mut pos = offset.saturating_add(BLOCK);
@@ -201,7 +205,7 @@ impl TarOut {
                     Error::Usage(format!("{}: archive already finished", self.label))
                 })?;
                 w.write_all(&head).map_err(|e| self.io(path, e))?;
-                let copied = io::copy(&mut data.take(size + 1), w).map_err(|e| self.io(path, e))?;
+                let copied = io::copy(&mut data.take(size.saturating_add(1)), w).map_err(|e| self.io(path, e))?;
                 if copied != size {
                     return Err(Error::Integrity(format!(
                         "{path}: {copied} bytes, expected {size}"
@@ -238,12 +242,7 @@ impl TarOut {
         let head = header_of(path, 0, tar::EntryType::Directory, 0o755)?;
         match &self.mode {
             Mode::Positional { file, end } => {
-                let offset = {
-                    let mut end = end.lock().unwrap_or_else(|e| e.into_inner());
-                    let at = *end;
-                    *end += BLOCK;
-                    at
-                };
+                let offset = reserve(end, BLOCK);
                 file.write_all_at(&head, offset)
                     .map_err(|e| self.io(path, e))?;
             }
