@@ -19,28 +19,13 @@ pub fn destination_tempfile(dir: &Path, prefix: &str) -> io::Result<tempfile::Na
 }
 
 /// A temporary file for a whole destination (an archive, a bundle volume)
-/// beside it, named `<prefix>…` and locked for as long as it is open, so
-/// that a later writer can tell it from the leftover of one killed before
-/// it could clean up. Those leftovers (unlocked files with the same prefix)
-/// are removed first. The directory is locked meanwhile, so no other
-/// writer sees the new file before it is locked; where the directory
-/// cannot be locked, nothing is reclaimed.
+/// beside it, locked while it lives so that a later run reclaims it if this
+/// one is killed (see [`crate::store::cleanup::locked_tempfile`]).
 pub fn locked_destination_tempfile(
     dir: &Path,
     prefix: &str,
 ) -> io::Result<tempfile::NamedTempFile> {
-    let dir_lock = std::fs::File::open(dir).ok().filter(|d| d.lock().is_ok());
-    if dir_lock.is_some() {
-        crate::store::cleanup::reclaim_stale_files(dir, prefix);
-    }
-    let made = destination_tempfile(dir, prefix).and_then(|tmp| {
-        tmp.as_file().lock()?;
-        Ok(tmp)
-    });
-    if let Some(d) = dir_lock {
-        let _ = d.unlock();
-    }
-    made
+    crate::store::cleanup::locked_tempfile(dir, prefix, || destination_tempfile(dir, prefix))
 }
 
 /// Makes the names in `dir` durable: after a rename into it, the renamed

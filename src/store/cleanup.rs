@@ -136,28 +136,44 @@ fn prefixed_entries(dir: &Path, prefix: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// A private temporary file in `dir` (a spool of an archive that may be
-/// someone's own), locked for as long as it lives, after removing the
-/// leftovers with the same prefix of writers that are gone (a killed run
-/// cannot delete its own). The directory is locked meanwhile, so no other
-/// run sees the new file before it is locked; where it cannot be locked,
-/// nothing is reclaimed.
-pub fn claimed_tempfile(dir: &Path, prefix: &str) -> std::io::Result<tempfile::NamedTempFile> {
+/// A temporary file made by `make` in `dir`, named `<prefix>…` and locked
+/// for as long as it is open, so that a later run can tell it from the
+/// leftover of one killed before it could clean up. Those leftovers
+/// (unlocked files with the same prefix) are removed the first time this
+/// process makes such a file in `dir`. The directory is locked meanwhile,
+/// so no other run sees the new file before it is locked; where the
+/// directory cannot be locked, nothing is reclaimed.
+pub fn locked_tempfile(
+    dir: &Path,
+    prefix: &str,
+    make: impl FnOnce() -> std::io::Result<tempfile::NamedTempFile>,
+) -> std::io::Result<tempfile::NamedTempFile> {
+    static RECLAIMED: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
     let dir_lock = std::fs::File::open(dir).ok().filter(|d| d.lock().is_ok());
     if dir_lock.is_some() {
-        reclaim_stale_files(dir, prefix);
+        let key = (dir.to_path_buf(), prefix.to_string());
+        let mut done = RECLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+        if !done.contains(&key) {
+            reclaim_stale_files(dir, prefix);
+            done.push(key);
+        }
     }
-    let made = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempfile_in(dir)
-        .and_then(|tmp| {
-            tmp.as_file().lock()?;
-            Ok(tmp)
-        });
+    let made = make().and_then(|tmp| {
+        tmp.as_file().lock()?;
+        Ok(tmp)
+    });
     if let Some(d) = dir_lock {
         let _ = d.unlock();
     }
     made
+}
+
+/// A private temporary file in `dir` (a spool of an archive that may be
+/// someone's own), locked while it lives (see [`locked_tempfile`]).
+pub fn claimed_tempfile(dir: &Path, prefix: &str) -> std::io::Result<tempfile::NamedTempFile> {
+    locked_tempfile(dir, prefix, || {
+        tempfile::Builder::new().prefix(prefix).tempfile_in(dir)
+    })
 }
 
 #[cfg(test)]

@@ -205,7 +205,8 @@ impl TarOut {
                     Error::Usage(format!("{}: archive already finished", self.label))
                 })?;
                 w.write_all(&head).map_err(|e| self.io(path, e))?;
-                let copied = io::copy(&mut data.take(size.saturating_add(1)), w).map_err(|e| self.io(path, e))?;
+                let copied = io::copy(&mut data.take(size.saturating_add(1)), w)
+                    .map_err(|e| self.io(path, e))?;
                 if copied != size {
                     return Err(Error::Integrity(format!(
                         "{path}: {copied} bytes, expected {size}"
