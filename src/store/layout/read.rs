@@ -55,6 +55,13 @@ impl LayoutIndex {
 /// Checks `oci-layout` and reads `index.json` from a tree.
 pub fn read_layout_index(files: &dyn FileTree) -> Result<LayoutIndex> {
     let what = files.describe();
+    read_index_if_present(files)?
+        .ok_or_else(|| Error::Format(format!("{what} is not an OCI layout: it has no index.json")))
+}
+
+/// Checks that a tree's `oci-layout` file names a version imgsync reads.
+fn check_layout_file(files: &dyn FileTree) -> Result<()> {
+    let what = files.describe();
     let layout = files
         .read_small(OCI_LAYOUT_FILE, 64 * 1024)?
         .ok_or_else(|| {
@@ -75,12 +82,18 @@ pub fn read_layout_index(files: &dyn FileTree) -> Result<LayoutIndex> {
             v.version
         )));
     }
-    let index = files
-        .read_small(INDEX_FILE, MAX_MANIFEST_BYTES)?
-        .ok_or_else(|| {
-            Error::Format(format!("{what} is not an OCI layout: it has no index.json"))
-        })?;
-    LayoutIndex::parse(&index, &what)
+    Ok(())
+}
+
+/// Checks `oci-layout` and reads `index.json` from a tree whose `index.json`
+/// may not exist yet (a layout another writer is creating): `None` then.
+pub fn read_index_if_present(files: &dyn FileTree) -> Result<Option<LayoutIndex>> {
+    check_layout_file(files)?;
+    let what = files.describe();
+    match files.read_small(INDEX_FILE, MAX_MANIFEST_BYTES)? {
+        Some(index) => LayoutIndex::parse(&index, &what).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The names an `index.json` entry gives its image.

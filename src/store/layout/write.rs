@@ -245,13 +245,10 @@ impl LayoutSink {
                 }
             }
             if root.join(OCI_LAYOUT_FILE).exists() {
-                super::read::read_layout_index(&crate::store::files::DirTree {
+                // Without index.json it is a layout another writer is
+                // creating right now; that writer may commit it at any time.
+                super::read::read_index_if_present(&crate::store::files::DirTree {
                     root: root.to_path_buf(),
-                })
-                .or_else(|e| match e {
-                    // A layout another writer is creating right now.
-                    Error::Format(_) if !root.join(INDEX_FILE).exists() => Ok(Default::default()),
-                    e => Err(e),
                 })?;
             }
         } else {
