@@ -10,8 +10,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use imgsync::commands::inspect::ImageInfo;
 use imgsync::content::Digest;
-use imgsync::engine::CopyReport;
 use imgsync::engine::progress::{BlobOutcome, Notice, Progress};
+use imgsync::engine::{CopyReport, ReferrerFailure};
 use imgsync::store::location::Location;
 
 /// Writes one line to stderr through [`stderr_line`]: every line of text
@@ -167,6 +167,34 @@ impl Progress for Reporter {
     fn notice(&self, notice: &Notice) {
         self.line(&format!("imgsync: {notice}"));
     }
+
+    fn referrer_failed(&self, failure: &ReferrerFailure) {
+        // A failure: shown even with -q.
+        let msg = format!("imgsync: error: {}", failure.error);
+        match &self.bars {
+            Some(b) => b.suspend(|| say!("{msg}")),
+            None => say!("{msg}"),
+        }
+    }
+}
+
+/// The referrer part of a summary line: what travelled, what was left
+/// behind and why, what failed.
+fn referrer_summary(report: &CopyReport) -> String {
+    let mut parts = Vec::new();
+    if !report.referrers.is_empty() {
+        parts.push(format!("{} referrer(s) carried", report.referrers.len()));
+    }
+    for n in &report.referrers_not_carried {
+        parts.push(format!("{} referrer(s) not carried: {}", n.count, n.why));
+    }
+    if !report.referrers_failed.is_empty() {
+        parts.push(format!(
+            "{} referrer(s) failed",
+            report.referrers_failed.len()
+        ));
+    }
+    parts.join("; ")
 }
 
 fn mib(bytes: u64) -> String {
@@ -184,9 +212,16 @@ pub fn copy_summary(report: &CopyReport, elapsed: Duration, quiet: bool, json: b
             "requests": report.requests,
             "bytes_copied": report.bytes_copied,
             "conversions": report.conversions,
+            "referrers": report.referrers,
+            "referrers_not_carried": report.referrers_not_carried,
+            "referrers_failed": report.referrers_failed,
             "seconds": elapsed.as_secs_f64(),
         });
         println!("{}", to_json(&v));
+    }
+    let referrers = referrer_summary(report);
+    if !quiet && !referrers.is_empty() {
+        say!("{referrers}");
     }
     if !quiet {
         let mut line = format!(

@@ -13,7 +13,7 @@ use imgsync::engine::Format;
 use imgsync::store::location::Location;
 use imgsync::store::open::DockerFormat;
 
-use super::{Common, SharedRegistryArgs, console, options, settings};
+use super::{Common, ReferrerArgs, SharedRegistryArgs, console, options, settings};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum FormatArg {
@@ -77,6 +77,8 @@ pub struct CopyCmd {
     #[arg(long, value_name = "DIR")]
     dest_cert_dir: Option<PathBuf>,
     #[command(flatten)]
+    referrers: ReferrerArgs,
+    #[command(flatten)]
     registry: SharedRegistryArgs,
     #[command(flatten)]
     common: Common,
@@ -97,6 +99,7 @@ pub fn run(c: CopyCmd) -> Result<ExitCode, Error> {
     });
     opts.compress_level = c.dest_compress_level;
     opts.retry_times = c.registry.retry_times;
+    opts.referrers = c.referrers.options();
     let jobs = opts.jobs;
     let args = commands::copy::CopyArgs {
         source: Location::parse(&c.source)?,
@@ -131,5 +134,5 @@ pub fn run(c: CopyCmd) -> Result<ExitCode, Error> {
     let report = commands::copy::run(&args, &progress)?;
     progress.finish();
     console::copy_summary(&report, started.elapsed(), c.common.quiet, c.common.json);
-    Ok(ExitCode::SUCCESS)
+    Ok(super::referrer_exit(&report))
 }

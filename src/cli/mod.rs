@@ -19,7 +19,7 @@ use clap::{Args, Parser, Subcommand};
 
 use imgsync::Error;
 use imgsync::content::Reference;
-use imgsync::engine::{CopyOptions, default_jobs};
+use imgsync::engine::{CopyOptions, ReferrerOptions, default_jobs};
 use imgsync::store::location::Location;
 use imgsync::store::registry::{Credential, RegistrySettings};
 
@@ -182,6 +182,57 @@ fn settings(
         retry_times: Some(shared.retry_times),
         max_requests: Some(jobs.max(1) * 2),
     })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReferrersArg {
+    /// Signatures, SBOMs, attestations and digest tags travel with images.
+    All,
+    /// Only the images travel.
+    None,
+}
+
+/// What travels with the images (`--referrers`, `--referrers-type`,
+/// `--no-digest-tags`).
+#[derive(Args, Clone)]
+pub struct ReferrerArgs {
+    /// Carry the referrers (signatures, SBOMs, attestations: manifests
+    /// whose subject is a copied manifest) and digest tags
+    /// (sha256-<hex>.sig, .att, .sbom) of the copied images.
+    #[arg(long, value_enum, default_value = "all")]
+    referrers: ReferrersArg,
+    /// Carry only referrers of this artifact type (or, for artifacts older
+    /// than OCI 1.1, config media type); repeat for several.
+    #[arg(long, value_name = "TYPE")]
+    referrers_type: Vec<String>,
+    /// Leave digest tags (sha256-<hex>.sig, .att, .sbom) behind.
+    #[arg(long)]
+    no_digest_tags: bool,
+}
+
+impl ReferrerArgs {
+    pub fn options(&self) -> ReferrerOptions {
+        if self.referrers == ReferrersArg::None {
+            return ReferrerOptions::none();
+        }
+        ReferrerOptions {
+            enabled: true,
+            types: imgsync::content::referrers::TypeFilter {
+                allow: self.referrers_type.clone(),
+                deny: Vec::new(),
+            },
+            digest_tags: !self.no_digest_tags,
+        }
+    }
+}
+
+/// The exit code of a run whose images were all copied: non-zero when a
+/// referrer failed.
+pub fn referrer_exit(report: &imgsync::engine::CopyReport) -> ExitCode {
+    match report.referrer_errors.first() {
+        Some(e) => ExitCode::from(e.class().exit_code()),
+        None => ExitCode::SUCCESS,
+    }
 }
 
 fn options(common: &Common) -> CopyOptions {

@@ -48,6 +48,7 @@ pub(crate) fn plans_and_options(
         .collect();
     let mut opts = options.clone();
     opts.keep_going = true;
+    opts.referrers = crate::engine::ReferrerOptions::none();
     opts.platforms.clear();
     opts.format = None;
     opts.compress = None;

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod media_type;
 pub mod platform;
 pub mod reference;
+pub mod referrers;
 
 #[cfg(test)]
 mod grammar_tests;

@@ -19,6 +19,7 @@ mod pieces;
 mod plan;
 pub mod pool;
 pub mod progress;
+pub mod referrers;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -43,7 +44,9 @@ use crate::store::open::{
 use crate::store::registry::ClientPool;
 use crate::store::{ImageName, ImageSink, ImageSource, SourceImage};
 use emit::Emitter;
+use plan::Node;
 use plan::{Planner, single_manifest_config};
+pub use referrers::{NotCarried, ReferrerFailure, ReferrerOptions, ReferrerResult};
 use transfer::run_jobs;
 
 #[derive(Debug, Clone)]
@@ -63,6 +66,8 @@ pub struct CopyOptions {
     pub keep_going: bool,
     /// Whole-blob retries after a transient (network) failure.
     pub retry_times: u32,
+    /// What travels with the images: referrers, digest tags.
+    pub referrers: ReferrerOptions,
 }
 
 impl Default for CopyOptions {
@@ -76,6 +81,7 @@ impl Default for CopyOptions {
             tmpdir: std::env::temp_dir(),
             keep_going: false,
             retry_times: 3,
+            referrers: ReferrerOptions::default(),
         }
     }
 }
@@ -126,8 +132,17 @@ pub struct CopyReport {
     pub requests: u64,
     pub bytes_copied: u64,
     pub conversions: Vec<Conversion>,
+    /// Referrers and digest-tagged manifests carried with the images.
+    pub referrers: Vec<ReferrerResult>,
+    /// Referrers left behind on purpose, by reason.
+    pub referrers_not_carried: Vec<NotCarried>,
+    /// Referrers that could not be carried.
+    pub referrers_failed: Vec<ReferrerFailure>,
     #[serde(skip)]
     pub errors: Vec<Error>,
+    /// The errors of `referrers_failed`, for the exit code.
+    #[serde(skip)]
+    pub referrer_errors: Vec<Error>,
 }
 
 /// Copies images from `source` to `sink`. The sink is neither committed nor
@@ -208,20 +223,27 @@ pub fn copy_images(
         renamed: HashMap::new(),
         emitted: HashMap::new(),
     };
+    let mut emitted_nodes = Vec::new();
     for (plan, node) in plans.iter().zip(nodes) {
-        let Some(node) = node else { continue };
+        let Some(node) = node else {
+            emitted_nodes.push(None);
+            continue;
+        };
         if opts.keep_going && !emitter.complete(&node) {
             // Its failed blobs are reported already.
+            emitted_nodes.push(None);
             continue;
         }
         let out = match emitter.emit(&node, &plan.image.label()) {
             Ok(d) => d,
             Err(e) if opts.keep_going => {
                 report.errors.push(e);
+                emitted_nodes.push(None);
                 continue;
             }
             Err(e) => return Err(e),
         };
+        emitted_nodes.push(Some(node.clone()));
         sink.add_image(&out, &plan.names)?;
         progress.image_done(&plan.image.label(), &out.digest);
         report.images.push(ImageResult {
@@ -232,8 +254,62 @@ pub fn copy_images(
             names: plan.names.iter().map(|n| n.to_string()).collect(),
         });
     }
+    let mut subjects = Vec::new();
+    if opts.referrers.enabled || opts.referrers.digest_tags {
+        for (plan, fresh) in plans.iter().zip(&up_to_date) {
+            if *fresh {
+                subjects.push(referrers::Subject {
+                    desc: plan.image.root.clone(),
+                    carried: true,
+                    cheap_only: true,
+                    label: plan.image.label(),
+                });
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (plan, node) in plans.iter().zip(&emitted_nodes) {
+            if let Some(node) = node {
+                collect_subjects(
+                    node,
+                    &emitter.renamed,
+                    &plan.image.label(),
+                    &mut seen,
+                    &mut subjects,
+                );
+            }
+        }
+    }
     report.conversions = emitter.conversions;
+    referrers::carry(source, sink, subjects, opts, progress, &mut report)?;
     Ok(report)
+}
+
+/// Every manifest and index of an emitted image, once, as a subject whose
+/// attachments are looked for: carried when the emitter did not rewrite it.
+fn collect_subjects(
+    node: &Node,
+    renamed: &HashMap<Digest, crate::content::Descriptor>,
+    label: &str,
+    seen: &mut std::collections::HashSet<Digest>,
+    out: &mut Vec<referrers::Subject>,
+) {
+    let (src, children) = match node {
+        Node::Blob { .. } => return,
+        Node::Manifest { src, .. } => (src, None),
+        Node::Index { src, children, .. } => (src, Some(children)),
+    };
+    if !seen.insert(src.digest.clone()) {
+        return;
+    }
+    out.push(referrers::Subject {
+        desc: src.clone(),
+        carried: !renamed.contains_key(&src.digest),
+        cheap_only: false,
+        label: label.to_string(),
+    });
+    for (_, child) in children.into_iter().flatten() {
+        collect_subjects(child, renamed, label, seen, out);
+    }
 }
 
 impl CopyReport {
@@ -241,12 +317,33 @@ impl CopyReport {
     pub fn merge(&mut self, from: CopyReport) {
         self.images.extend(from.images);
         self.images_up_to_date += from.images_up_to_date;
+        self.referrers.extend(from.referrers);
+        for n in from.referrers_not_carried {
+            match self
+                .referrers_not_carried
+                .iter_mut()
+                .find(|m| m.why == n.why)
+            {
+                Some(m) => m.count += n.count,
+                None => self.referrers_not_carried.push(n),
+            }
+        }
+        self.referrers_failed.extend(from.referrers_failed);
+        self.referrer_errors.extend(from.referrer_errors);
         self.blobs_copied += from.blobs_copied;
         self.blobs_skipped += from.blobs_skipped;
         self.blobs_mounted += from.blobs_mounted;
         self.bytes_copied += from.bytes_copied;
         self.conversions.extend(from.conversions);
         self.errors.extend(from.errors);
+    }
+
+    /// Adds the blob counts of a copy of referrers (not its images).
+    pub(crate) fn merge_counts(&mut self, from: CopyReport) {
+        self.blobs_copied += from.blobs_copied;
+        self.blobs_skipped += from.blobs_skipped;
+        self.blobs_mounted += from.blobs_mounted;
+        self.bytes_copied += from.bytes_copied;
     }
 }
 

@@ -68,6 +68,8 @@ pub trait Progress: Send + Sync {
     fn converted(&self, _what: &str, _old: &Digest, _new: &Digest, _why: &str) {}
     /// Something worth telling that is not a failure.
     fn notice(&self, _notice: &Notice) {}
+    /// A referrer or digest tag could not be carried; the images were.
+    fn referrer_failed(&self, _failure: &crate::engine::referrers::ReferrerFailure) {}
 }
 
 /// Reports nothing.

@@ -100,6 +100,22 @@ pub trait ImageSource: Send + Sync {
     fn registry_repo(&self) -> Option<(String, String)> {
         None
     }
+    /// Manifests whose `subject` names `subject` (OCI 1.1 referrers), as
+    /// the source lists them (unverified).
+    fn referrers(&self, _subject: &Descriptor) -> Result<Vec<Descriptor>> {
+        Ok(Vec::new())
+    }
+    /// The digest tags of `subject` (`sha256-<hex>.sig`, `.att`, `.sbom`,
+    /// any `<alg>-<hex>.<suffix>`), each with the manifest it names.
+    fn digest_tags(&self, _subject: &Digest) -> Result<Vec<(String, Descriptor)>> {
+        Ok(Vec::new())
+    }
+    /// Whether something may be attached to `subject`, when the source can
+    /// tell without a request (a tag list it already has shows a fallback
+    /// or digest tag of it); `None` when it cannot tell.
+    fn may_have_attached(&self, _subject: &Digest) -> Option<bool> {
+        None
+    }
 }
 
 /// What a sink can hold; the engine plans conversions from it.
@@ -131,6 +147,8 @@ pub struct SinkCaps {
     /// A blob whose transfer failed may be put again (not so in a tar,
     /// whose space for it is already taken).
     pub retry_blobs: bool,
+    /// Holds referrers and digest tags (not so a docker archive).
+    pub holds_referrers: bool,
 }
 
 impl SinkCaps {
@@ -146,6 +164,7 @@ impl SinkCaps {
         remote: false,
         compress_layers: false,
         retry_blobs: true,
+        holds_referrers: true,
     };
 }
 
@@ -207,6 +226,16 @@ pub trait ImageSink: Send + Sync {
     fn put_manifest(&self, manifest: &RawManifest) -> Result<()>;
     /// Names an image whose root was put before.
     fn add_image(&self, root: &Descriptor, names: &[ImageName]) -> Result<()>;
+    /// Records that `referrer` (put before; its descriptor carries its
+    /// artifact type and annotations) refers to `subject`, so that a reader
+    /// of the sink finds it again from its subject.
+    fn add_referrer(&self, referrer: &Descriptor, _subject: &Descriptor) -> Result<()> {
+        Err(crate::Error::Unsupported(format!(
+            "{}: cannot hold referrer {}",
+            self.describe(),
+            referrer.digest
+        )))
+    }
     /// Makes everything visible at the destination, atomically where the
     /// destination is one file or one index.
     fn commit(&self) -> Result<()>;

@@ -14,7 +14,10 @@ impl ImageSink for NullSink {
         "verification".into()
     }
     fn caps(&self) -> SinkCaps {
-        SinkCaps::ANY
+        SinkCaps {
+            holds_referrers: false,
+            ..SinkCaps::ANY
+        }
     }
     fn has_blob(&self, _desc: &Descriptor) -> Result<bool> {
         Ok(false)

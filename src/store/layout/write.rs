@@ -445,6 +445,8 @@ fn same_full_name(e: &Value, r: &Reference) -> bool {
 )]
 fn entry(root: &Descriptor, ref_name: Option<&str>, full: Option<&str>) -> Value {
     let mut d = Descriptor::new(root.media_type.clone(), root.digest.clone(), root.size);
+    // A referrer's entry carries its artifact type, as a referrers list does.
+    d.artifact_type = root.artifact_type.clone();
     if let Some(full) = full {
         d.set_annotation(ANNOTATION_CONTAINERD_NAME, full);
     }
@@ -525,6 +527,11 @@ impl ImageSink for LayoutSink {
             .unwrap_or_else(|e| e.into_inner())
             .push((root.clone(), names.to_vec()));
         Ok(())
+    }
+
+    fn add_referrer(&self, referrer: &Descriptor, _subject: &Descriptor) -> Result<()> {
+        // An entry without a name, found again by its manifest's subject.
+        self.add_image(referrer, &[])
     }
 
     fn commit(&self) -> Result<()> {

@@ -145,6 +145,8 @@ pub struct RegistryClient {
     slots: Slots,
     pub(super) retry_times: u32,
     pub(super) requests: AtomicU64,
+    /// Whether the registry serves the referrers API, once learned.
+    pub(super) referrers_api: Mutex<Option<bool>>,
 }
 
 /// Does `url` name the same scheme, host and port as the registry's base
@@ -206,6 +208,7 @@ impl RegistryClient {
             },
             retry_times: settings.retry_times.unwrap_or(3),
             requests: AtomicU64::new(0),
+            referrers_api: Mutex::new(None),
         }
     }
 

@@ -16,6 +16,7 @@
 //! - [`sink`]: a repository as a sink; [`upload`] its blob uploads and
 //!   [`mount`] the blobs it can mount rather than upload.
 //! - [`tags`]: tag lists and the catalog, with `Link` pagination.
+//! - [`referrers`]: the referrers API and the referrers tag schema.
 //!
 //! The client is a thin layer over `reqwest`. One [`RegistryClient`] per
 //! registry host and set of settings, shared by every source and sink of a
@@ -29,6 +30,7 @@ pub mod credentials;
 mod failure;
 mod manifest;
 mod mount;
+mod referrers;
 mod retry;
 mod sink;
 mod source;

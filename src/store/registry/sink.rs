@@ -17,6 +17,7 @@ use super::failure::ErrorBody;
 use super::manifest::{MANIFEST_ACCEPT, ManifestHead, digest_header, read_capped};
 use super::mount::{Claim, MountIndex};
 use super::retry::Retry;
+use crate::content::referrers::{fallback_tag, lists_all, merge_referrers_index};
 use crate::content::{Descriptor, Digest, MAX_MANIFEST_BYTES, ManifestView, RawManifest};
 use crate::error::{Error, Result};
 use crate::store::{ImageName, ImageSink, SinkCaps};
@@ -42,6 +43,12 @@ pub struct RegistrySink {
     /// The registry said the repository does not exist: no blob needs a
     /// `HEAD` to know it is absent.
     new_repo: AtomicBool,
+    /// Manifests whose `PUT` the registry answered with `OCI-Subject`: it
+    /// lists them as referrers itself.
+    subject_acknowledged: Mutex<std::collections::HashSet<Digest>>,
+    /// Referrers by subject whose listing this sink keeps (the referrers
+    /// tag schema), written on commit.
+    referrers: Mutex<std::collections::BTreeMap<Digest, Vec<Descriptor>>>,
 }
 
 impl Drop for RegistrySink {
@@ -70,6 +77,8 @@ impl RegistrySink {
             sessions: Mutex::new(HashMap::new()),
             pending: Mutex::new(None),
             new_repo: Default::default(),
+            subject_acknowledged: Default::default(),
+            referrers: Default::default(),
         }
     }
 
@@ -130,13 +139,7 @@ impl ImageSink for RegistrySink {
         config: Option<&Digest>,
         names: &[ImageName],
     ) -> Result<bool> {
-        let mut refs: Vec<String> = names
-            .iter()
-            .filter_map(|n| match n {
-                ImageName::Reference(r) => r.tag.clone(),
-                ImageName::RefName(_) => None,
-            })
-            .collect();
+        let mut refs: Vec<String> = names.iter().filter_map(tag_of).collect();
         if refs.is_empty() {
             refs.push(root.digest.to_string());
         }
@@ -286,12 +289,8 @@ impl ImageSink for RegistrySink {
     fn add_image(&self, root: &Descriptor, names: &[ImageName]) -> Result<()> {
         let mut tags = self.tags.lock().unwrap_or_else(|e| e.into_inner());
         let before = tags.len();
-        for n in names {
-            if let ImageName::Reference(r) = n
-                && let Some(t) = &r.tag
-            {
-                tags.push((root.digest.clone(), t.clone()));
-            }
+        for t in names.iter().filter_map(tag_of) {
+            tags.push((root.digest.clone(), t));
         }
         let tagged = tags.len() > before;
         drop(tags);
@@ -303,6 +302,32 @@ impl ImageSink for RegistrySink {
         }
     }
 
+    fn add_referrer(&self, referrer: &Descriptor, subject: &Descriptor) -> Result<()> {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(m) = pending {
+            self.push_manifest(&m, m.digest.as_str())?;
+        }
+        if self
+            .subject_acknowledged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&referrer.digest)
+        {
+            return Ok(());
+        }
+        self.referrers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(subject.digest.clone())
+            .or_default()
+            .push(referrer.clone());
+        Ok(())
+    }
+
     fn commit(&self) -> Result<()> {
         if let Some(m) = self
             .pending
@@ -311,6 +336,11 @@ impl ImageSink for RegistrySink {
             .take()
         {
             self.push_manifest(&m, m.digest.as_str())?;
+        }
+        let referrers =
+            std::mem::take(&mut *self.referrers.lock().unwrap_or_else(|e| e.into_inner()));
+        for (subject, list) in referrers {
+            self.list_referrers_of(&subject, &list)?;
         }
         let tags = self.tags.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for (digest, tag) in tags {
@@ -377,6 +407,57 @@ impl RegistrySink {
                 m.digest
             )));
         }
+        if r.headers().contains_key("oci-subject") {
+            self.subject_acknowledged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(m.digest.clone());
+        }
         Ok(())
+    }
+
+    /// Makes the registry list `ours` as referrers of `subject`. A registry
+    /// with the referrers API lists what was pushed; otherwise the
+    /// fallback tag is read, merged (an entry another writer added stays),
+    /// put back, and read again: if a concurrent writer replaced it in
+    /// between, the merge is done again.
+    fn list_referrers_of(&self, subject: &Digest, ours: &[Descriptor]) -> Result<()> {
+        let repo = self.repo.clone();
+        if let Some(listed) = self.client.list_referrers(&repo, subject)? {
+            // The registry keeps the list from the subjects of what it
+            // stores; nothing to write.
+            let _ = listed;
+            return Ok(());
+        }
+        let tag = fallback_tag(subject);
+        let at = || format!("{}: referrers tag {tag}", self.label());
+        for _ in 0..5 {
+            let current = self.client.get_tagged(&repo, &tag)?;
+            let merged = merge_referrers_index(current.as_ref().map(|(b, _)| b.as_slice()), ours)
+                .map_err(|e| Error::Format(format!("{}: {e}", at())))?;
+            let Some(merged) = merged else {
+                return Ok(());
+            };
+            self.client.put_index(&repo, &tag, &merged)?;
+            match self.client.get_tagged(&repo, &tag)? {
+                Some((bytes, _)) if lists_all(&bytes, ours) => return Ok(()),
+                // Another writer put its own list in between: merge again.
+                _ => continue,
+            }
+        }
+        Err(Error::Network(format!(
+            "{}: other writers kept replacing it; run again",
+            at()
+        )))
+    }
+}
+
+/// The tag a name gives a manifest in a repository.
+fn tag_of(name: &ImageName) -> Option<String> {
+    match name {
+        ImageName::Reference(r) => r.tag.clone(),
+        // A digest tag the engine names an attached manifest with.
+        ImageName::RefName(t) if crate::content::reference::valid_tag(t) => Some(t.clone()),
+        ImageName::RefName(_) => None,
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use reqwest::StatusCode;
 use reqwest::header::RANGE;
@@ -18,6 +18,7 @@ use super::manifest::{Small, get_small};
 use super::retry::{Retry, sleep_backoff};
 use super::transport::Response;
 use crate::content::manifest::is_manifest_media_type;
+use crate::content::referrers::{fallback_tag, is_digest_tag_of};
 use crate::content::{Descriptor, Digest, ManifestView, Reference};
 use crate::error::{Error, Result};
 use crate::store::{BlobReader, ImageName, ImageSource, SourceImage};
@@ -28,6 +29,8 @@ pub struct RegistrySource {
     reference: Reference,
     root: Descriptor,
     cache: Mutex<HashMap<Digest, Vec<u8>>>,
+    /// The repository's tags, once listed (or given by the caller).
+    tags: OnceLock<std::result::Result<Arc<Vec<String>>, String>>,
 }
 
 impl RegistrySource {
@@ -88,7 +91,35 @@ impl RegistrySource {
             reference,
             root,
             cache: Mutex::new(cache),
+            tags: OnceLock::new(),
         })
+    }
+
+    /// Gives the source the repository's tag list the caller already has,
+    /// so that finding fallback and digest tags costs no request.
+    pub fn with_tags(self, tags: Arc<Vec<String>>) -> RegistrySource {
+        let _ = self.tags.set(Ok(tags));
+        self
+    }
+
+    /// The repository's tags, listed once.
+    fn tags(&self) -> Result<Arc<Vec<String>>> {
+        self.tags
+            .get_or_init(|| {
+                super::tags::list_tags(&self.client, &self.reference.path)
+                    .map(|t| Arc::new(t.valid))
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(Error::Network)
+    }
+
+    /// Remembers a manifest read by tag, so the copy reads it only once.
+    fn remember(&self, digest: &Digest, bytes: Vec<u8>) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(digest.clone(), bytes);
     }
 
     fn blob_url_path(&self, desc: &Descriptor) -> String {
@@ -156,6 +187,57 @@ impl ImageSource for RegistrySource {
 
     fn registry_repo(&self) -> Option<(String, String)> {
         Some((self.client.host().to_string(), self.reference.path.clone()))
+    }
+
+    fn referrers(&self, subject: &Descriptor) -> Result<Vec<Descriptor>> {
+        let repo = &self.reference.path;
+        if let Some(list) = self.client.list_referrers(repo, &subject.digest)? {
+            return Ok(list);
+        }
+        // The referrers tag schema. The tag list (listed once, and needed
+        // for digest tags anyway) says whether the tag exists: one request
+        // for every subject of the repository, not one per subject.
+        let tag = fallback_tag(&subject.digest);
+        if !self.tags()?.contains(&tag) {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .client
+            .fallback_referrers(repo, &tag)?
+            .unwrap_or_default())
+    }
+
+    fn digest_tags(&self, subject: &Digest) -> Result<Vec<(String, Descriptor)>> {
+        let tags = self.tags()?;
+        let mut out = Vec::new();
+        for tag in tags.iter().filter(|t| is_digest_tag_of(t, subject)) {
+            let Some((bytes, digest)) = self.client.get_tagged(&self.reference.path, tag)? else {
+                // Deleted since the listing.
+                continue;
+            };
+            let view = ManifestView::parse(&bytes, None)
+                .map_err(|e| Error::Format(format!("{}: tag {tag}: {e}", self.describe())))?;
+            let media_type = view
+                .media_type
+                .unwrap_or_else(|| view.kind.media_type().to_string());
+            let desc = Descriptor::new(media_type, digest.clone(), bytes.len() as u64);
+            self.remember(&digest, bytes);
+            out.push((tag.clone(), desc));
+        }
+        Ok(out)
+    }
+
+    fn may_have_attached(&self, subject: &Digest) -> Option<bool> {
+        let tags = match self.tags.get() {
+            Some(Ok(t)) => t,
+            _ => return None,
+        };
+        let fallback = fallback_tag(subject);
+        Some(
+            tags.iter().any(|t| {
+                t == &fallback || (t.starts_with(&fallback) && is_digest_tag_of(t, subject))
+            }),
+        )
     }
 }
 

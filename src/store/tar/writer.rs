@@ -299,6 +299,7 @@ impl ImageSink for ArchiveSink {
                 images_only: self.flavor == Flavor::Docker,
                 needs_layer_bytes: self.flavor == Flavor::Docker,
                 retry_blobs: false,
+                holds_referrers: self.flavor == Flavor::Oci,
                 ..SinkCaps::ANY
             },
             Flavor::DockerLegacy => SinkCaps {
@@ -308,6 +309,7 @@ impl ImageSink for ArchiveSink {
                 images_only: true,
                 needs_layer_bytes: true,
                 retry_blobs: false,
+                holds_referrers: false,
                 ..SinkCaps::ANY
             },
         }
@@ -364,6 +366,17 @@ impl ImageSink for ArchiveSink {
             .unwrap_or_else(|e| e.into_inner())
             .push((root.clone(), names.to_vec()));
         Ok(())
+    }
+
+    fn add_referrer(&self, referrer: &Descriptor, subject: &Descriptor) -> Result<()> {
+        if self.flavor != Flavor::Oci {
+            return Err(Error::Unsupported(format!(
+                "{}: a docker archive cannot hold referrer {} of {}",
+                self.label, referrer.digest, subject.digest
+            )));
+        }
+        // An index.json entry without a name, as in a layout.
+        self.add_image(referrer, &[])
     }
 
     fn commit(&self) -> Result<()> {
