@@ -403,7 +403,10 @@ pub fn copy_location(
     progress: &dyn Progress,
 ) -> Result<CopyReport> {
     let opened = open_source(source, ctx)?;
-    let images = opened.images()?;
+    let mut images = opened.images()?;
+    if options.referrers.enabled {
+        referrers::leave_to_subjects(opened.as_ref(), &mut images);
+    }
     if images.is_empty() {
         return Err(Error::NotFound(format!(
             "{} holds no images",

@@ -360,3 +360,32 @@ fn not_carried(report: &mut CopyReport, why: &str) {
 fn sink_kind(describe: &str) -> &str {
     describe.split(':').next().unwrap_or(describe)
 }
+
+/// Takes out of a source's images the unnamed ones that are referrers of
+/// another image it copies (or of a manifest that image's index lists):
+/// they travel with their subject, and have no name of their own to go by.
+pub(super) fn leave_to_subjects(source: &dyn ImageSource, images: &mut Vec<SourceImage>) {
+    if images.len() < 2 || images.iter().all(|i| !i.names.is_empty()) {
+        return;
+    }
+    let mut copied: HashSet<Digest> = HashSet::new();
+    for img in images.iter().filter(|i| !i.names.is_empty()) {
+        copied.insert(img.root.digest.clone());
+        if let Ok(bytes) = source.read_manifest(&img.root)
+            && let Ok(view) = ManifestView::parse(&bytes, Some(&img.root.media_type))
+        {
+            copied.extend(view.manifests.into_iter().map(|m| m.digest));
+        }
+    }
+    images.retain(|img| {
+        if !img.names.is_empty() {
+            return true;
+        }
+        let subject = source
+            .read_manifest(&img.root)
+            .ok()
+            .and_then(|b| ManifestView::parse(&b, Some(&img.root.media_type)).ok())
+            .and_then(|v| v.subject);
+        !subject.is_some_and(|s| copied.contains(&s.digest))
+    });
+}

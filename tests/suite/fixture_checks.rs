@@ -193,3 +193,10 @@ pub fn whole_layout_keeps_its_entries(t: &TestDir, src: &std::path::Path) {
     let have: BTreeSet<_> = index_entries(&t.path("all")).into_iter().collect();
     assert_eq!(have, want);
 }
+
+/// The subject digest of a manifest in a layout, if it has one.
+pub fn manifest_subject(layout: &Path, digest: &str) -> Option<String> {
+    let bytes = std::fs::read(layout.join("blobs/sha256").join(&digest["sha256:".len()..])).ok()?;
+    let m: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    m["subject"]["digest"].as_str().map(str::to_string)
+}

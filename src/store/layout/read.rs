@@ -6,11 +6,16 @@
 //! exact ref name, (3) a ref name that is the tag of the requested reference,
 //! or `@N` for the N-th entry (formats reference §4.2).
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use serde::Deserialize;
 
 use super::{INDEX_FILE, OCI_LAYOUT_FILE, blob_path};
 use crate::content::descriptor::{ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
-use crate::content::{Descriptor, MAX_MANIFEST_BYTES, Reference};
+use crate::content::manifest::is_manifest_media_type;
+use crate::content::referrers::{fallback_tag, is_digest_tag_of, referrer_descriptor};
+use crate::content::{Descriptor, Digest, MAX_MANIFEST_BYTES, ManifestView, Reference};
 use crate::error::{Error, Result};
 use crate::store::files::FileTree;
 use crate::store::{BlobReader, ImageName, ImageSource, SourceImage};
@@ -235,12 +240,17 @@ pub fn list_names(entries: &[Descriptor]) -> String {
         .join("; ")
 }
 
+/// Referrers by subject, as a layout holds them.
+type Attached = HashMap<Digest, Vec<Descriptor>>;
+
 /// An OCI layout as an image source.
 pub struct LayoutSource<F: FileTree> {
     files: F,
     index: LayoutIndex,
     selector: Option<Selector>,
     label: String,
+    /// Found on first use: reading every entry's manifest costs a little.
+    attached: OnceLock<Attached>,
 }
 
 impl<F: FileTree> LayoutSource<F> {
@@ -251,6 +261,55 @@ impl<F: FileTree> LayoutSource<F> {
             index,
             selector,
             label,
+            attached: OnceLock::new(),
+        })
+    }
+
+    /// The referrers the layout holds, by subject: `index.json` entries
+    /// whose manifest has a `subject` (as oras stores them), and the
+    /// entries of indexes under a fallback tag `<alg>-<hex>` (as a
+    /// registry without the referrers API lists them). Entries that cannot
+    /// be read are not referrers; the engine checks what it takes.
+    fn attached(&self) -> &Attached {
+        self.attached.get_or_init(|| {
+            let mut out: Attached = HashMap::new();
+            let mut add = |subject: Digest, d: Descriptor| {
+                let list = out.entry(subject).or_default();
+                if !list.iter().any(|e| e.digest == d.digest) {
+                    list.push(d);
+                }
+            };
+            for entry in &self.index.manifests {
+                if !is_manifest_media_type(&entry.media_type) {
+                    continue;
+                }
+                let Ok(bytes) = read_blob_small(&self.files, entry, &self.label) else {
+                    continue;
+                };
+                let Ok(view) = ManifestView::parse(&bytes, Some(&entry.media_type)) else {
+                    continue;
+                };
+                if let Some(subject) = &view.subject {
+                    add(subject.digest.clone(), referrer_descriptor(entry, &bytes));
+                }
+                let fallback_of = entry_names(entry).iter().find_map(|n| {
+                    let tag = match n {
+                        ImageName::Reference(r) => r.tag.clone()?,
+                        ImageName::RefName(t) => t.clone(),
+                    };
+                    let (alg, enc) = tag.split_once('-')?;
+                    let d = Digest::parse(&format!("{alg}:{enc}")).ok()?;
+                    (fallback_tag(&d) == tag).then_some(d)
+                });
+                if let Some(subject) = fallback_of
+                    && view.kind.is_index()
+                {
+                    for m in view.manifests {
+                        add(subject.clone(), m);
+                    }
+                }
+            }
+            out
         })
     }
 
@@ -298,5 +357,42 @@ impl<F: FileTree> ImageSource for LayoutSource<F> {
 
     fn open_blob(&self, desc: &Descriptor) -> Result<BlobReader> {
         open_blob(&self.files, desc, &self.label)
+    }
+
+    fn referrers(&self, subject: &Descriptor) -> Result<Vec<Descriptor>> {
+        Ok(self
+            .attached()
+            .get(&subject.digest)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn digest_tags(&self, subject: &Digest) -> Result<Vec<(String, Descriptor)>> {
+        let mut out: Vec<(String, Descriptor)> = Vec::new();
+        for entry in &self.index.manifests {
+            for name in entry_names(entry) {
+                let tag = match name {
+                    ImageName::Reference(r) => r.tag,
+                    ImageName::RefName(t) => Some(t),
+                };
+                if let Some(tag) = tag
+                    && is_digest_tag_of(&tag, subject)
+                    && !out.iter().any(|(t, _)| t == &tag)
+                {
+                    let mut d = entry.clone();
+                    d.annotations = None;
+                    out.push((tag, d));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn may_have_attached(&self, subject: &Digest) -> Option<bool> {
+        // Reading the layout is cheap: look.
+        Some(
+            self.attached().contains_key(subject)
+                || self.digest_tags(subject).is_ok_and(|t| !t.is_empty()),
+        )
     }
 }
