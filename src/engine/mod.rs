@@ -20,6 +20,8 @@ mod plan;
 pub mod pool;
 pub mod progress;
 pub mod referrers;
+#[cfg(test)]
+mod referrers_tests;
 mod stream;
 #[cfg(test)]
 mod tests;

@@ -182,7 +182,12 @@ pub(super) fn carry(
             match check(source, &w, &ro.types) {
                 Ok(Some(desc)) => batch.push((w, desc)),
                 Ok(None) => {}
-                Err(e) => fail(report, progress, &w.subject.digest, Some(&w.desc.digest), e),
+                Err(e) => {
+                    // Listed wrongly here, it may still be listed rightly
+                    // under its own subject.
+                    seen.remove(&w.desc.digest);
+                    fail(report, progress, &w.subject.digest, Some(&w.desc.digest), e)
+                }
             }
         }
         frontier = copy_batch(source, sink, batch, opts, progress, report);

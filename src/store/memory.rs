@@ -34,6 +34,10 @@ struct State {
     staged: HashMap<Digest, Arc<Vec<u8>>>,
     /// Images named since the last commit.
     staged_images: Vec<(Descriptor, Vec<ImageName>)>,
+    /// Committed referrers by subject.
+    referrers: HashMap<Digest, Vec<Descriptor>>,
+    /// Referrers recorded since the last commit: (subject, referrer).
+    staged_referrers: Vec<(Digest, Descriptor)>,
     /// Digests `has_blob` answers yes for, bytes or not.
     present: HashSet<Digest>,
     blob_reads: HashMap<Digest, usize>,
@@ -174,6 +178,15 @@ impl MemoryStore {
     }
 
     /// The committed images and their names, in naming order.
+    /// The referrers recorded for `subject`.
+    pub fn referrers_of(&self, subject: &Digest) -> Vec<Descriptor> {
+        self.state()
+            .referrers
+            .get(subject)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub fn named(&self) -> Vec<(Descriptor, Vec<ImageName>)> {
         self.state().images.clone()
     }
@@ -347,6 +360,35 @@ impl ImageSource for MemoryStore {
         Ok(self.committed(desc)?.to_vec())
     }
 
+    fn referrers(&self, subject: &Descriptor) -> Result<Vec<Descriptor>> {
+        Ok(self.referrers_of(&subject.digest))
+    }
+
+    fn digest_tags(&self, subject: &Digest) -> Result<Vec<(String, Descriptor)>> {
+        Ok(self
+            .state()
+            .images
+            .iter()
+            .flat_map(|(root, names)| {
+                names.iter().filter_map(move |n| match n {
+                    ImageName::RefName(t)
+                        if crate::content::referrers::is_digest_tag_of(t, subject) =>
+                    {
+                        Some((t.clone(), root.clone()))
+                    }
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
+    fn may_have_attached(&self, subject: &Digest) -> Option<bool> {
+        Some(
+            self.state().referrers.contains_key(subject)
+                || self.digest_tags(subject).is_ok_and(|t| !t.is_empty()),
+        )
+    }
+
     fn open_blob(&self, desc: &Descriptor) -> Result<BlobReader> {
         let failure = {
             let mut s = self.state();
@@ -455,6 +497,13 @@ impl ImageSink for MemoryStore {
         Ok(())
     }
 
+    fn add_referrer(&self, referrer: &Descriptor, subject: &Descriptor) -> Result<()> {
+        self.state()
+            .staged_referrers
+            .push((subject.digest.clone(), referrer.clone()));
+        Ok(())
+    }
+
     fn commit(&self) -> Result<()> {
         let mut s = self.state();
         // Names only what is there: a name on a root never put is refused
@@ -474,6 +523,12 @@ impl ImageSink for MemoryStore {
         for (root, names) in std::mem::take(&mut s.staged_images) {
             add_names(&mut s.images, root, &names);
         }
+        for (subject, r) in std::mem::take(&mut s.staged_referrers) {
+            let list = s.referrers.entry(subject).or_default();
+            if !list.iter().any(|d| d.digest == r.digest) {
+                list.push(r);
+            }
+        }
         Ok(())
     }
 
@@ -481,5 +536,6 @@ impl ImageSink for MemoryStore {
         let mut s = self.state();
         s.staged.clear();
         s.staged_images.clear();
+        s.staged_referrers.clear();
     }
 }

@@ -232,3 +232,49 @@ pub(crate) fn field(bytes: &[u8], pointer: &str) -> Option<String> {
         .as_str()
         .map(str::to_string)
 }
+
+/// Puts an artifact of `artifact_type` (empty config, one layer of `body`)
+/// into `store`, referring to `subject` when given, and records it as a
+/// referrer of that subject.
+pub(crate) fn artifact(
+    store: &MemoryStore,
+    artifact_type: &str,
+    body: &[u8],
+    subject: Option<&Descriptor>,
+) -> Descriptor {
+    let empty = store.insert(b"{}".to_vec());
+    let layer = store.insert(body.to_vec());
+    let mut doc = json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": Descriptor::new("application/vnd.oci.empty.v1+json", empty, 2),
+        "layers": [Descriptor::new("application/octet-stream", layer, body.len() as u64)],
+    });
+    if let Some(s) = subject {
+        doc["subject"] = json!(Descriptor::new(
+            s.media_type.clone(),
+            s.digest.clone(),
+            s.size
+        ));
+    }
+    let m = RawManifest::new(
+        serde_json::to_vec(&doc).expect("JSON"),
+        media_type::OCI_MANIFEST,
+    );
+    store.insert(m.bytes.clone());
+    let mut d = m.descriptor();
+    d.artifact_type = Some(artifact_type.to_string());
+    if let Some(s) = subject {
+        list_referrer(store, s, &d);
+    }
+    d
+}
+
+/// Lists `referrer` under `subject` in `store` (as a registry's referrers
+/// API would), whatever the referrer's own subject says.
+pub(crate) fn list_referrer(store: &MemoryStore, subject: &Descriptor, referrer: &Descriptor) {
+    use crate::store::ImageSink;
+    store.add_referrer(referrer, subject).expect("memory");
+    store.commit().expect("memory");
+}
