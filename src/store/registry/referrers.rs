@@ -10,8 +10,10 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, LINK};
 use super::client::RegistryClient;
 use super::manifest::{MANIFEST_ACCEPT, digest_header, read_capped};
 use super::retry::Retry;
+use super::sink::RegistrySink;
 use super::tags::next_link;
 use crate::content::media_type::OCI_INDEX;
+use crate::content::referrers::{fallback_tag, lists_all, merge_referrers_index};
 use crate::content::{Descriptor, Digest, MAX_MANIFEST_BYTES, ManifestView};
 use crate::error::{Error, Result};
 
@@ -144,5 +146,75 @@ impl RegistryClient {
             return Err(self.failure(&what, r));
         }
         Ok(digest_header(&r))
+    }
+}
+
+impl RegistrySink {
+    /// Makes the registry list `referrer` under `subject`. A registry that
+    /// answered the referrer's push with `OCI-Subject`, or that serves the
+    /// referrers API, lists it itself. Otherwise the fallback tag is read
+    /// (once per subject), merged (an entry another writer added stays),
+    /// put back and read again: if a concurrent writer replaced it in
+    /// between, the merge is done again.
+    pub(super) fn list_referrer(&self, referrer: &Descriptor, subject: &Digest) -> Result<()> {
+        if self
+            .subject_acknowledged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&referrer.digest)
+        {
+            return Ok(());
+        }
+        let repo = self.repo.clone();
+        let serves_api = match self.client.referrers_api() {
+            Some(known) => known,
+            None => self.client.list_referrers(&repo, subject)?.is_some(),
+        };
+        if serves_api {
+            return Ok(());
+        }
+        let tag = fallback_tag(subject);
+        let at = || format!("{}: referrers tag {tag}", self.label());
+        let ours = std::slice::from_ref(referrer);
+        let known = self
+            .fallback_indexes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(subject)
+            .cloned();
+        // Listed already, as last seen: nothing to write.
+        if let Some(Some(index)) = &known
+            && lists_all(index, ours)
+        {
+            return Ok(());
+        }
+        // About to write: start from what the registry holds now.
+        let mut current = self.client.get_tagged(&repo, &tag)?.map(|(b, _)| b);
+        for _ in 0..5 {
+            let merged = merge_referrers_index(current.as_deref(), ours)
+                .map_err(|e| Error::Format(format!("{}: {e}", at())))?;
+            let Some(merged) = merged else {
+                self.remember_fallback(subject, current);
+                return Ok(());
+            };
+            self.client.put_index(&repo, &tag, &merged)?;
+            current = self.client.get_tagged(&repo, &tag)?.map(|(b, _)| b);
+            // Another writer put its own list in between: merge again.
+            if current.as_deref().is_some_and(|b| lists_all(b, ours)) {
+                self.remember_fallback(subject, current);
+                return Ok(());
+            }
+        }
+        Err(Error::Network(format!(
+            "{}: other writers kept replacing it; run again",
+            at()
+        )))
+    }
+
+    fn remember_fallback(&self, subject: &Digest, index: Option<Vec<u8>>) {
+        self.fallback_indexes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(subject.clone(), index);
     }
 }

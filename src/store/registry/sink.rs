@@ -17,7 +17,6 @@ use super::failure::ErrorBody;
 use super::manifest::{MANIFEST_ACCEPT, ManifestHead, digest_header, read_capped};
 use super::mount::{Claim, MountIndex};
 use super::retry::Retry;
-use crate::content::referrers::{fallback_tag, lists_all, merge_referrers_index};
 use crate::content::{Descriptor, Digest, MAX_MANIFEST_BYTES, ManifestView, RawManifest};
 use crate::error::{Error, Result};
 use crate::store::{ImageName, ImageSink, SinkCaps};
@@ -45,10 +44,12 @@ pub struct RegistrySink {
     new_repo: AtomicBool,
     /// Manifests whose `PUT` the registry answered with `OCI-Subject`: it
     /// lists them as referrers itself.
-    subject_acknowledged: Mutex<std::collections::HashSet<Digest>>,
-    /// Referrers by subject whose listing this sink keeps (the referrers
-    /// tag schema), written on commit.
-    referrers: Mutex<std::collections::BTreeMap<Digest, Vec<Descriptor>>>,
+    pub(super) subject_acknowledged: Mutex<std::collections::HashSet<Digest>>,
+    /// The referrers index under each subject's fallback tag, as last read
+    /// or written (`None`: no such tag).
+    pub(super) fallback_indexes: Mutex<HashMap<Digest, Option<Vec<u8>>>>,
+    /// Manifests pushed by digest or tag so far.
+    pushed: Mutex<std::collections::HashSet<Digest>>,
 }
 
 impl Drop for RegistrySink {
@@ -78,7 +79,8 @@ impl RegistrySink {
             pending: Mutex::new(None),
             new_repo: Default::default(),
             subject_acknowledged: Default::default(),
-            referrers: Default::default(),
+            fallback_indexes: Default::default(),
+            pushed: Default::default(),
         }
     }
 
@@ -272,6 +274,9 @@ impl ImageSink for RegistrySink {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(manifest.digest.clone(), manifest.clone());
+        // A referrer goes after its subject: a subject held back for its
+        // tag is pushed by digest now.
+        self.push_subject_of(manifest)?;
         // Held back one step: if it turns out to be a root that gets a tag,
         // the tag's PUT stores it and a PUT by digest would be one request
         // too many. Children are pushed before anything that lists them.
@@ -311,21 +316,7 @@ impl ImageSink for RegistrySink {
         if let Some(m) = pending {
             self.push_manifest(&m, m.digest.as_str())?;
         }
-        if self
-            .subject_acknowledged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&referrer.digest)
-        {
-            return Ok(());
-        }
-        self.referrers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(subject.digest.clone())
-            .or_default()
-            .push(referrer.clone());
-        Ok(())
+        self.list_referrer(referrer, &subject.digest)
     }
 
     fn commit(&self) -> Result<()> {
@@ -336,11 +327,6 @@ impl ImageSink for RegistrySink {
             .take()
         {
             self.push_manifest(&m, m.digest.as_str())?;
-        }
-        let referrers =
-            std::mem::take(&mut *self.referrers.lock().unwrap_or_else(|e| e.into_inner()));
-        for (subject, list) in referrers {
-            self.list_referrers_of(&subject, &list)?;
         }
         let tags = self.tags.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for (digest, tag) in tags {
@@ -384,7 +370,36 @@ impl RegistrySink {
         self.push_manifest(m, tag)
     }
 
-    fn push_manifest(&self, m: &RawManifest, reference: &str) -> Result<()> {
+    /// Pushes by digest the subject of `m`, if this sink holds it back.
+    fn push_subject_of(&self, m: &RawManifest) -> Result<()> {
+        let Some(subject) = ManifestView::parse(&m.bytes, Some(&m.media_type))
+            .ok()
+            .and_then(|v| v.subject)
+        else {
+            return Ok(());
+        };
+        if self
+            .pushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&subject.digest)
+        {
+            return Ok(());
+        }
+        let held = self
+            .manifests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&subject.digest)
+            .cloned();
+        match held {
+            Some(s) => self.push_manifest(&s, s.digest.as_str()),
+            // Not this run's: the subject is at the registry already.
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn push_manifest(&self, m: &RawManifest, reference: &str) -> Result<()> {
         let repo = self.repo.clone();
         let what = format!("PUT manifest {repo}:{reference}");
         let body = m.bytes.clone();
@@ -407,6 +422,10 @@ impl RegistrySink {
                 m.digest
             )));
         }
+        self.pushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(m.digest.clone());
         if r.headers().contains_key("oci-subject") {
             self.subject_acknowledged
                 .lock()
@@ -414,41 +433,6 @@ impl RegistrySink {
                 .insert(m.digest.clone());
         }
         Ok(())
-    }
-
-    /// Makes the registry list `ours` as referrers of `subject`. A registry
-    /// with the referrers API lists what was pushed; otherwise the
-    /// fallback tag is read, merged (an entry another writer added stays),
-    /// put back, and read again: if a concurrent writer replaced it in
-    /// between, the merge is done again.
-    fn list_referrers_of(&self, subject: &Digest, ours: &[Descriptor]) -> Result<()> {
-        let repo = self.repo.clone();
-        if let Some(listed) = self.client.list_referrers(&repo, subject)? {
-            // The registry keeps the list from the subjects of what it
-            // stores; nothing to write.
-            let _ = listed;
-            return Ok(());
-        }
-        let tag = fallback_tag(subject);
-        let at = || format!("{}: referrers tag {tag}", self.label());
-        for _ in 0..5 {
-            let current = self.client.get_tagged(&repo, &tag)?;
-            let merged = merge_referrers_index(current.as_ref().map(|(b, _)| b.as_slice()), ours)
-                .map_err(|e| Error::Format(format!("{}: {e}", at())))?;
-            let Some(merged) = merged else {
-                return Ok(());
-            };
-            self.client.put_index(&repo, &tag, &merged)?;
-            match self.client.get_tagged(&repo, &tag)? {
-                Some((bytes, _)) if lists_all(&bytes, ours) => return Ok(()),
-                // Another writer put its own list in between: merge again.
-                _ => continue,
-            }
-        }
-        Err(Error::Network(format!(
-            "{}: other writers kept replacing it; run again",
-            at()
-        )))
     }
 }
 

@@ -228,10 +228,9 @@ impl ImageSource for RegistrySource {
     }
 
     fn may_have_attached(&self, subject: &Digest) -> Option<bool> {
-        let tags = match self.tags.get() {
-            Some(Ok(t)) => t,
-            _ => return None,
-        };
+        // One tag list per repository (none when the caller gave it) shows
+        // new fallback and digest tags of an image already mirrored.
+        let tags = self.tags().ok()?;
         let fallback = fallback_tag(subject);
         Some(
             tags.iter().any(|t| {
