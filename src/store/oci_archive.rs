@@ -8,7 +8,7 @@ use super::layout::{LayoutSource, Selector};
 use super::spool::{OpenedArchive, open_archive};
 use super::tar::index::TarIndex;
 use super::{BlobReader, ImageSource, SourceImage};
-use crate::content::Descriptor;
+use crate::content::{Descriptor, Digest};
 use crate::error::{Error, Result};
 
 pub struct OciArchiveSource {
@@ -49,5 +49,14 @@ impl ImageSource for OciArchiveSource {
     }
     fn open_blob(&self, desc: &Descriptor) -> Result<BlobReader> {
         self.layout.open_blob(desc)
+    }
+    fn referrers(&self, subject: &Descriptor) -> Result<Vec<Descriptor>> {
+        self.layout.referrers(subject)
+    }
+    fn digest_tags(&self, subject: &Digest) -> Result<Vec<(String, Descriptor)>> {
+        self.layout.digest_tags(subject)
+    }
+    fn may_have_attached(&self, subject: &Digest) -> Option<bool> {
+        self.layout.may_have_attached(subject)
     }
 }
