@@ -77,6 +77,8 @@ struct State {
     upstream: String,
     rules: Mutex<Vec<Rule>>,
     seen: Mutex<Vec<Seen>>,
+    /// Connections that opened with a TLS ClientHello.
+    tls_hellos: std::sync::atomic::AtomicUsize,
     stop: AtomicBool,
 }
 
@@ -117,6 +119,7 @@ impl Proxy {
             upstream: upstream.to_string(),
             rules: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
+            tls_hellos: Default::default(),
             stop: AtomicBool::new(false),
         });
         let s = state.clone();
@@ -329,6 +332,9 @@ fn serve(client: TcpStream, state: &State) -> io::Result<()> {
     let mut first = [0u8; 1];
     // HTTPS is tried first on loopback: a TLS ClientHello starts with 0x16.
     if client.peek(&mut first)? == 0 || first[0] == 0x16 {
+        if first[0] == 0x16 {
+            state.tls_hellos.fetch_add(1, Ordering::SeqCst);
+        }
         return Ok(());
     }
     let upstream = TcpStream::connect(&state.upstream)?;
@@ -987,4 +993,31 @@ fn interrupted_bundle_load_resumes_with_what_is_missing() {
     );
     assert!(again["blobs_skipped"].as_u64().unwrap() >= 1, "{again}");
     assert!(again["bytes_copied"].as_u64().unwrap() < MIB, "{again}");
+}
+
+/// A registry configured `tls: http` is spoken to in plain HTTP from the
+/// first request: no TLS handshake is tried first (over a WAN that is a
+/// round trip per registry and run, and a long stall against a server that
+/// stays silent on TLS).
+#[test]
+fn a_registry_configured_for_plain_http_gets_no_tls_attempt() {
+    let (src, dst) = (Registry::start(Kind::Plain), Registry::start(Kind::Plain));
+    let t = TestDir::new();
+    copy(&t, &hello("1.0"), &format!("{}/plain/app:1", src.host));
+    let proxy = Proxy::start(&src.host);
+    let cfg = t.path("mirror.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 1\nregistries:\n  - host: {}\n    tls: http\nsync:\n  - source: {}/plain/app\n    target: {}/mirror/app\n",
+            proxy.host, proxy.host, dst.host
+        ),
+    )
+    .unwrap();
+    let report = t
+        .imgsync(&["sync", "--config", cfg.to_str().unwrap(), "--json"])
+        .ok()
+        .json();
+    assert_eq!(report["copied"], 1, "{report}");
+    assert_eq!(proxy.state.tls_hellos.load(Ordering::SeqCst), 0);
 }

@@ -260,6 +260,13 @@ impl RegistryClient {
         let https = format!("https://{}", self.api_host);
         let allow_http =
             self.settings.plain_http.unwrap_or(!self.tls_verify) || is_loopback(&self.host);
+        // A registry configured for plain HTTP is spoken to that way from
+        // the first request: no TLS attempt to wait for.
+        if self.settings.plain_http == Some(true) && !self.tls_verify {
+            let http = format!("http://{}", self.api_host);
+            let resp = self.ping(&http, true)?;
+            return self.endpoint_from(http, resp);
+        }
         // Where plain HTTP is allowed, a failed HTTPS attempt is not retried:
         // HTTP is tried next (as skopeo does).
         let first = self.ping(&https, !allow_http);
@@ -276,6 +283,11 @@ impl RegistryClient {
             }
             Err(e) => return Err(e),
         };
+        self.endpoint_from(base, resp)
+    }
+
+    /// The endpoint a `GET /v2/` answer describes: its challenge.
+    fn endpoint_from(&self, base: String, resp: Response) -> Result<Endpoint> {
         let challenge = match resp.status() {
             s if s.is_success() => Challenge::None,
             StatusCode::UNAUTHORIZED => resp
