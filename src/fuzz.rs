@@ -34,6 +34,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("token", token),
     ("link_header", link_header),
     ("sync_config", sync_config),
+    ("referrers_index", referrers_index),
 ];
 
 fn text(data: &[u8]) -> Option<&str> {
@@ -157,4 +158,32 @@ pub fn sync_config(data: &[u8]) {
         return;
     }
     let _ = crate::commands::mirror::config::load(file.path());
+}
+
+/// A referrers index (the referrers API's answer, or a fallback tag's
+/// index) merged with a referrer of ours: the merge keeps every entry the
+/// index had and lists ours, or refuses the index.
+pub fn referrers_index(data: &[u8]) {
+    use crate::content::Descriptor;
+    use crate::content::referrers::{lists_all, merge_referrers_index};
+    let ours = Descriptor::new(
+        media_type::OCI_MANIFEST,
+        Digest::sha256_of(b"a referrer of ours"),
+        18,
+    );
+    let ours = std::slice::from_ref(&ours);
+    match merge_referrers_index(Some(data), ours) {
+        Ok(Some(merged)) => {
+            assert!(lists_all(&merged, ours), "the merge lost our referrer");
+            let before = ManifestView::parse(data, Some(media_type::OCI_INDEX))
+                .map(|v| v.manifests.len())
+                .unwrap_or(0);
+            let after = ManifestView::parse(&merged, Some(media_type::OCI_INDEX))
+                .map(|v| v.manifests.len())
+                .unwrap_or(0);
+            assert!(after > before, "the merge dropped an entry");
+        }
+        Ok(None) => assert!(lists_all(data, ours), "nothing added, yet ours is not listed"),
+        Err(_) => {}
+    }
 }
