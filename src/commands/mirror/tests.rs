@@ -215,6 +215,7 @@ fn entry(target: Target) -> Entry {
         tags: TagFilter::default(),
         repos: RepoFilter::default(),
         platforms: vec![],
+        referrers: Default::default(),
     }
 }
 
@@ -285,6 +286,8 @@ fn item(target: TargetRef, platforms: Vec<Platform>) -> Item {
         up_to_date: false,
         retag: false,
         rejected: None,
+        source_tags: None,
+        attached: false,
     }
 }
 
