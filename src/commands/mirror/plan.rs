@@ -221,13 +221,14 @@ pub(crate) fn target_for(entry: &Entry, source: &Reference, relative: Option<&st
 pub fn expand(config: &Config, opts: &SyncOptions, clients: &ClientPool) -> Result<Vec<Item>> {
     let mut items = Vec::new();
     for entry in &config.entries {
-        let mut add = |source: Reference, relative: Option<&str>, tags: Option<&Arc<Vec<String>>>| {
-            let item = Item::new(entry, source, relative);
-            items.push(match tags {
-                Some(t) => item.with_tags(t),
-                None => item,
-            });
-        };
+        let mut add =
+            |source: Reference, relative: Option<&str>, tags: Option<&Arc<Vec<String>>>| {
+                let item = Item::new(entry, source, relative);
+                items.push(match tags {
+                    Some(t) => item.with_tags(t),
+                    None => item,
+                });
+            };
         let mut rejected = Vec::new();
         match &entry.source {
             Source::Digest(r) => add(r.clone(), None, None),
@@ -351,8 +352,7 @@ pub fn check(config: &Config, opts: &SyncOptions, clients: &ClientPool, items: &
                     refs.iter().any(|(n, d)| n == name && d == digest.as_str())
                 },
             );
-            item.attached = (item.up_to_date || item.retag)
-                && attached(config, &item)
+            item.attached = (item.up_to_date || item.retag) && attached(config, &item)
         }
         item
     });
