@@ -363,3 +363,151 @@ fn referrers_and_digest_tags_travel_with_their_images_and_a_noop_costs_almost_no
         cold["requests"]
     );
 }
+
+#[test]
+fn the_config_chooses_what_travels() {
+    let src = Registry::start(Kind::Plain);
+    let dst = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let (s, d) = (&src.host, &dst.host);
+    let one = push_signed_image(s, "app", "1", "one", &[SIG_TYPE, SBOM_TYPE], true);
+    let (sig, sbom) = (one.referrers[0].clone(), one.referrers[1].clone());
+    let fallback = fallback_of(&one.digest);
+    let sig_tag = format!("{fallback}.sig");
+    let entry = |target: &str, extra: &str| {
+        format!("  - source: {s}/app\n    target: {d}/{target}\n{extra}")
+    };
+    let yaml = format!(
+        "version: 1\ndefaults:\n  digest-tags: false\nsync:\n{}{}{}{}{}",
+        // Nothing attached; the attached tags filtered out by name.
+        entry(
+            "off",
+            "    referrers: {enabled: false}\n    tags: {deny: ['^sha256-']}\n"
+        ),
+        // Nothing attached and no filter: the attached tags are ordinary
+        // tags again, synced as images, as before referrers were carried.
+        entry("off-all", "    referrers: {enabled: false}\n"),
+        entry(
+            "only-sig",
+            &format!("    referrers: {{types: {{allow: [{SIG_TYPE}]}}}}\n")
+        ),
+        entry(
+            "no-sig",
+            &format!("    referrers: {{types: {{deny: [{SIG_TYPE}]}}}}\n    digest-tags: true\n")
+        ),
+        entry("defaults", ""),
+    );
+    let (code, report, stderr) = sync_json(&t, "mirror.yaml", &yaml);
+    assert_eq!(code, 0, "{stderr}\n{report}");
+    let tags = |repo: &str| tags_at(&t, &format!("{d}/{repo}"));
+    assert_eq!(tags("off"), ["1"]);
+    assert!(listed_referrers(d, "off", &one.digest).is_empty());
+    assert_eq!(
+        tags("off-all"),
+        sorted(vec!["1".into(), fallback.clone(), sig_tag.clone()])
+    );
+    // digest-tags is off (from the defaults): the digest tag is an ordinary
+    // tag that the (absent) tag filters select.
+    assert_eq!(
+        tags("only-sig"),
+        sorted(vec!["1".into(), fallback.clone(), sig_tag.clone()])
+    );
+    assert_eq!(listed_referrers(d, "only-sig", &one.digest), [sig.clone()]);
+    assert!(manifest_of(d, "only-sig", &sbom).is_none());
+    assert_eq!(
+        tags("no-sig"),
+        sorted(vec!["1".into(), fallback.clone(), sig_tag.clone()])
+    );
+    assert_eq!(listed_referrers(d, "no-sig", &one.digest), [sbom.clone()]);
+    assert!(manifest_of(d, "no-sig", &sig).is_none());
+    // `defaults: digest-tags: false` holds where the entry says nothing:
+    // the digest tag is an ordinary tag there (not carried, but selected).
+    assert_eq!(
+        tags("defaults"),
+        sorted(vec!["1".into(), fallback.clone(), sig_tag.clone()])
+    );
+    assert_eq!(
+        listed_referrers(d, "defaults", &one.digest),
+        sorted(one.referrers.clone())
+    );
+    let sig_as_image = |target: &str| {
+        report["images"].as_array().unwrap().iter().any(|i| {
+            i["source"].as_str().unwrap().ends_with(&sig_tag)
+                && i["target"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("/{target}:"))
+        })
+    };
+    assert!(sig_as_image("defaults") && sig_as_image("off-all"));
+    assert!(!sig_as_image("no-sig") && !sig_as_image("off"));
+}
+
+#[test]
+fn a_bad_referrers_key_is_a_one_line_usage_error() {
+    let t = TestDir::new();
+    for extra in [
+        "    referrers: {enabeld: true}\n",
+        "    referrers: {types: {allow: [a], block: [b]}}\n",
+        "    digest_tags: false\n",
+    ] {
+        let yaml =
+            format!("version: 1\nsync:\n  - source: a.example/x\n    target: b.example/y\n{extra}");
+        std::fs::write(t.path("bad.yaml"), &yaml).unwrap();
+        let run = t.imgsync(&["sync", "--config", &t.p("bad.yaml")]);
+        let stderr = run.stderr.clone();
+        let line = run.fails(2, &["bad.yaml", "unknown field"]);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(line.contains("line 5"), "{line}");
+    }
+}
+
+#[test]
+fn a_referrer_that_fails_fails_the_run_and_is_named() {
+    let src = Registry::start(Kind::Plain);
+    let dst = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    let (s, d) = (&src.host, &dst.host);
+    let good = push_signed_image(s, "app", "1", "one", &[SIG_TYPE], false);
+    // The fallback tag of `2` lists a referrer of `1` (a writer's mistake
+    // the registry cannot see): it is not carried, and says so.
+    let two = push_signed_image(s, "app", "2", "two", &[], false);
+    let misfiled = good.referrers[0].clone();
+    let listed = manifest_of(s, "app", &fallback_of(&good.digest)).unwrap();
+    push_manifest(s, "app", Some(&fallback_of(&two.digest)), &listed);
+    let yaml = format!("version: 1\nsync:\n  - source: {s}/app\n    target: {d}/app\n");
+    std::fs::write(t.path("m.yaml"), &yaml).unwrap();
+    let report_path = t.p("report.json");
+    let run = t.imgsync(&[
+        "sync",
+        "-q",
+        "--config",
+        &t.p("m.yaml"),
+        "--report",
+        &report_path,
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("imgsync: error:"))
+        .unwrap_or_else(|| panic!("no error line: {}", run.stderr));
+    assert!(
+        line.contains(&format!("{s}/app:2")) && line.contains(&misfiled),
+        "{line}"
+    );
+    let report = read_json(&t.path("report.json"));
+    assert_eq!(report["referrers_failed"], 1);
+    let two_rep = image(&report, "/app:2");
+    assert_eq!(two_rep["action"], "copied", "the image itself is copied");
+    assert_eq!(two_rep["referrers_failed"], 1);
+    assert!(
+        two_rep["referrer_errors"][0]
+            .as_str()
+            .unwrap()
+            .contains(&misfiled)
+    );
+    // The other image and its referrer are unaffected.
+    assert_eq!(image(&report, "/app:1")["referrers_failed"], 0);
+    assert_eq!(listed_referrers(d, "app", &good.digest), good.referrers);
+}
