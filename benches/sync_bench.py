@@ -45,6 +45,17 @@ Phases, per --runs repetition (default 1: cold and moved change state)
   report is checked too (copied / up_to_date / failed counts, and its
   request count against the proxies').
 
+Referrers (--referrers)
+  Every source image also gets, untimed through the registry API, one
+  signature referrer (an OCI artifact whose `subject` is the image, listed in
+  the referrers fallback tag `sha256-<hex>`, as distribution 2.8 has no
+  referrers API) and one cosign-style signature under `sha256-<hex>.sig`.
+  imgsync carries both with their image (its report counts images without
+  them); skopeo sync (with --all, which the fallback index needs) copies the
+  two tags as images of their own.  The target check then compares a
+  fallback tag by the referrers it lists (each writer keeps its own index
+  bytes), every other tag by digest.
+
 Scale (imgsync only; --no-scale skips it)
   --scale-repos (10) repositories x --scale-tags (100) tags = 1,000 tags
   pointing at --scale-images (4) distinct images per repository, in a
@@ -73,6 +84,7 @@ Usage (from the project root):
     benches/sync_bench.py                     # 20x3 images, 1 run, no-op best of 3, 1,000-tag scale run
     benches/sync_bench.py --runs 3 --noop-runs 5 --json sync.json
     benches/sync_bench.py --no-scale --repos 5 --tags 2
+    benches/sync_bench.py --no-scale --referrers --repos 5 --tags 2 --base-kib 64
     benches/sync_bench.py --no-scale --imgsync-jobs 1   # imgsync one image at a time, like skopeo
     benches/sync_bench.py --imgsync target/debug/imgsync --no-build --keep
 
@@ -248,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repos", type=int, default=20, help="source repositories (default 20)")
     ap.add_argument("--tags", type=int, default=3, help="tags per source repository (default 3)")
     ap.add_argument("--base-kib", type=int, default=1536, help="size of each of the 3 base layers in KiB (default 1536)")
+    ap.add_argument("--referrers", action="store_true",
+                    help="give every source image one signature referrer (in its referrers fallback tag) and one"
+                         " cosign-style .sig digest tag; imgsync carries them with their image, skopeo copies the"
+                         " tags as images of their own")
     ap.add_argument("--no-scale", action="store_true", help="skip the imgsync no-op run over many tags")
     ap.add_argument("--scale-repos", type=int, default=10, help="repositories of the scale run (default 10)")
     ap.add_argument("--scale-tags", type=int, default=100, help="tags per repository of the scale run (default 100)")

@@ -13,7 +13,9 @@ import http.client
 import concurrent.futures
 import dataclasses
 import json
+import hashlib
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -33,6 +35,51 @@ SRC_PREFIX = "bench"
 DST_PREFIX = "mirror"
 SCALE_PREFIX = "scale"
 TOOLS = ("imgsync", "skopeo")
+# Tags that travel with their subject (referrers fallback tag, digest tag).
+FALLBACK_TAG = re.compile(r"^sha256-[0-9a-f]{64}$")
+ATTACHED_TAG = re.compile(r"^sha256-[0-9a-f]{64}(\.[A-Za-z0-9_.-]+)?$")
+SIG_TYPE = "application/vnd.dev.cosign.artifact.sig.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+EMPTY = "application/vnd.oci.empty.v1+json"
+
+
+def attach_signatures(d: RegistryClient, repo: str, tag: str) -> None:
+    """Gives repo:tag one signature referrer (listed in its fallback tag
+    `sha256-<hex>`, as the referrers tag schema has it) and one cosign-style
+    signature under the digest tag `sha256-<hex>.sig`."""
+    digest, body, media_type = d.manifest(repo, tag)
+    subject = {"mediaType": media_type, "digest": digest, "size": len(body)}
+    empty = {"mediaType": EMPTY, "digest": d.push_blob(repo, b"{}"), "size": 2}
+
+    def put(ref: str | None, doc: dict[str, Any]) -> dict[str, Any]:
+        raw = json.dumps(doc, separators=(",", ":")).encode()
+        dg = "sha256:" + hashlib.sha256(raw).hexdigest()
+        d.put_manifest(repo, ref or dg, raw, doc["mediaType"])
+        return {"mediaType": doc["mediaType"], "digest": dg, "size": len(raw)}
+
+    payload = f"signature of {digest}".encode()
+    sig = put(None, {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": SIG_TYPE, "config": empty,
+                     "layers": [{"mediaType": "application/example.signature", "digest": d.push_blob(repo, payload),
+                                 "size": len(payload)}],
+                     "subject": subject})
+    sig["artifactType"] = SIG_TYPE
+    hexpart = digest.split(":", 1)[1]
+    put(f"sha256-{hexpart}", {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [sig]})
+    simple = json.dumps({"critical": {"image": {"docker-manifest-digest": digest}}}).encode()
+    cfg = b'{"architecture":"","os":""}'
+    put(f"sha256-{hexpart}.sig", {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                                  "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                             "digest": d.push_blob(repo, cfg), "size": len(cfg)},
+                                  "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                                              "digest": d.push_blob(repo, simple), "size": len(simple)}]})
+
+
+def image_tags(tags: dict[str, str]) -> int:
+    """How many of a repository's tags are images of their own (not attached tags)."""
+    return sum(1 for t in tags if not ATTACHED_TAG.match(t))
+
+
 PHASES = {
     "cold": "cold sync (empty target)",
     "noop": "no-op re-run",
@@ -53,7 +100,8 @@ def push_archive(imgsync: str, build_dir: Path, base: list[BuiltLayer], name: st
     return meta["diff_ids"]
 
 
-def compare_mirror(source: dict[str, dict[str, str]], target_port: int, src_prefix: str) -> list[str]:
+def compare_mirror(source: dict[str, dict[str, str]], target_port: int, src_prefix: str,
+                   source_listing: dict[tuple[str, str], set[str]] | None = None) -> list[str]:
     """Problems of a target registry that should mirror `source` below mirror/."""
     problems: list[str] = []
     d = RegistryClient(target_port)
@@ -76,7 +124,17 @@ def compare_mirror(source: dict[str, dict[str, str]], target_port: int, src_pref
             for tag, digest in tags.items():
                 if tag in have_tags:
                     checked += 1
-                    got = d.manifest(repo, tag)[0]
+                    got, body, _ = d.manifest(repo, tag)
+                    if FALLBACK_TAG.match(tag):
+                        # A referrers index is kept by each writer: the
+                        # same referrers, not the same bytes.
+                        listed = {m["digest"] for m in json.loads(body)["manifests"]}
+                        src_repo = f"{src_prefix}/{repo[len(DST_PREFIX) + 1:]}"
+                        if source_listing is not None:
+                            want_listed = source_listing.get((src_repo, tag), set())
+                            if not want_listed <= listed:
+                                wrong.append(f"{repo}:{tag} lists {len(listed)} referrers, not the source's")
+                        continue
                     if got != digest:
                         wrong.append(f"{repo}:{tag} is {got[:19]}, source {digest[:19]}")
         if absent:
@@ -132,6 +190,8 @@ class Bench:
         self.src: Endpoint | None = None
         self.diff_ids: dict[str, list[str]] = {}  # "repo:tag" -> DiffIDs
         self.source_state: dict[str, dict[str, str]] = {}
+        # (repository, fallback tag) -> the referrer digests it lists.
+        self.source_listing: dict[tuple[str, str], set[str]] = {}
         self.moved: dict[str, Any] = {}
         self.targets: dict[str, Endpoint] = {}
         self.order_flip = False
@@ -184,11 +244,20 @@ class Bench:
         top.path.unlink()
         d = RegistryClient(self.src.direct_port)
         try:
+            if a.referrers:
+                log("attaching a signature referrer and a .sig digest tag to every image ...")
+                for r, t in names:
+                    attach_signatures(d, r, t)
             self.source_state = d.snapshot(SRC_PREFIX)
             blobs: set[str] = set()
             layers: set[str] = set()
             for repo, tags in self.source_state.items():
                 for tag in tags:
+                    if FALLBACK_TAG.match(tag):
+                        listed = json.loads(d.manifest(repo, tag)[1])["manifests"]
+                        self.source_listing[(repo, tag)] = {m["digest"] for m in listed}
+                    if ATTACHED_TAG.match(tag):
+                        continue
                     m = json.loads(d.manifest(repo, tag)[1])
                     blobs.add(m["config"]["digest"])
                     layers.update(l["digest"] for l in m["layers"])
@@ -197,7 +266,7 @@ class Bench:
             self.sample_manifest = d.manifest(f"{SRC_PREFIX}/svc-00", "1.0")
         finally:
             d.close()
-        n_tags = sum(len(t) for t in self.source_state.values())
+        n_tags = sum(image_tags(t) for t in self.source_state.values())
         log(
             f"  {len(self.source_state)} repositories, {n_tags} tags, {len(layers)} distinct layers,"
             f" {len(blobs)} configs, {self.src.registry.blob_bytes() / MIB:.1f} MiB stored,"
@@ -267,7 +336,15 @@ class Bench:
     def skopeo_cmd(self, name: str, dst: Endpoint) -> list[str]:
         cfg = self.workdir / f"{name}.yaml"
         lines = [f"{self.src.addr}:", "  tls-verify: false", "  images:"]
-        lines += [f"    {repo}: []" for repo in sorted(self.source_state)]
+        if self.args.referrers:
+            # skopeo 1.9 cannot copy a referrers fallback index with
+            # --preserve-digests ("Manifest list must be converted"): it gets
+            # every other tag, the .sig digest tags as images of their own.
+            for repo in sorted(self.source_state):
+                lines.append(f"    {repo}:")
+                lines += [f"      - {t!r}" for t in sorted(self.source_state[repo]) if not FALLBACK_TAG.match(t)]
+        else:
+            lines += [f"    {repo}: []" for repo in sorted(self.source_state)]
         cfg.write_text("\n".join(lines) + "\n")
         return [self.skopeo, "sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false",
                 "--preserve-digests", str(cfg), f"{dst.addr}/{DST_PREFIX}"]
@@ -324,14 +401,28 @@ class Bench:
     # -- checks -----------------------------------------------------------
 
     def check(self, res: RunResult, target: Endpoint, expect_copied: int | None, full: list[str]) -> None:
-        n_tags = sum(len(t) for t in self.source_state.values())
-        res.problems += compare_mirror(self.source_state, target.direct_port, SRC_PREFIX)
+        # Attached tags travel with their image in imgsync; skopeo copies
+        # them as images of their own.
+        n_tags = sum(image_tags(t) for t in self.source_state.values())
+        n_all = sum(len(t) for t in self.source_state.values())
+        state = self.source_state
+        if res.tool == "skopeo" and self.args.referrers:
+            # It is not given the fallback tags (see skopeo_cmd).
+            state = {r: {t: d for t, d in tags.items() if not FALLBACK_TAG.match(t)} for r, tags in state.items()}
+        res.problems += compare_mirror(state, target.direct_port, SRC_PREFIX, self.source_listing)
         if res.tool == "imgsync" and res.report is not None:
             r = res.report
             want = {"copied": expect_copied, "up_to_date": n_tags - expect_copied, "failed": 0}
             got = {k: r.get(k) for k in want}
             if got != want:
                 res.problems.append(f"error: imgsync report says {got}, expected {want}")
+            if self.args.referrers and expect_copied == n_tags and r.get("referrers_copied") != 2 * n_tags:
+                res.problems.append(f"error: imgsync copied {r.get('referrers_copied')} referrers,"
+                                    f" expected {2 * n_tags} (a signature and a .sig tag per image)")
+        elif res.tool == "skopeo" and expect_copied == 0 and res.images_copied != 0:
+            res.problems.append(f"note: skopeo copied {res.images_copied} images in a no-op run")
+        elif res.tool == "skopeo" and n_all != n_tags:
+            pass  # attached tags are images to skopeo: its counts differ on purpose
         elif res.tool == "skopeo" and (res.images_copied, res.images_up_to_date) != (expect_copied, n_tags - expect_copied):
             res.problems.append(f"note: skopeo copied {res.images_copied} and skipped {res.images_up_to_date} images,"
                                 f" expected {expect_copied} and {n_tags - expect_copied}")
@@ -363,7 +454,7 @@ class Bench:
 
     def cycle(self, run: int) -> None:
         a = self.args
-        n_tags = sum(len(t) for t in self.source_state.values())
+        n_tags = sum(image_tags(t) for t in self.source_state.values())
         moved_ref = f"{self.moved_repo}:{self.moved_tag}"
         if run > 0:
             self.restore_tag()

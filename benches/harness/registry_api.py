@@ -94,6 +94,23 @@ class RegistryClient:
         if status != 201:
             raise BenchError(f"PUT /v2/{repo}/manifests/{ref} answered {status}: {resp[:300]!r}")
 
+    def push_blob(self, repo: str, data: bytes) -> str:
+        """Uploads a blob in one piece (POST, then PUT with the digest); its digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        status, headers, resp = self.request("POST", f"/v2/{repo}/blobs/uploads/", body=b"",
+                                             headers={"Content-Length": "0"})
+        if status != 202:
+            raise BenchError(f"POST upload to {repo} answered {status}: {resp[:300]!r}")
+        loc = headers.get("location", "")
+        if "://" in loc:
+            loc = loc[loc.index("/", loc.index("://") + 3):]
+        sep = "&" if "?" in loc else "?"
+        status, _, resp = self.request("PUT", f"{loc}{sep}digest={digest}", body=data,
+                                       headers={"Content-Type": "application/octet-stream"})
+        if status != 201:
+            raise BenchError(f"PUT upload of {digest} to {repo} answered {status}: {resp[:300]!r}")
+        return digest
+
     def mount(self, repo: str, digest: str, source_repo: str) -> None:
         status, _, resp = self.request("POST", f"/v2/{repo}/blobs/uploads/?mount={digest}&from={source_repo}",
                                        body=b"", headers={"Content-Length": "0"})

@@ -560,6 +560,14 @@ pub fn sync_summary(
         report.requests,
         report.seconds
     );
+    if report.referrers_copied > 0 || report.referrers_failed > 0 {
+        say!(
+            "sync {}: {} referrer(s) copied, {} failed",
+            config.display(),
+            report.referrers_copied,
+            report.referrers_failed
+        );
+    }
 }
 
 /// JSON bytes as one result on stdout.

@@ -120,6 +120,9 @@ pub struct ImageResult {
     pub digest: Digest,
     pub media_type: String,
     pub names: Vec<String>,
+    /// The destination held it already under these names: nothing written.
+    #[serde(skip)]
+    pub up_to_date: bool,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -201,6 +204,7 @@ pub fn copy_images(
                 digest: plan.image.root.digest.clone(),
                 media_type: plan.image.root.media_type.clone(),
                 names: plan.names.iter().map(|n| n.to_string()).collect(),
+                up_to_date: true,
             });
             continue;
         }
@@ -254,6 +258,7 @@ pub fn copy_images(
             digest: out.digest.clone(),
             media_type: out.media_type.clone(),
             names: plan.names.iter().map(|n| n.to_string()).collect(),
+            up_to_date: false,
         });
     }
     let mut subjects = Vec::new();

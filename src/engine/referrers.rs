@@ -65,6 +65,10 @@ pub struct ReferrerResult {
     /// The digest tag it was found under (a cosign-style tag), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// The destination held it already (under that tag, if any): nothing
+    /// was written but its entry in the subject's referrers list.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub up_to_date: bool,
 }
 
 /// A referrer that could not be carried.
@@ -297,6 +301,15 @@ fn copy_batch(
                 .map(|p| copy_images(source, sink, std::slice::from_ref(p), &plain, progress))
                 .collect(),
         };
+    // What the destination held already, by digest, whichever outcome
+    // reports it.
+    let held: HashSet<Digest> = outcomes
+        .iter()
+        .flatten()
+        .flat_map(|r| r.images.iter())
+        .filter(|i| i.up_to_date)
+        .map(|i| i.source_digest.clone())
+        .collect();
     let mut next = Vec::new();
     for ((w, desc), outcome) in batch.into_iter().zip(outcomes) {
         let copied = outcome.and_then(|r| {
@@ -314,6 +327,7 @@ fn copy_batch(
                     media_type: desc.media_type.clone(),
                     artifact_type: desc.artifact_type.clone(),
                     tag: w.tag.clone(),
+                    up_to_date: held.contains(&desc.digest),
                 });
                 if w.follow {
                     next.push(Subject {

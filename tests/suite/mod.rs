@@ -22,3 +22,4 @@ mod registry;
 mod registry_harness;
 mod regressions;
 mod sync;
+mod sync_referrers;

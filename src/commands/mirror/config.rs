@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::content::referrers::TypeFilter;
 use crate::content::{Platform, Reference};
+use crate::engine::ReferrerOptions;
 use crate::error::{Error, Result};
 use crate::store::location::Location;
 use crate::store::registry::{Credential, RegistrySettings};
@@ -27,6 +29,22 @@ pub struct ConfigFile {
 pub struct Defaults {
     #[serde(default)]
     pub platforms: Option<Platforms>,
+    #[serde(default)]
+    pub referrers: Option<ReferrersConfig>,
+    #[serde(default)]
+    pub digest_tags: Option<bool>,
+}
+
+/// `referrers:` in `defaults` or an entry: whether the referrers of the
+/// synced images (signatures, SBOMs, attestations) travel with them, and
+/// which artifact types. A key an entry leaves out comes from `defaults`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ReferrersConfig {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub types: Option<TypeFilter>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -94,6 +112,10 @@ pub struct SyncEntry {
     pub repos: Option<RepoFilters>,
     #[serde(default)]
     pub platforms: Option<Platforms>,
+    #[serde(default)]
+    pub referrers: Option<ReferrersConfig>,
+    #[serde(default)]
+    pub digest_tags: Option<bool>,
 }
 
 /// A validated configuration.
@@ -131,6 +153,32 @@ pub struct Entry {
     pub tags: TagFilter,
     pub repos: RepoFilter,
     pub platforms: Vec<Platform>,
+    /// What travels with the entry's images.
+    pub referrers: ReferrerOptions,
+}
+
+/// An entry's referrer options: each key from the entry, else from
+/// `defaults`, else on (every type).
+fn referrer_options(
+    defaults: &Defaults,
+    referrers: Option<&ReferrersConfig>,
+    digest_tags: Option<bool>,
+) -> ReferrerOptions {
+    let d = defaults.referrers.as_ref();
+    let on = ReferrerOptions::default();
+    ReferrerOptions {
+        enabled: referrers
+            .and_then(|r| r.enabled)
+            .or(d.and_then(|d| d.enabled))
+            .unwrap_or(on.enabled),
+        types: referrers
+            .and_then(|r| r.types.clone())
+            .or(d.and_then(|d| d.types.clone()))
+            .unwrap_or(on.types),
+        digest_tags: digest_tags
+            .or(defaults.digest_tags)
+            .unwrap_or(on.digest_tags),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -358,6 +406,7 @@ pub fn load(path: &Path) -> Result<Config> {
         let platforms = cx
             .platforms(&e.platforms)?
             .unwrap_or_else(|| default_platforms.clone());
+        let referrers = referrer_options(&file.defaults, e.referrers.as_ref(), e.digest_tags);
         entries.push(Entry {
             index,
             source,
@@ -365,6 +414,7 @@ pub fn load(path: &Path) -> Result<Config> {
             tags,
             repos,
             platforms,
+            referrers,
         });
     }
     Ok(Config {

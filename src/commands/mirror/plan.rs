@@ -2,13 +2,14 @@
 //! that are already up to date.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::config::{Config, Entry, RepoFilter, Source, TagFilter, Target};
 use super::{SyncOptions, settings_for, shard_of};
 use crate::content::descriptor::ANNOTATION_REF_NAME;
+use crate::content::referrers::{digest_tag_subject, fallback_tag, is_attached_tag};
 use crate::content::{Digest, Platform, Reference};
-use crate::engine::pool;
+use crate::engine::{ReferrerOptions, pool};
 use crate::error::{Error, Result};
 use crate::store::registry::tags::{list_repositories, list_tags};
 use crate::store::registry::{ClientPool, ManifestHead};
@@ -48,6 +49,13 @@ pub struct Item {
     /// name escaped. Such an item is never copied, only reported as failed;
     /// its `source` is the repository (or prefix) that listed it.
     pub rejected: Option<String>,
+    /// The source repository's tag list as planning read it, handed to the
+    /// copy so that finding referrers and digest tags costs no request.
+    pub source_tags: Option<Arc<Vec<String>>>,
+    /// Up to date (or to retag), yet the source's tag list shows a fallback
+    /// tag or digest tag of its digest: the copy runs to carry what is
+    /// attached.
+    pub attached: bool,
 }
 
 impl Item {
@@ -63,7 +71,14 @@ impl Item {
             up_to_date: false,
             retag: false,
             rejected: None,
+            source_tags: None,
+            attached: false,
         }
+    }
+
+    fn with_tags(mut self, tags: &Arc<Vec<String>>) -> Item {
+        self.source_tags = Some(tags.clone());
+        self
     }
 
     /// An item standing for a name the source listed that is not valid.
@@ -116,6 +131,40 @@ pub(crate) fn version_of(tag: &str) -> Option<semver::Version> {
         full.push_str(p);
     }
     semver::Version::parse(&full).ok()
+}
+
+/// Does a tag travel with its subject rather than as an image of its own?
+/// A fallback tag (`sha256-<hex>`) does when referrers are carried, a
+/// digest tag (`sha256-<hex>.sig`) when digest tags are; otherwise either
+/// is an ordinary tag that the tag filters decide on.
+pub fn travels_with_subject(tag: &str, opts: &ReferrerOptions) -> bool {
+    if !is_attached_tag(tag) {
+        return false;
+    }
+    match digest_tag_subject(tag) {
+        Some(_) => opts.digest_tags,
+        None => opts.enabled,
+    }
+}
+
+/// Does a tag list show something attached to `digest` that `opts`
+/// carries: its fallback tag or one of its digest tags? Needs no request.
+pub fn shows_attached(tags: &[String], digest: &Digest, opts: &ReferrerOptions) -> bool {
+    let fallback = fallback_tag(digest);
+    tags.iter().any(|t| {
+        (opts.enabled && t == &fallback)
+            || (opts.digest_tags
+                && t.starts_with(&fallback)
+                && digest_tag_subject(t).is_some_and(|(d, _)| &d == digest))
+    })
+}
+
+/// The tags of a listing that are images of their own under `opts`.
+fn image_tags(tags: &[String], opts: &ReferrerOptions) -> Vec<String> {
+    tags.iter()
+        .filter(|t| !travels_with_subject(t, opts))
+        .cloned()
+        .collect()
 }
 
 /// Applies allow/deny, the semver range and `latest` to a tag list.
@@ -172,20 +221,26 @@ pub(crate) fn target_for(entry: &Entry, source: &Reference, relative: Option<&st
 pub fn expand(config: &Config, opts: &SyncOptions, clients: &ClientPool) -> Result<Vec<Item>> {
     let mut items = Vec::new();
     for entry in &config.entries {
-        let mut add = |source: Reference, relative: Option<&str>| {
-            items.push(Item::new(entry, source, relative));
-        };
+        let mut add =
+            |source: Reference, relative: Option<&str>, tags: Option<&Arc<Vec<String>>>| {
+                let item = Item::new(entry, source, relative);
+                items.push(match tags {
+                    Some(t) => item.with_tags(t),
+                    None => item,
+                });
+            };
         let mut rejected = Vec::new();
         match &entry.source {
-            Source::Digest(r) => add(r.clone(), None),
+            Source::Digest(r) => add(r.clone(), None, None),
             Source::Repository(r) => {
                 let client =
                     clients.get(&r.domain, &settings_for(config, &r.domain, &opts.registry))?;
                 let tags = list_tags(&client, &r.path)?;
-                for tag in filter_tags(&tags.valid, &entry.tags) {
+                let listed = Arc::new(tags.valid.clone());
+                for tag in filter_tags(&image_tags(&tags.valid, &entry.referrers), &entry.tags) {
                     let mut s = r.clone();
                     s.tag = Some(tag);
-                    add(s, None);
+                    add(s, None, Some(&listed));
                 }
                 // A bad name the filters would have chosen is reported.
                 for tag in filter_tags(&tags.rejected, &entry.tags) {
@@ -230,14 +285,16 @@ pub fn expand(config: &Config, opts: &SyncOptions, clients: &ClientPool) -> Resu
                         let why = bad_tag(&repo, &tag);
                         rejected.push(Item::rejected(entry, repo.clone(), why));
                     }
-                    for tag in filter_tags(&tags.valid, &entry.tags) {
+                    let listed = Arc::new(tags.valid.clone());
+                    let own = image_tags(&tags.valid, &entry.referrers);
+                    for tag in filter_tags(&own, &entry.tags) {
                         let source = Reference {
                             domain: host.clone(),
                             path: path.clone(),
                             tag: Some(tag),
                             digest: None,
                         };
-                        add(source, Some(rel));
+                        add(source, Some(rel), Some(&listed));
                     }
                 }
             }
@@ -295,12 +352,26 @@ pub fn check(config: &Config, opts: &SyncOptions, clients: &ClientPool, items: &
                     refs.iter().any(|(n, d)| n == name && d == digest.as_str())
                 },
             );
+            item.attached = (item.up_to_date || item.retag) && attached(config, &item)
         }
         item
     });
     for (item, d) in items.iter_mut().zip(decided) {
         *item = d;
     }
+}
+
+/// Does the item's tag list show something attached to its source digest
+/// that its entry carries?
+fn attached(config: &Config, item: &Item) -> bool {
+    let (Some(tags), Some(digest)) = (&item.source_tags, &item.source_digest) else {
+        return false;
+    };
+    config
+        .entries
+        .iter()
+        .find(|e| e.index == item.entry)
+        .is_some_and(|e| shows_attached(tags, digest, &e.referrers))
 }
 
 /// The up-to-date decision for an item whose source manifest is `src`:

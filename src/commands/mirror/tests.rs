@@ -215,6 +215,7 @@ fn entry(target: Target) -> Entry {
         tags: TagFilter::default(),
         repos: RepoFilter::default(),
         platforms: vec![],
+        referrers: Default::default(),
     }
 }
 
@@ -285,6 +286,8 @@ fn item(target: TargetRef, platforms: Vec<Platform>) -> Item {
         up_to_date: false,
         retag: false,
         rejected: None,
+        source_tags: None,
+        attached: false,
     }
 }
 
@@ -395,5 +398,113 @@ fn a_layout_is_up_to_date_when_it_names_the_source_digest() {
     assert!(!decide_layout(
         "reg.example/app:1",
         &Digest::sha256_of(b"other")
+    ));
+}
+
+#[test]
+fn referrer_settings_come_from_the_entry_then_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(
+        dir.path(),
+        r#"
+version: 1
+defaults:
+  referrers: {types: {deny: [application/example.sbom]}}
+  digest-tags: false
+sync:
+  - source: a.example/plain
+    target: b.example/plain
+  - source: a.example/off
+    target: b.example/off
+    referrers: {enabled: false}
+    digest-tags: true
+  - source: a.example/signed
+    target: b.example/signed
+    referrers: {types: {allow: [application/example.sig]}}
+"#,
+    )
+    .unwrap();
+    let r: Vec<_> = c.entries.iter().map(|e| &e.referrers).collect();
+    assert!(r[0].enabled && !r[0].digest_tags);
+    assert_eq!(r[0].types.deny, ["application/example.sbom"]);
+    assert!(!r[1].enabled && r[1].digest_tags);
+    assert_eq!(r[1].types.deny, ["application/example.sbom"]);
+    assert!(r[2].enabled && !r[2].digest_tags);
+    assert_eq!(r[2].types.allow, ["application/example.sig"]);
+    assert!(
+        r[2].types.deny.is_empty(),
+        "the entry's types replace the defaults'"
+    );
+
+    // Without any setting everything travels.
+    let c = config(
+        dir.path(),
+        "version: 1\nsync:\n  - source: a.example/x\n    target: b.example/y\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.entries[0].referrers,
+        crate::engine::ReferrerOptions::default()
+    );
+
+    for (extra, needle) in [
+        ("    referrers: {enable: false}\n", "enable"),
+        ("    referrers: {types: {alow: [x]}}\n", "alow"),
+        ("    digest-tags: maybe\n", "line 5"),
+    ] {
+        let yaml =
+            format!("version: 1\nsync:\n  - source: a.example/x\n    target: b.example/y\n{extra}");
+        let e = config(dir.path(), &yaml).unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Usage, "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(needle) && !msg.contains('\n'),
+            "{yaml}\n→ {msg}"
+        );
+    }
+}
+
+#[test]
+fn attached_tags_travel_with_their_subject_only_when_carried() {
+    use super::plan::{shows_attached, travels_with_subject};
+    use crate::engine::ReferrerOptions;
+    let hex = "ab".repeat(32);
+    let digest = Digest::parse(&format!("sha256:{hex}")).unwrap();
+    let fallback = format!("sha256-{hex}");
+    let sig = format!("sha256-{hex}.sig");
+    let on = ReferrerOptions::default();
+    let no_referrers = ReferrerOptions {
+        enabled: false,
+        ..on.clone()
+    };
+    let no_digest_tags = ReferrerOptions {
+        digest_tags: false,
+        ..on.clone()
+    };
+    assert!(travels_with_subject(&fallback, &on) && travels_with_subject(&sig, &on));
+    assert!(!travels_with_subject("v1.0", &on) && !travels_with_subject("sha256-12", &on));
+    assert!(!travels_with_subject(&fallback, &no_referrers));
+    assert!(travels_with_subject(&sig, &no_referrers));
+    assert!(travels_with_subject(&fallback, &no_digest_tags));
+    assert!(!travels_with_subject(&sig, &no_digest_tags));
+    assert!(!travels_with_subject(&sig, &ReferrerOptions::none()));
+
+    let other = format!("sha256-{}.sig", "cd".repeat(32));
+    assert!(shows_attached(&strings(&["1", &fallback]), &digest, &on));
+    assert!(shows_attached(
+        &strings(&["1", &sig]),
+        &digest,
+        &no_referrers
+    ));
+    assert!(!shows_attached(
+        &strings(&["1", &sig]),
+        &digest,
+        &no_digest_tags
+    ));
+    assert!(!shows_attached(&strings(&["1", &other]), &digest, &on));
+    assert!(!shows_attached(
+        &strings(&["1", &fallback, &sig]),
+        &digest,
+        &ReferrerOptions::none()
     ));
 }

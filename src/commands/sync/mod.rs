@@ -50,7 +50,7 @@ pub fn execute(
     // One copy of one image; a retry names the failure it follows.
     let copy = |item: &Item, earlier: Option<&Error>| -> (ImageReport, Option<Error>) {
         let t0 = Instant::now();
-        let events = ImageEvents::new(progress);
+        let events = ImageEvents::new(progress, item.source.to_string());
         let retries = match earlier {
             Some(cause) => {
                 events.notice(&Notice::Retry {
@@ -74,7 +74,7 @@ pub fn execute(
                 report::image_report(item, &bad, 0, Default::default()),
                 None,
             )
-        } else if item.up_to_date {
+        } else if item.up_to_date && !item.attached {
             (report::up_to_date(item), None)
         } else {
             copy(item, None)
@@ -108,6 +108,12 @@ fn copy_one(
     let src_settings = settings_for(config, &item.source.domain, &opts.registry);
     let client = pool.get(&item.source.domain, &src_settings)?;
     let source = RegistrySource::open(client, item.source.clone())?;
+    // The tag list planning read: referrers fallback tags and digest tags
+    // are found in it without another request.
+    let source = match &item.source_tags {
+        Some(tags) => source.with_tags(tags.clone()),
+        None => source,
+    };
     let images = source.images()?;
     let image = images
         .into_iter()
@@ -123,8 +129,10 @@ fn copy_one(
             now: &image.root.digest,
         });
     }
-    // The target holds this manifest already: write the tag only.
+    // The target holds this manifest already: write the tag only (unless
+    // something attached to it may need carrying: the engine does that).
     if item.retag
+        && !item.attached
         && let TargetRef::Registry(r) = &item.target
         && let Some(tag) = &r.tag
         && item.source_digest.as_ref() == Some(&image.root.digest)
@@ -147,12 +155,16 @@ fn copy_one(
                 digest: image.root.digest.clone(),
                 media_type: image.root.media_type.clone(),
                 names: vec![r.to_string()],
+                up_to_date: false,
             });
             return Ok(report);
         }
     }
     let mut copy_opts = opts.copy.clone();
     copy_opts.platforms = item.platforms.clone();
+    if let Some(entry) = config.entries.iter().find(|e| e.index == item.entry) {
+        copy_opts.referrers = entry.referrers.clone();
+    }
     // The target as a location, opened by the one factory.
     let (dest, registry) = match &item.target {
         TargetRef::Registry(r) => (
@@ -182,13 +194,16 @@ fn copy_one(
 /// notices kept for the image's report.
 struct ImageEvents<'a> {
     inner: &'a dyn Progress,
+    /// The source image, named in referrer failures.
+    label: String,
     notes: std::sync::Mutex<Vec<String>>,
 }
 
 impl<'a> ImageEvents<'a> {
-    fn new(inner: &'a dyn Progress) -> Self {
+    fn new(inner: &'a dyn Progress, label: String) -> Self {
         ImageEvents {
             inner,
+            label,
             notes: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -234,5 +249,13 @@ impl Progress for ImageEvents<'_> {
             .unwrap_or_else(|e| e.into_inner())
             .push(notice.to_string());
         self.inner.notice(notice)
+    }
+    fn referrer_failed(&self, failure: &crate::engine::ReferrerFailure) {
+        // Many images run at once: say which one the failure belongs to.
+        let mut named = failure.clone();
+        if !named.error.contains(&self.label) {
+            named.error = format!("{}: {}", self.label, named.error);
+        }
+        self.inner.referrer_failed(&named)
     }
 }

@@ -34,6 +34,28 @@ pub struct ImageReport {
     /// What the run noticed on the way (a retry, a tag that moved).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Referrers and digest-tagged manifests written with the image.
+    pub referrers: Vec<ReferrerCopied>,
+    /// Referrers the target held already.
+    pub referrers_up_to_date: usize,
+    /// Referrers left behind on purpose (a conversion rewrote their
+    /// subject, the target cannot hold them).
+    pub referrers_not_carried: usize,
+    pub referrers_failed: usize,
+    /// Why each failed referrer failed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub referrer_errors: Vec<String>,
+}
+
+/// A referrer copied with its subject.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReferrerCopied {
+    pub subject: String,
+    pub digest: String,
+    pub artifact_type: Option<String>,
+    /// The digest tag it was found under (`sha256-<hex>.sig`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 pub fn up_to_date(item: &Item) -> ImageReport {
@@ -51,6 +73,11 @@ pub fn up_to_date(item: &Item) -> ImageReport {
         error_class: None,
         error: None,
         notes: Vec::new(),
+        referrers: Vec::new(),
+        referrers_up_to_date: 0,
+        referrers_not_carried: 0,
+        referrers_failed: 0,
+        referrer_errors: Vec::new(),
     }
 }
 
@@ -65,11 +92,29 @@ pub fn image_report(
     rep.seconds = took.as_secs_f64();
     match r {
         Ok(c) => {
-            rep.action = if c.images_up_to_date > 0 && c.blobs_copied == 0 {
-                Action::UpToDate
-            } else {
-                Action::Copied
-            };
+            rep.referrers = c
+                .referrers
+                .iter()
+                .filter(|r| !r.up_to_date)
+                .map(|r| ReferrerCopied {
+                    subject: r.subject.to_string(),
+                    digest: r.digest.to_string(),
+                    artifact_type: r.artifact_type.clone(),
+                    tag: r.tag.clone(),
+                })
+                .collect();
+            rep.referrers_up_to_date = c.referrers.len() - rep.referrers.len();
+            rep.referrers_not_carried = c.referrers_not_carried.iter().map(|n| n.count).sum();
+            rep.referrers_failed = c.referrers_failed.len();
+            rep.referrer_errors = c.referrers_failed.iter().map(|f| f.error.clone()).collect();
+            // An image the target had, with nothing new attached, is up to
+            // date even though the copy ran to look.
+            rep.action =
+                if c.images_up_to_date > 0 && c.blobs_copied == 0 && rep.referrers.is_empty() {
+                    Action::UpToDate
+                } else {
+                    Action::Copied
+                };
             if let Some(img) = c.images.first() {
                 rep.source_digest = Some(img.source_digest.to_string());
             }
@@ -97,6 +142,9 @@ pub struct RunReport {
     pub blobs_mounted: usize,
     pub blobs_skipped: usize,
     pub bytes: u64,
+    /// Referrers and digest-tagged manifests written, and those that failed.
+    pub referrers_copied: usize,
+    pub referrers_failed: usize,
     pub requests: u64,
     pub seconds: f64,
 }
@@ -112,14 +160,16 @@ impl RunReport {
             blobs_mounted: images.iter().map(|i| i.blobs_mounted).sum(),
             blobs_skipped: images.iter().map(|i| i.blobs_skipped).sum(),
             bytes: images.iter().map(|i| i.bytes).sum(),
+            referrers_copied: images.iter().map(|i| i.referrers.len()).sum(),
+            referrers_failed: images.iter().map(|i| i.referrers_failed).sum(),
             requests,
             seconds: took.as_secs_f64(),
             images,
         }
     }
 
-    /// 0 all done, 1 some failed (retry later), 2 a failure retrying will
-    /// not fix (authentication, usage).
+    /// 0 all done, 1 some image or referrer failed (retry later), 2 an
+    /// image failure retrying will not fix (authentication, usage).
     pub fn exit_code(&self) -> u8 {
         if self
             .images
@@ -127,7 +177,7 @@ impl RunReport {
             .any(|i| matches!(i.error_class, Some(ErrorClass::Auth | ErrorClass::Usage)))
         {
             2
-        } else if self.failed > 0 {
+        } else if self.failed > 0 || self.referrers_failed > 0 {
             1
         } else {
             0
@@ -142,7 +192,7 @@ impl RunReport {
         m.push_str(&format!(
             "imgsync_sync_last_run_timestamp_seconds{{config=\"{cfg}\"}} {now_unix}\n"
         ));
-        if self.failed == 0 {
+        if self.failed == 0 && self.referrers_failed == 0 {
             m.push_str("# HELP imgsync_sync_last_success_timestamp_seconds When the last sync run without failures ended.\n# TYPE imgsync_sync_last_success_timestamp_seconds gauge\n");
             m.push_str(&format!(
                 "imgsync_sync_last_success_timestamp_seconds{{config=\"{cfg}\"}} {now_unix}\n"
@@ -156,6 +206,15 @@ impl RunReport {
         ] {
             m.push_str(&format!(
                 "imgsync_sync_images{{config=\"{cfg}\",outcome=\"{outcome}\"}} {n}\n"
+            ));
+        }
+        m.push_str("# HELP imgsync_sync_referrers Referrers and digest-tagged manifests of the last run by outcome.\n# TYPE imgsync_sync_referrers gauge\n");
+        for (outcome, n) in [
+            ("copied", self.referrers_copied),
+            ("failed", self.referrers_failed),
+        ] {
+            m.push_str(&format!(
+                "imgsync_sync_referrers{{config=\"{cfg}\",outcome=\"{outcome}\"}} {n}\n"
             ));
         }
         m.push_str("# HELP imgsync_sync_bytes Bytes copied by the last run.\n# TYPE imgsync_sync_bytes gauge\n");
