@@ -173,6 +173,13 @@ pub trait ImageSink: Send + Sync {
     fn caps(&self) -> SinkCaps;
     /// Does the sink already hold this blob (or has this run written it)?
     fn has_blob(&self, desc: &Descriptor) -> Result<bool>;
+    /// Does the sink hold this config? The engine reads every config up
+    /// to the manifest size limit to plan a copy, so a sink whose content
+    /// must be planned on its own (a bundle that leaves other blobs to
+    /// earlier bundles) answers for configs apart.
+    fn has_config(&self, desc: &Descriptor) -> Result<bool> {
+        self.has_blob(desc)
+    }
     /// Does the destination already hold this image under all these names
     /// (a registry whose tags point at this digest, or at a manifest of the
     /// same `config`, which pins every layer's DiffID)? Lets a repeated copy

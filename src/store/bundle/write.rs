@@ -370,6 +370,16 @@ impl ImageSink for BundleSink {
             .insert(desc.digest.clone()))
     }
 
+    fn has_config(&self, desc: &Descriptor) -> Result<bool> {
+        // Configs are always carried (the engine reads them when loading
+        // and verifying), an artifact's `{}` or Helm config too.
+        Ok(!self
+            .claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(desc.digest.clone()))
+    }
+
     fn put_blob(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()> {
         let capture = is_image_config(&desc.media_type) && desc.size <= MAX_MANIFEST_BYTES;
         let mut r = Capture {
