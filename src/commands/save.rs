@@ -59,15 +59,6 @@ fn registry_name(r: &Reference, root: &Digest) -> ImageName {
     ImageName::Reference(r)
 }
 
-/// A name that is a digest tag (`sha256-<hex>.sig`).
-fn is_digest_tag_name(n: &ImageName) -> bool {
-    let tag = match n.reference() {
-        Some(r) => r.tag,
-        None => Some(n.to_string()),
-    };
-    tag.is_some_and(|t| crate::content::referrers::digest_tag_subject(&t).is_some())
-}
-
 /// Parses a size: `4GiB`, `700MB`, `1048576`.
 pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
@@ -232,7 +223,7 @@ fn save_one(
             crate::engine::referrers::leave_to_subjects(source.as_ref(), &mut images);
         }
         images
-            .retain(|img| img.names.is_empty() || !img.names.iter().all(|n| is_digest_tag_name(n)));
+            .retain(|img| img.names.is_empty() || !img.names.iter().all(ImageName::is_digest_tag));
     }
     if images.is_empty() {
         return Err(Error::NotFound(format!(

@@ -55,6 +55,16 @@ impl ImageName {
             ImageName::RefName(_) => None,
         }
     }
+
+    /// Is it a digest tag (`sha256-<hex>.sig`), bare or in a full
+    /// reference? Such a name travels with the manifest the tag names.
+    pub fn is_digest_tag(&self) -> bool {
+        let tag = match self.reference() {
+            Some(r) => r.tag,
+            None => Some(self.to_string()),
+        };
+        tag.is_some_and(|t| crate::content::referrers::digest_tag_subject(&t).is_some())
+    }
 }
 
 impl std::fmt::Display for ImageName {

@@ -416,4 +416,49 @@ mod tests {
         let e = BundleManifest::parse(tampered.as_bytes(), "t").unwrap_err();
         assert!(e.to_string().contains("checksum"), "{e}");
     }
+
+    #[test]
+    fn a_bundle_with_referrers_is_format_2_and_older_readers_are_told_so() {
+        let d = Digest::sha256_of(b"image");
+        let mut m = BundleManifest {
+            version: FORMAT_VERSION,
+            id: "abc".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            since: vec![],
+            images: vec![BundleImage {
+                reference: "example.com/a:1".into(),
+                digest: d.clone(),
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                size: 5,
+                referrers: vec![],
+            }],
+            blobs: vec![],
+            required: vec![],
+            volumes: vec![],
+            checksum: String::new(),
+        };
+        m.seal();
+        assert_eq!(m.version, FORMAT_VERSION);
+        assert!(
+            !String::from_utf8(m.to_bytes())
+                .unwrap()
+                .contains("referrers")
+        );
+        m.images[0].referrers.push(BundleReferrer {
+            subject: d,
+            digest: Digest::sha256_of(b"signature"),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size: 9,
+            artifact_type: Some("application/example.signature".into()),
+            tag: None,
+        });
+        m.seal();
+        assert_eq!(m.version, FORMAT_WITH_REFERRERS);
+        assert_eq!(BundleManifest::parse(&m.to_bytes(), "t").unwrap(), m);
+        let newer = String::from_utf8(m.to_bytes())
+            .unwrap()
+            .replace("\"imgsyncBundle\": 2", "\"imgsyncBundle\": 3");
+        let e = BundleManifest::parse(newer.as_bytes(), "t").unwrap_err();
+        assert!(e.to_string().contains("newer"), "{e}");
+    }
 }

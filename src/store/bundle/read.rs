@@ -15,14 +15,14 @@ use std::sync::Arc;
 use super::manifest::{
     BundleManifest, PARTS_DIR, VolumeListing, listing_in, manifest_in, volume_path,
 };
-use crate::content::referrers::{digest_tag_subject, is_digest_tag_of};
+use crate::content::referrers::is_digest_tag_of;
 use crate::content::{Descriptor, Digest};
 use crate::error::{Error, Result};
 use crate::store::files::FileTree;
 use crate::store::layout::{LayoutSource, blob_path};
 use crate::store::spool::{OpenedArchive, open_archive};
 use crate::store::tar::index::TarIndex;
-use crate::store::{BlobReader, ImageName, ImageSource, SourceImage};
+use crate::store::{BlobReader, ImageSource, SourceImage};
 
 /// Where a blob's bytes are: entries of volumes, in order.
 type Place = Vec<(u32, String, u64)>;
@@ -417,7 +417,7 @@ impl ImageSource for Bundle {
         let mut images = self.layout()?.images()?;
         images.retain_mut(|img| {
             let before = img.names.len();
-            img.names.retain(|n| !is_digest_tag_name(n));
+            img.names.retain(|n| !n.is_digest_tag());
             let attached_only =
                 img.names.is_empty() && (before > 0 || referrers.contains(&img.root.digest));
             !attached_only || listed.contains(&img.root.digest)
@@ -481,19 +481,6 @@ impl ImageSource for Bundle {
                 .any(|r| &r.subject == subject),
         )
     }
-}
-
-/// A name that is a digest tag (`sha256-<hex>.sig`), bare or in a full
-/// reference.
-fn is_digest_tag_name(n: &ImageName) -> bool {
-    let tag = match n {
-        ImageName::RefName(t) => match n.reference() {
-            Some(r) => r.tag.unwrap_or_default(),
-            None => t.clone(),
-        },
-        ImageName::Reference(r) => r.tag.clone().unwrap_or_default(),
-    };
-    digest_tag_subject(&tag).is_some()
 }
 
 impl FileTree for BundleTree {
