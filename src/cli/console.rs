@@ -309,6 +309,18 @@ pub fn inspect(infos: &[ImageInfo], json: bool) {
         out.push_str(&format!("Names:      {names}\n"));
         out.push_str(&format!("Digest:     {}\n", info.digest));
         out.push_str(&format!("MediaType:  {}\n", info.media_type));
+        if let Some(t) = &info.artifact_type {
+            out.push_str(&format!("ArtifactType: {t}\n"));
+        }
+        if let Some(s) = &info.subject {
+            out.push_str(&format!("Subject:    {} ({})\n", s.digest, s.media_type));
+        }
+        if !info.annotations.is_empty() {
+            out.push_str("Annotations:\n");
+            for (k, v) in &info.annotations {
+                out.push_str(&format!("  {k}={v}\n"));
+            }
+        }
         if !info.platforms.is_empty() {
             out.push_str("Platforms:\n");
             for p in &info.platforms {
@@ -378,10 +390,17 @@ pub fn save_summary(
             "blobs_required": m.required.len(),
             "bytes_required": relied,
             "volumes": m.volumes.len(),
+            "referrers": report.copy.referrers,
+            "referrers_not_carried": report.copy.referrers_not_carried,
+            "referrers_failed": report.copy.referrers_failed,
             "requests": report.copy.requests,
             "seconds": elapsed.as_secs_f64(),
         });
         println!("{}", to_json(&v));
+    }
+    let referrers = referrer_summary(&report.copy);
+    if !quiet && !referrers.is_empty() {
+        say!("{referrers}");
     }
     if !quiet {
         let mut line = format!(
@@ -430,6 +449,7 @@ pub fn bundle_verify_summary(
             "ok": report.ok(),
             "volumes": report.volumes,
             "images": report.copy.images,
+            "referrers": report.referrers,
             "blobs_verified": report.copy.blobs_copied,
             "bytes_verified": report.copy.bytes_copied,
             "relies_on": report.relies_on.iter().map(|(f, (n, b))| serde_json::json!({"bundle": f, "blobs": n, "bytes": b})).collect::<Vec<_>>(),
@@ -449,8 +469,12 @@ pub fn bundle_verify_summary(
     }
     if report.ok() {
         if !quiet {
+            let referrers = match report.referrers {
+                0 => String::new(),
+                n => format!(", {n} referrer(s)"),
+            };
             say!(
-                "{}: {} image(s), {} blob(s) ({}) in {} volume(s) verified in {:.2}s",
+                "{}: {} image(s){referrers}, {} blob(s) ({}) in {} volume(s) verified in {:.2}s",
                 report.label,
                 report.copy.images.len(),
                 report.copy.blobs_copied,

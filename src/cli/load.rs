@@ -25,6 +25,8 @@ pub struct LoadCmd {
     #[arg(long)]
     keep_registry: bool,
     #[command(flatten)]
+    referrers: super::ReferrerArgs,
+    #[command(flatten)]
     registry: RegistryArgs,
     #[command(flatten)]
     common: Common,
@@ -34,6 +36,7 @@ pub fn run(c: LoadCmd) -> Result<ExitCode, Error> {
     let started = Instant::now();
     let mut opts = options(&c.common);
     opts.retry_times = c.registry.shared.retry_times;
+    opts.referrers = c.referrers.options();
     let args = commands::load::LoadArgs {
         files: c.files,
         to: Location::parse(&c.to)?,
@@ -45,5 +48,5 @@ pub fn run(c: LoadCmd) -> Result<ExitCode, Error> {
     let report = commands::load::load(&args, &progress)?;
     progress.finish();
     console::copy_summary(&report, started.elapsed(), c.common.quiet, c.common.json);
-    Ok(ExitCode::SUCCESS)
+    Ok(super::referrer_exit(&report))
 }

@@ -42,6 +42,8 @@ pub struct SaveCmd {
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     docker_platform: Option<String>,
     #[command(flatten)]
+    referrers: super::ReferrerArgs,
+    #[command(flatten)]
     registry: RegistryArgs,
     #[command(flatten)]
     common: Common,
@@ -52,6 +54,7 @@ pub fn run(c: SaveCmd) -> Result<ExitCode, Error> {
     let mut opts = options(&c.common);
     opts.platforms = super::platforms(&c.platform)?;
     opts.retry_times = c.registry.shared.retry_times;
+    opts.referrers = c.referrers.options();
     let args = commands::save::SaveArgs {
         out: c.output,
         sources: c
@@ -79,5 +82,5 @@ pub fn run(c: SaveCmd) -> Result<ExitCode, Error> {
     let report = commands::save::save(&args, &progress)?;
     progress.finish();
     console::save_summary(&report, started.elapsed(), c.common.quiet, c.common.json);
-    Ok(ExitCode::SUCCESS)
+    Ok(super::referrer_exit(&report.copy))
 }

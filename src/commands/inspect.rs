@@ -1,9 +1,12 @@
 //! `imgsync inspect LOCATION`: what an image is, without copying it.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::content::config::ConfigView;
 use crate::content::media_type::is_image_config;
+use crate::content::referrers::manifest_annotations;
 use crate::content::{Descriptor, Digest, ManifestView, Platform};
 use crate::error::{Error, Result};
 use crate::store::ImageSource;
@@ -38,6 +41,16 @@ pub struct ImageInfo {
     pub config: Option<Digest>,
     pub layers: Vec<LayerInfo>,
     pub size: u64,
+    /// The root's `artifactType`, else (an artifact older than OCI 1.1)
+    /// its config's media type when that is not an image config.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// The manifest the root refers to (a signature's image).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Descriptor>,
+    /// The root's own annotations.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 fn verified(source: &dyn ImageSource, desc: &Descriptor) -> Result<Vec<u8>> {
@@ -150,6 +163,15 @@ pub fn run(loc: &Location, ctx: &Context) -> Result<Vec<ImageInfo>> {
             .media_type
             .clone()
             .unwrap_or_else(|| root_view.kind.media_type().to_string());
+        let artifact_type = root_view.artifact_type.clone().or_else(|| {
+            root_view
+                .config
+                .as_ref()
+                .filter(|c| !is_image_config(&c.media_type))
+                .map(|c| c.media_type.clone())
+        });
+        let subject = root_view.subject.clone();
+        let annotations = manifest_annotations(&bytes).unwrap_or_default();
         let (mdesc, view) = descend(source.as_ref(), &image.root, bytes)?;
         let platform = match &view.config {
             Some(c) if is_image_config(&c.media_type) => {
@@ -181,6 +203,9 @@ pub fn run(loc: &Location, ctx: &Context) -> Result<Vec<ImageInfo>> {
             size: layers.iter().map(|l| l.size).sum::<u64>()
                 + view.config.as_ref().map_or(0, |c| c.size),
             layers,
+            artifact_type,
+            subject,
+            annotations,
         });
     }
     Ok(out)

@@ -203,7 +203,26 @@ fn check_required(
     let mut any = false;
     for img in images {
         let mut blobs = Vec::new();
-        graph_blobs(bundle, &img.root, &mut blobs, 0, &mut HashSet::new())?;
+        let mut seen = HashSet::new();
+        graph_blobs(bundle, &img.root, &mut blobs, 0, &mut seen)?;
+        // What travels with the image goes to its repository too.
+        let ro = &args.options.referrers;
+        for r in bundle
+            .manifest()
+            .images
+            .iter()
+            .filter(|i| i.digest == img.root.digest)
+            .flat_map(|i| &i.referrers)
+        {
+            let wanted = if r.tag.is_some() {
+                ro.digest_tags
+            } else {
+                ro.enabled && ro.types.admits(r.artifact_type.as_deref())
+            };
+            if wanted {
+                graph_blobs(bundle, &r.descriptor(), &mut blobs, 0, &mut seen)?;
+            }
+        }
         blobs.retain(|d| !bundle.carries(&d.digest));
         let mut seen = HashSet::new();
         blobs.retain(|d| seen.insert(d.digest.clone()));

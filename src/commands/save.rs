@@ -214,7 +214,17 @@ fn save_one(
         registry: &w.settings,
     };
     let source = open_source(&w.source, &ctx)?;
-    let images = source.images()?;
+    let mut images = source.images()?;
+    // What is attached to the images travels with them (or, when the
+    // options say so, stays behind): unnamed referrers and manifests named
+    // only by digest tags are no images of their own.
+    if images.len() > 1 {
+        if options.referrers.enabled {
+            crate::engine::referrers::leave_to_subjects(source.as_ref(), &mut images);
+        }
+        images
+            .retain(|img| img.names.is_empty() || !img.names.iter().all(ImageName::is_digest_tag));
+    }
     if images.is_empty() {
         return Err(Error::NotFound(format!(
             "{} holds no images",

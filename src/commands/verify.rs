@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
-use crate::content::{Descriptor, Digest};
+use crate::content::{Descriptor, Digest, ManifestView};
 use crate::engine::progress::Progress;
 use crate::engine::{CopyOptions, CopyReport, ImagePlan, copy_images};
 use crate::error::{Error, Result};
@@ -14,7 +14,7 @@ use crate::store::bundle::read::Opened;
 use crate::store::location::Location;
 use crate::store::null::NullSink;
 use crate::store::open::{Context, open_source};
-use crate::store::{ImageName, ImageSink, ImageSource};
+use crate::store::{ImageName, ImageSink, ImageSource, SourceImage};
 
 pub fn run(
     loc: &Location,
@@ -65,6 +65,8 @@ pub struct BundleVerifyReport {
     /// Blobs the bundle relies on from earlier bundles, by bundle file.
     pub relies_on: BTreeMap<String, (usize, u64)>,
     pub volumes: usize,
+    /// Referrers and digest-tagged manifests verified with the images.
+    pub referrers: usize,
 }
 
 impl BundleVerifyReport {
@@ -181,6 +183,7 @@ pub fn bundle(
         .into_iter()
         .map(|e| bundle.locate_error(e))
         .collect();
+    verify_attached(&bundle, &sink, &opts, progress, &mut report);
     // Every image the manifest lists must be in the index.
     let listed: HashSet<&Digest> = plans.iter().map(|p| &p.image.root.digest).collect();
     for img in &m.images {
@@ -192,4 +195,74 @@ pub fn bundle(
         }
     }
     Ok(report)
+}
+
+/// What travels with the images: each referrer's subject is in the bundle
+/// or in an earlier bundle it relies on, each referrer names the subject
+/// it is listed for, and its blobs are re-hashed like an image's.
+fn verify_attached(
+    bundle: &Bundle,
+    sink: &VerifySink,
+    opts: &CopyOptions,
+    progress: &dyn Progress,
+    report: &mut BundleVerifyReport,
+) {
+    let m = bundle.manifest();
+    let relied: HashSet<&Digest> = m.required.iter().map(|r| &r.digest).collect();
+    let listed = m.referrers();
+    let mut plans: Vec<ImagePlan> = Vec::new();
+    for r in &listed {
+        let what = match &r.tag {
+            Some(tag) => format!("digest tag {tag} ({})", r.digest),
+            None => format!(
+                "referrer {} ({})",
+                r.digest,
+                r.artifact_type.as_deref().unwrap_or("no artifact type")
+            ),
+        };
+        if !bundle.carries(&r.subject) && !relied.contains(&r.subject) {
+            report.problems.push(format!(
+                "{what}: its subject {} is neither in the bundle nor in an earlier bundle it relies on",
+                r.subject
+            ));
+        }
+        if r.tag.is_none()
+            && let Ok(bytes) = bundle.read_manifest(&r.descriptor())
+            && let Ok(view) = ManifestView::parse(&bytes, Some(&r.media_type))
+            && view.subject.as_ref().is_none_or(|s| s.digest != r.subject)
+        {
+            report.problems.push(format!(
+                "{what}: the bundle manifest lists it for {}, but its own subject is {}",
+                r.subject,
+                view.subject
+                    .map(|s| s.digest.to_string())
+                    .unwrap_or_else(|| "missing".into())
+            ));
+        }
+        if !plans.iter().any(|p| p.image.root.digest == r.digest) {
+            plans.push(ImagePlan {
+                image: SourceImage {
+                    root: r.descriptor(),
+                    names: Vec::new(),
+                    synthesized: false,
+                },
+                names: Vec::new(),
+            });
+        }
+    }
+    report.referrers = plans.len();
+    if plans.is_empty() {
+        return;
+    }
+    match copy_images(bundle, sink, &plans, opts, progress) {
+        Ok(r) => {
+            report.copy.blobs_copied += r.blobs_copied;
+            report.copy.bytes_copied += r.bytes_copied;
+            report
+                .copy
+                .errors
+                .extend(r.errors.into_iter().map(|e| bundle.locate_error(e)));
+        }
+        Err(e) => report.copy.errors.push(bundle.locate_error(e)),
+    }
 }

@@ -383,7 +383,7 @@ fn sink_kind(describe: &str) -> &str {
 /// Takes out of a source's images the unnamed ones that are referrers of
 /// another image it copies (or of a manifest that image's index lists):
 /// they travel with their subject, and have no name of their own to go by.
-pub(super) fn leave_to_subjects(source: &dyn ImageSource, images: &mut Vec<SourceImage>) {
+pub fn leave_to_subjects(source: &dyn ImageSource, images: &mut Vec<SourceImage>) {
     if images.len() < 2 || images.iter().all(|i| !i.names.is_empty()) {
         return;
     }
@@ -396,15 +396,33 @@ pub(super) fn leave_to_subjects(source: &dyn ImageSource, images: &mut Vec<Sourc
             copied.extend(view.manifests.into_iter().map(|m| m.digest));
         }
     }
-    images.retain(|img| {
-        if !img.names.is_empty() {
-            return true;
-        }
-        let subject = source
+    // A referrer of a referrer travels too: rounds until none is left.
+    let subject_of = |img: &SourceImage| {
+        source
             .read_manifest(&img.root)
             .ok()
             .and_then(|b| ManifestView::parse(&b, Some(&img.root.media_type)).ok())
-            .and_then(|v| v.subject);
-        !subject.is_some_and(|s| copied.contains(&s.digest))
-    });
+            .and_then(|v| v.subject)
+            .map(|s| s.digest)
+    };
+    let subjects: Vec<Option<Digest>> = images
+        .iter()
+        .map(|img| img.names.is_empty().then(|| subject_of(img)).flatten())
+        .collect();
+    let mut left = vec![false; images.len()];
+    loop {
+        let mut grew = false;
+        for ((img, subject), left) in images.iter().zip(&subjects).zip(left.iter_mut()) {
+            if !*left && subject.as_ref().is_some_and(|s| copied.contains(s)) {
+                *left = true;
+                grew = true;
+                copied.insert(img.root.digest.clone());
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
+    let mut left = left.into_iter();
+    images.retain(|_| !left.next().unwrap_or(false));
 }

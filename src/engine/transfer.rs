@@ -103,7 +103,13 @@ fn move_blob(
     let same = JobOutput {
         desc: job.src.clone(),
     };
-    if job.transcode.is_none() && sink.has_blob(&job.src)? {
+    // A blob whose bytes the planner read is a config.
+    if job.transcode.is_none()
+        && match &job.inline {
+            Some(_) => sink.has_config(&job.src)?,
+            None => sink.has_blob(&job.src)?,
+        }
+    {
         return Ok((same, BlobOutcome::Skipped));
     }
     if job.transcode.is_none() && sink.mount_blob(&job.src, source.registry_repo().as_ref())? {

@@ -55,6 +55,16 @@ impl ImageName {
             ImageName::RefName(_) => None,
         }
     }
+
+    /// Is it a digest tag (`sha256-<hex>.sig`), bare or in a full
+    /// reference? Such a name travels with the manifest the tag names.
+    pub fn is_digest_tag(&self) -> bool {
+        let tag = match self.reference() {
+            Some(r) => r.tag,
+            None => Some(self.to_string()),
+        };
+        tag.is_some_and(|t| crate::content::referrers::digest_tag_subject(&t).is_some())
+    }
 }
 
 impl std::fmt::Display for ImageName {
@@ -173,6 +183,13 @@ pub trait ImageSink: Send + Sync {
     fn caps(&self) -> SinkCaps;
     /// Does the sink already hold this blob (or has this run written it)?
     fn has_blob(&self, desc: &Descriptor) -> Result<bool>;
+    /// Does the sink hold this config? The engine reads every config up
+    /// to the manifest size limit to plan a copy, so a sink whose content
+    /// must be planned on its own (a bundle that leaves other blobs to
+    /// earlier bundles) answers for configs apart.
+    fn has_config(&self, desc: &Descriptor) -> Result<bool> {
+        self.has_blob(desc)
+    }
     /// Does the destination already hold this image under all these names
     /// (a registry whose tags point at this digest, or at a manifest of the
     /// same `config`, which pins every layer's DiffID)? Lets a repeated copy

@@ -1,6 +1,7 @@
 mod architecture;
 mod bad_input;
 mod bundle;
+mod bundle_referrers;
 mod copy_local;
 mod crash;
 mod credentials_file;

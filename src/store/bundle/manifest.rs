@@ -17,6 +17,10 @@ pub const VOLUME_FILE: &str = "imgsync-volume.json";
 /// Where the parts of a blob larger than a volume are stored.
 pub const PARTS_DIR: &str = "imgsync-parts";
 pub const FORMAT_VERSION: u32 = 1;
+/// The format of a bundle manifest that lists referrers: an imgsync that
+/// reads only format 1 would drop the lists and take the bundle for corrupt
+/// (its checksum covers them), so it is told the bundle is newer instead.
+pub const FORMAT_WITH_REFERRERS: u32 = 2;
 const MANIFEST_CAP: u64 = 256 * 1024 * 1024;
 
 /// One image of a bundle.
@@ -28,6 +32,46 @@ pub struct BundleImage {
     #[serde(rename = "mediaType")]
     pub media_type: String,
     pub size: u64,
+    /// What travels with the image: referrers (recursively) and digest
+    /// tags of it and of the manifests its index lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<BundleReferrer>,
+}
+
+/// A referrer (a manifest whose `subject` names a manifest of the image,
+/// or another referrer of it) or a digest-tagged manifest
+/// (`sha256-<hex>.sig`) a bundle holds for an image.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BundleReferrer {
+    /// The manifest it is attached to (for a digest tag, the one the tag
+    /// names).
+    pub subject: Digest,
+    pub digest: Digest,
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub size: u64,
+    #[serde(
+        rename = "artifactType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub artifact_type: Option<String>,
+    /// The digest tag it goes by; `None` for a referrer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+impl BundleReferrer {
+    /// Its descriptor, as a referrers list gives it.
+    pub fn descriptor(&self) -> crate::content::Descriptor {
+        let mut d = crate::content::Descriptor::new(
+            self.media_type.clone(),
+            self.digest.clone(),
+            self.size,
+        );
+        d.artifact_type = self.artifact_type.clone();
+        d
+    }
 }
 
 /// Where a blob (or one part of it) is.
@@ -132,8 +176,14 @@ fn checksum_of<T: Serialize>(value: &T) -> String {
 }
 
 impl BundleManifest {
-    /// Sets the checksum over everything else.
+    /// Sets the format (the oldest that holds what the bundle lists) and
+    /// the checksum over everything else.
     pub fn seal(&mut self) {
+        self.version = if self.images.iter().any(|i| !i.referrers.is_empty()) {
+            FORMAT_WITH_REFERRERS
+        } else {
+            FORMAT_VERSION
+        };
         self.checksum.clear();
         self.checksum = checksum_of(self);
     }
@@ -147,10 +197,10 @@ impl BundleManifest {
         let version: serde_json::Value = serde_json::from_slice(bytes)
             .map_err(|e| Error::Format(format!("{what}: invalid bundle manifest: {e}")))?;
         match version.get("imgsyncBundle").and_then(|v| v.as_u64()) {
-            Some(v) if v == FORMAT_VERSION as u64 => {}
+            Some(v) if v == FORMAT_VERSION as u64 || v == FORMAT_WITH_REFERRERS as u64 => {}
             Some(v) => {
                 return Err(Error::Unsupported(format!(
-                    "{what}: bundle format {v} is newer than this imgsync reads ({FORMAT_VERSION})"
+                    "{what}: bundle format {v} is newer than this imgsync reads ({FORMAT_WITH_REFERRERS})"
                 )));
             }
             None => {
@@ -183,6 +233,17 @@ impl BundleManifest {
             out.insert(b.digest.clone(), (b.size, self.id.clone()));
         }
         out
+    }
+
+    /// Every referrer and digest-tagged manifest the bundle lists, once
+    /// each (an image with several names lists them under each).
+    pub fn referrers(&self) -> Vec<&BundleReferrer> {
+        let mut seen = std::collections::HashSet::new();
+        self.images
+            .iter()
+            .flat_map(|i| &i.referrers)
+            .filter(|r| seen.insert((&r.subject, &r.digest, &r.tag)))
+            .collect()
     }
 
     /// The name the bundle was written as (`week48.tar`; volumes are that
@@ -354,5 +415,50 @@ mod tests {
             .replace("\"size\": 1", "\"size\": 2");
         let e = BundleManifest::parse(tampered.as_bytes(), "t").unwrap_err();
         assert!(e.to_string().contains("checksum"), "{e}");
+    }
+
+    #[test]
+    fn a_bundle_with_referrers_is_format_2_and_older_readers_are_told_so() {
+        let d = Digest::sha256_of(b"image");
+        let mut m = BundleManifest {
+            version: FORMAT_VERSION,
+            id: "abc".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            since: vec![],
+            images: vec![BundleImage {
+                reference: "example.com/a:1".into(),
+                digest: d.clone(),
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                size: 5,
+                referrers: vec![],
+            }],
+            blobs: vec![],
+            required: vec![],
+            volumes: vec![],
+            checksum: String::new(),
+        };
+        m.seal();
+        assert_eq!(m.version, FORMAT_VERSION);
+        assert!(
+            !String::from_utf8(m.to_bytes())
+                .unwrap()
+                .contains("referrers")
+        );
+        m.images[0].referrers.push(BundleReferrer {
+            subject: d,
+            digest: Digest::sha256_of(b"signature"),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size: 9,
+            artifact_type: Some("application/example.signature".into()),
+            tag: None,
+        });
+        m.seal();
+        assert_eq!(m.version, FORMAT_WITH_REFERRERS);
+        assert_eq!(BundleManifest::parse(&m.to_bytes(), "t").unwrap(), m);
+        let newer = String::from_utf8(m.to_bytes())
+            .unwrap()
+            .replace("\"imgsyncBundle\": 2", "\"imgsyncBundle\": 3");
+        let e = BundleManifest::parse(newer.as_bytes(), "t").unwrap_err();
+        assert!(e.to_string().contains("newer"), "{e}");
     }
 }

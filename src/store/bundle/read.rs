@@ -15,6 +15,7 @@ use std::sync::Arc;
 use super::manifest::{
     BundleManifest, PARTS_DIR, VolumeListing, listing_in, manifest_in, volume_path,
 };
+use crate::content::referrers::is_digest_tag_of;
 use crate::content::{Descriptor, Digest};
 use crate::error::{Error, Result};
 use crate::store::files::FileTree;
@@ -404,7 +405,24 @@ impl ImageSource for Bundle {
         self.label.clone()
     }
     fn images(&self) -> Result<Vec<SourceImage>> {
-        self.layout()?.images()
+        // What is attached to the images travels with them: digest tags
+        // are no names of an image, and a referrer is no image.
+        let referrers: HashSet<&Digest> = self
+            .manifest
+            .referrers()
+            .into_iter()
+            .map(|r| &r.digest)
+            .collect();
+        let listed: HashSet<&Digest> = self.manifest.images.iter().map(|i| &i.digest).collect();
+        let mut images = self.layout()?.images()?;
+        images.retain_mut(|img| {
+            let before = img.names.len();
+            img.names.retain(|n| !n.is_digest_tag());
+            let attached_only =
+                img.names.is_empty() && (before > 0 || referrers.contains(&img.root.digest));
+            !attached_only || listed.contains(&img.root.digest)
+        });
+        Ok(images)
     }
     fn read_manifest(&self, desc: &Descriptor) -> Result<Vec<u8>> {
         self.layout()?.read_manifest(desc)
@@ -431,6 +449,37 @@ impl ImageSource for Bundle {
             )));
         }
         self.layout()?.open_blob(desc)
+    }
+    fn referrers(&self, subject: &Descriptor) -> Result<Vec<Descriptor>> {
+        // The bundle manifest (checksummed, and what `verify` checks) is
+        // what the bundle says is attached, not whatever `index.json` holds.
+        Ok(self
+            .manifest
+            .referrers()
+            .into_iter()
+            .filter(|r| r.tag.is_none() && r.subject == subject.digest)
+            .map(|r| r.descriptor())
+            .collect())
+    }
+    fn digest_tags(&self, subject: &Digest) -> Result<Vec<(String, Descriptor)>> {
+        let mut out: Vec<(String, Descriptor)> = Vec::new();
+        for r in self.manifest.referrers() {
+            if let Some(tag) = &r.tag
+                && is_digest_tag_of(tag, subject)
+                && !out.iter().any(|(t, _)| t == tag)
+            {
+                out.push((tag.clone(), r.descriptor()));
+            }
+        }
+        Ok(out)
+    }
+    fn may_have_attached(&self, subject: &Digest) -> Option<bool> {
+        Some(
+            self.manifest
+                .referrers()
+                .iter()
+                .any(|r| &r.subject == subject),
+        )
     }
 }
 

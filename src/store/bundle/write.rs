@@ -19,6 +19,7 @@ use super::manifest::{
     volume_path,
 };
 use crate::content::media_type::is_image_config;
+use crate::content::referrers::digest_tag_subject;
 use crate::content::{Descriptor, Digest, DigestHasher, MAX_MANIFEST_BYTES, Platform, RawManifest};
 use crate::error::{Error, Result};
 use crate::store::atomic_file::locked_destination_tempfile;
@@ -73,6 +74,9 @@ pub struct BundleSink {
     pub(super) manifests: Mutex<HashMap<Digest, RawManifest>>,
     pub(super) configs: Mutex<HashMap<Digest, Vec<u8>>>,
     pub(super) images: Mutex<Vec<(Descriptor, Vec<ImageName>)>>,
+    /// Referrers and digest-tagged manifests, as they arrive: the manifest,
+    /// what it is attached to, and the digest tag it goes by (if one).
+    pub(super) attached: Mutex<Vec<(Descriptor, Digest, Option<String>)>>,
     /// The manifest written on commit.
     pub(super) committed: Mutex<Option<BundleManifest>>,
 }
@@ -123,6 +127,7 @@ impl BundleSink {
             manifests: Mutex::new(HashMap::new()),
             configs: Mutex::new(HashMap::new()),
             images: Mutex::new(Vec::new()),
+            attached: Mutex::new(Vec::new()),
             committed: Mutex::new(None),
         })
     }
@@ -365,6 +370,16 @@ impl ImageSink for BundleSink {
             .insert(desc.digest.clone()))
     }
 
+    fn has_config(&self, desc: &Descriptor) -> Result<bool> {
+        // Configs are always carried (the engine reads them when loading
+        // and verifying), an artifact's `{}` or Helm config too.
+        Ok(!self
+            .claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(desc.digest.clone()))
+    }
+
     fn put_blob(&self, desc: &Descriptor, reader: &mut dyn Read) -> Result<()> {
         let capture = is_image_config(&desc.media_type) && desc.size <= MAX_MANIFEST_BYTES;
         let mut r = Capture {
@@ -393,6 +408,26 @@ impl ImageSink for BundleSink {
     }
 
     fn add_image(&self, root: &Descriptor, names: &[ImageName]) -> Result<()> {
+        // A manifest named only by digest tags travels with the manifest
+        // the tag names, not as an image of its own.
+        let tags: Vec<(String, Digest)> = names
+            .iter()
+            .filter_map(|n| {
+                let tag = match n {
+                    ImageName::RefName(t) => t.clone(),
+                    ImageName::Reference(r) => r.tag.clone()?,
+                };
+                let (subject, _) = digest_tag_subject(&tag)?;
+                Some((tag, subject))
+            })
+            .collect();
+        if !names.is_empty() && tags.len() == names.len() {
+            let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+            for (tag, subject) in tags {
+                attached.push((root.clone(), subject, Some(tag)));
+            }
+            return Ok(());
+        }
         let mut images = self.images.lock().unwrap_or_else(|e| e.into_inner());
         match images.iter_mut().find(|(d, _)| d.digest == root.digest) {
             Some((_, existing)) => {
@@ -404,6 +439,14 @@ impl ImageSink for BundleSink {
             }
             None => images.push((root.clone(), names.to_vec())),
         }
+        Ok(())
+    }
+
+    fn add_referrer(&self, referrer: &Descriptor, subject: &Descriptor) -> Result<()> {
+        self.attached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((referrer.clone(), subject.digest.clone(), None));
         Ok(())
     }
 
