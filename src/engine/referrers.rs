@@ -90,8 +90,8 @@ pub(super) struct Subject {
     pub(super) desc: Descriptor,
     /// It reached the destination unchanged (its referrers apply there).
     pub(super) carried: bool,
-    /// Look only when the source can tell cheaply that something is
-    /// attached (the root of an image the destination already had).
+    /// Skip it when the source can tell cheaply that nothing is attached
+    /// (the root of an image the destination already had).
     pub(super) cheap_only: bool,
     pub(super) label: String,
 }
@@ -124,7 +124,7 @@ pub(super) fn carry(
     while !frontier.is_empty() {
         let mut wanted = Vec::new();
         for s in &frontier {
-            if s.cheap_only && source.may_have_attached(&s.desc.digest) != Some(true) {
+            if s.cheap_only && source.may_have_attached(&s.desc.digest) == Some(false) {
                 continue;
             }
             let mut found = Vec::new();

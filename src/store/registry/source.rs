@@ -228,10 +228,14 @@ impl ImageSource for RegistrySource {
     }
 
     fn may_have_attached(&self, subject: &Digest) -> Option<bool> {
-        let tags = match self.tags.get() {
-            Some(Ok(t)) => t,
-            _ => return None,
-        };
+        // A registry with the referrers API (or one not asked yet) lists
+        // referrers that no tag shows: only asking it tells.
+        if self.client.referrers_api() != Some(false) {
+            return None;
+        }
+        // Otherwise the tag list tells, listed once for the whole source:
+        // a signature added after the image was mirrored still travels.
+        let tags = self.tags().ok()?;
         let fallback = fallback_tag(subject);
         Some(
             tags.iter().any(|t| {
