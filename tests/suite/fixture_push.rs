@@ -304,6 +304,21 @@ impl Repo {
         body: &[u8],
         annotations: Value,
     ) -> Value {
+        let d = self.unlisted_referrer(subject, artifact_type, layer_type, body, annotations);
+        self.list_referrer(&digest_of(subject), &d);
+        d
+    }
+
+    /// A referrer pushed by digest only: no fallback tag lists it (a
+    /// registry with the referrers API lists it by itself).
+    pub fn unlisted_referrer(
+        &self,
+        subject: &Value,
+        artifact_type: &str,
+        layer_type: &str,
+        body: &[u8],
+        annotations: Value,
+    ) -> Value {
         let mut layer = self.blob(layer_type, body);
         if !annotations.is_null() {
             layer["annotations"] = annotations;
@@ -316,14 +331,19 @@ impl Repo {
                 "size": subject["size"]}});
         let mut d = self.manifest(None, &m);
         d["artifactType"] = json!(artifact_type);
-        self.list_referrer(&digest_of(subject), &d);
         d
     }
 
     /// A cosign signature of `subject` as an OCI 1.1 referrer.
     pub fn cosign_referrer(&self, subject: &Value, note: &str) -> Value {
+        let d = self.unlisted_cosign_referrer(subject, note);
+        self.list_referrer(&digest_of(subject), &d);
+        d
+    }
+
+    pub fn unlisted_cosign_referrer(&self, subject: &Value, note: &str) -> Value {
         let (payload, sig) = simple_signing(subject, note);
-        self.referrer(
+        self.unlisted_referrer(
             subject,
             COSIGN_SIG,
             SIMPLESIGNING,

@@ -20,6 +20,7 @@ mod own_archives;
 mod own_layouts;
 mod peer_fixtures;
 mod referrers;
+mod referrers_hostile;
 mod registry;
 mod registry_harness;
 mod regressions;
