@@ -94,9 +94,12 @@ fn same_bytes(src: &Repo, dst: &Repo, desc: &Value) {
     }
 }
 
+/// Pairs of strings: (digest, artifactType) or (tag, digest).
+type Pairs = BTreeSet<(String, String)>;
+
 /// The (digest, artifactType) of each referrer a `--json` report lists
-/// without a tag, and the digest of each it lists with one.
-fn reported(json: &Value) -> (BTreeSet<(String, String)>, BTreeSet<(String, String)>) {
+/// without a tag, and the (tag, digest) of each it lists with one.
+fn reported(json: &Value) -> (Pairs, Pairs) {
     let mut untagged = BTreeSet::new();
     let mut tagged = BTreeSet::new();
     for r in json["referrers"].as_array().unwrap() {
