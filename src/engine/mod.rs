@@ -372,8 +372,11 @@ pub fn copy_and_commit(
     options: &CopyOptions,
     progress: &dyn Progress,
 ) -> Result<CopyReport> {
-    let result = copy_images(source, sink, plans, options, progress).and_then(|report| {
+    let result = copy_images(source, sink, plans, options, progress).and_then(|mut report| {
         sink.commit()?;
+        for (subject, e) in sink.take_listing_failures() {
+            referrers::fail(&mut report, progress, &subject, None, e);
+        }
         Ok(report)
     });
     if result.is_err() {

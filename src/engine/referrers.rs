@@ -330,7 +330,7 @@ fn copy_batch(
     next
 }
 
-fn fail(
+pub(super) fn fail(
     report: &mut CopyReport,
     progress: &dyn Progress,
     subject: &Digest,

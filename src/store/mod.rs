@@ -12,7 +12,7 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::content::{Descriptor, Digest, RawManifest, Reference};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub mod atomic_file;
 pub mod bundle;
@@ -239,6 +239,11 @@ pub trait ImageSink: Send + Sync {
     /// Makes everything visible at the destination, atomically where the
     /// destination is one file or one index.
     fn commit(&self) -> Result<()>;
+    /// The referrer listings `commit` could not write, by subject, taken
+    /// once: the images were committed all the same.
+    fn take_listing_failures(&self) -> Vec<(Digest, Error)> {
+        Vec::new()
+    }
     /// Drops everything not committed (temporary files).
     fn abort(&self) {}
 }

@@ -261,3 +261,37 @@ fn a_referrers_api_listing_referrers_is_used() {
     assert_eq!(listed["manifests"].as_array().unwrap().len(), 1);
     assert_eq!(json["referrers"][0]["digest"], sig["digest"]);
 }
+
+/// The destination's own fallback tag, filled by another client with a
+/// manifest: the listing fails, named, and the image still gets its tag.
+#[test]
+fn a_destination_fallback_tag_holding_a_manifest_still_lets_the_image_arrive() {
+    let (reg, src, image) = with_image();
+    let sig = src.cosign_referrer(&image, "good");
+    let dst = Repo::new(&reg.host, "mirror/app");
+    let junk = dst.image(None, "arm64", "junk\n");
+    let bytes = dst.get_manifest(&digest_of(&junk)).unwrap();
+    dst.manifest_bytes(
+        Some(&fallback_tag(&digest_of(&image))),
+        OCI_MANIFEST,
+        &bytes,
+    );
+    let t = TestDir::new();
+    let needles = [
+        reg.host.as_str(),
+        "mirror/app",
+        &hex(&image),
+        "not an index",
+    ];
+    copy_fails(&t, &reg.host, &reg, EXIT_FORMAT, &needles);
+    assert_eq!(
+        dst.get_manifest(&digest_of(&sig)),
+        src.get_manifest(&digest_of(&sig)),
+        "the signature itself is there"
+    );
+    assert_eq!(
+        dst.get_manifest(&fallback_tag(&digest_of(&image))),
+        Some(bytes),
+        "another client's tag is left as it was"
+    );
+}

@@ -49,6 +49,8 @@ pub struct RegistrySink {
     /// Referrers by subject whose listing this sink keeps (the referrers
     /// tag schema), written on commit.
     referrers: Mutex<std::collections::BTreeMap<Digest, Vec<Descriptor>>>,
+    /// Listings `commit` could not write.
+    listing_failures: Mutex<Vec<(Digest, Error)>>,
 }
 
 impl Drop for RegistrySink {
@@ -79,6 +81,7 @@ impl RegistrySink {
             new_repo: Default::default(),
             subject_acknowledged: Default::default(),
             referrers: Default::default(),
+            listing_failures: Default::default(),
         }
     }
 
@@ -328,6 +331,15 @@ impl ImageSink for RegistrySink {
         Ok(())
     }
 
+    fn take_listing_failures(&self) -> Vec<(Digest, Error)> {
+        std::mem::take(
+            &mut *self
+                .listing_failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+
     fn commit(&self) -> Result<()> {
         if let Some(m) = self
             .pending
@@ -340,7 +352,14 @@ impl ImageSink for RegistrySink {
         let referrers =
             std::mem::take(&mut *self.referrers.lock().unwrap_or_else(|e| e.into_inner()));
         for (subject, list) in referrers {
-            self.list_referrers_of(&subject, &list)?;
+            // A fallback tag another client filled with something else
+            // fails this listing, not the images: their tags still go.
+            if let Err(e) = self.list_referrers_of(&subject, &list) {
+                self.listing_failures
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((subject, e));
+            }
         }
         let tags = self.tags.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for (digest, tag) in tags {
