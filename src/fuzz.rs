@@ -183,7 +183,10 @@ pub fn referrers_index(data: &[u8]) {
                 .unwrap_or(0);
             assert!(after > before, "the merge dropped an entry");
         }
-        Ok(None) => assert!(lists_all(data, ours), "nothing added, yet ours is not listed"),
+        Ok(None) => assert!(
+            lists_all(data, ours),
+            "nothing added, yet ours is not listed"
+        ),
         Err(_) => {}
     }
 }

@@ -276,6 +276,23 @@ pub fn copy_images(
         let mut seen = std::collections::HashSet::new();
         for (plan, node) in plans.iter().zip(&emitted_nodes) {
             if let Some(node) = node {
+                // A pick of one platform emits that child of the index
+                // alone: the index did not travel, and what refers to it
+                // is left behind as a rewritten manifest's is.
+                let emitted_root = match &**node {
+                    Node::Manifest { src, .. } | Node::Index { src, .. } => Some(&src.digest),
+                    Node::Blob { .. } => None,
+                };
+                if emitted_root.is_some_and(|d| d != &plan.image.root.digest)
+                    && seen.insert(plan.image.root.digest.clone())
+                {
+                    subjects.push(referrers::Subject {
+                        desc: plan.image.root.clone(),
+                        carried: false,
+                        cheap_only: false,
+                        label: plan.image.label(),
+                    });
+                }
                 collect_subjects(
                     node,
                     &emitter.renamed,

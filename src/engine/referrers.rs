@@ -6,8 +6,8 @@
 //! unchanged is a subject: its referrers are listed by the source,
 //! checked (size, digest, `subject`, artifact type), copied byte for byte
 //! in one batch, and recorded at the sink against their subject. Each
-//! round's referrers are the next round's subjects; a digest is carried
-//! once, so a list that names itself or loops ends. A manifest a
+//! round's referrers are the next round's subjects; a digest is followed
+//! once, so a list that names itself or loops ends (and fails its check). A manifest a
 //! conversion rewrote has a new digest that its signatures do not sign:
 //! its referrers are counted as not carried, with the reason. A referrer
 //! that fails is reported and counted; the images stay copied.
@@ -95,7 +95,8 @@ pub(super) struct Subject {
     /// It reached the destination unchanged (its referrers apply there).
     pub(super) carried: bool,
     /// Look only when the source can tell cheaply that something is
-    /// attached (the root of an image the destination already had).
+    /// attached (the root of an image the destination already had): its
+    /// tag list shows a fallback or digest tag of it.
     pub(super) cheap_only: bool,
     pub(super) label: String,
 }
@@ -124,6 +125,9 @@ pub(super) fn carry(
     }
     let caps = sink.caps();
     let mut seen: HashSet<Digest> = subjects.iter().map(|s| s.desc.digest.clone()).collect();
+    // (subject, referrer) pairs already taken up: a list naming an entry
+    // twice yields it once.
+    let mut listed: HashSet<(Digest, Digest)> = HashSet::new();
     let mut frontier = subjects;
     while !frontier.is_empty() {
         let mut wanted = Vec::new();
@@ -148,11 +152,13 @@ pub(super) fn carry(
                 }
             }
             for (desc, tag) in found {
-                // A list naming its own subject, or a referrer seen before
-                // (a loop, or listed under two subjects), travels once; a
-                // digest tag is written even then, but not followed.
+                // A digest seen before (a list naming its own subject, a
+                // loop, a manifest both copied and listed) is checked and
+                // recorded for this subject but not followed again, so
+                // every loop ends; a check catches a list that names a
+                // manifest whose `subject` is another.
                 let new = seen.insert(desc.digest.clone());
-                if tag.is_none() && !new {
+                if tag.is_none() && !listed.insert((s.desc.digest.clone(), desc.digest.clone())) {
                     continue;
                 }
                 if !s.carried {
@@ -344,7 +350,7 @@ fn copy_batch(
     next
 }
 
-fn fail(
+pub(super) fn fail(
     report: &mut CopyReport,
     progress: &dyn Progress,
     subject: &Digest,

@@ -121,8 +121,8 @@ pub trait ImageSource: Send + Sync {
         Ok(Vec::new())
     }
     /// Whether something may be attached to `subject`, when the source can
-    /// tell without a request (a tag list it already has shows a fallback
-    /// or digest tag of it); `None` when it cannot tell.
+    /// tell cheaply (a tag list, listed once, shows a fallback or digest
+    /// tag of it); `None` when it cannot tell, and the source is asked.
     fn may_have_attached(&self, _subject: &Digest) -> Option<bool> {
         None
     }

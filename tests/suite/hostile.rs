@@ -13,19 +13,19 @@ use super::registry_harness::{Kind, Registry};
 
 /// An answer of the attacker's: status and JSON body, for a request path
 /// (without its query).
-struct Canned {
-    path: String,
-    status: u16,
-    body: String,
+pub(super) struct Canned {
+    pub(super) path: String,
+    pub(super) status: u16,
+    pub(super) body: String,
 }
 
-struct Hostile {
-    host: String,
+pub(super) struct Hostile {
+    pub(super) host: String,
     stop: Arc<AtomicBool>,
 }
 
 impl Hostile {
-    fn start(upstream: &str, answers: Vec<Canned>) -> Hostile {
+    pub(super) fn start(upstream: &str, answers: Vec<Canned>) -> Hostile {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let host = listener.local_addr().unwrap().to_string();
         let stop = Arc::new(AtomicBool::new(false));
