@@ -122,7 +122,9 @@ pub trait ImageSource: Send + Sync {
     }
     /// Whether something may be attached to `subject`, when the source can
     /// tell cheaply (a tag list, listed once, shows a fallback or digest
-    /// tag of it); `None` when it cannot tell, and the source is asked.
+    /// tag of it); `None` when it cannot tell. The engine asks only about
+    /// images the destination already holds, and looks further only on
+    /// `Some(true)`: the referrers API is asked about copied manifests.
     fn may_have_attached(&self, _subject: &Digest) -> Option<bool> {
         None
     }
