@@ -131,12 +131,35 @@ pub(super) fn carry(
     let mut frontier = subjects;
     while !frontier.is_empty() {
         let mut wanted = Vec::new();
+        let mut next_cheap = Vec::new();
         for s in &frontier {
             if s.cheap_only && source.may_have_attached(&s.desc.digest) != Some(true) {
                 continue;
             }
             let mut found = Vec::new();
-            if ro.enabled {
+            // Already mirrored, with a destination listing identical to the
+            // source's: its referrers are there; only theirs are looked at.
+            let listed_alike = s.cheap_only && ro.enabled && ro.types == TypeFilter::default();
+            if listed_alike && let Some(entries) = same_listing(source, sink, &s.desc.digest) {
+                for e in entries {
+                    if seen.insert(e.digest.clone()) {
+                        report.referrers.push(ReferrerResult {
+                            subject: s.desc.digest.clone(),
+                            digest: e.digest.clone(),
+                            media_type: e.media_type.clone(),
+                            artifact_type: e.artifact_type.clone(),
+                            tag: None,
+                            up_to_date: true,
+                        });
+                        next_cheap.push(Subject {
+                            desc: e,
+                            carried: true,
+                            cheap_only: true,
+                            label: s.label.clone(),
+                        });
+                    }
+                }
+            } else if ro.enabled {
                 match source.referrers(&s.desc) {
                     Ok(list) => found.extend(list.into_iter().map(|d| (d, None))),
                     Err(e) => {
@@ -201,8 +224,23 @@ pub(super) fn carry(
             }
         }
         frontier = copy_batch(source, sink, batch, opts, progress, report);
+        frontier.extend(next_cheap);
     }
     Ok(())
+}
+
+/// The entries of the source's referrers listing of `subject`, when the
+/// destination's listing is the same document (same digest): then every
+/// referrer it lists was carried before. `None` when they differ, either
+/// keeps none, or asking fails (the full path then decides).
+fn same_listing(
+    source: &dyn ImageSource,
+    sink: &dyn ImageSink,
+    subject: &Digest,
+) -> Option<Vec<Descriptor>> {
+    let (digest, entries) = source.referrers_listing(subject).ok()??;
+    let at_destination = sink.referrers_listing_digest(subject).ok()??;
+    (digest == at_destination).then_some(entries)
 }
 
 /// Reads a listed referrer and checks it: its size, its bytes against its
@@ -336,10 +374,13 @@ fn copy_batch(
                     up_to_date: held.contains(&desc.digest),
                 });
                 if w.follow {
+                    // One the destination held already is looked at as an
+                    // image already mirrored is.
+                    let cheap_only = held.contains(&desc.digest);
                     next.push(Subject {
                         desc,
                         carried: true,
-                        cheap_only: false,
+                        cheap_only,
                         label: w.label,
                     });
                 }

@@ -128,6 +128,11 @@ pub trait ImageSource: Send + Sync {
     fn may_have_attached(&self, _subject: &Digest) -> Option<bool> {
         None
     }
+    /// The listing the source keeps of `subject`'s referrers (a registry's
+    /// fallback tag index): its digest and entries, when it has one.
+    fn referrers_listing(&self, _subject: &Digest) -> Result<Option<(Digest, Vec<Descriptor>)>> {
+        Ok(None)
+    }
 }
 
 /// What a sink can hold; the engine plans conversions from it.
@@ -254,6 +259,12 @@ pub trait ImageSink: Send + Sync {
             self.describe(),
             referrer.digest
         )))
+    }
+    /// The digest of the listing the sink keeps of `subject`'s referrers
+    /// (a registry's fallback tag), when it keeps one. Equal to the
+    /// source's, the destination lists exactly what the source lists.
+    fn referrers_listing_digest(&self, _subject: &Digest) -> Result<Option<Digest>> {
+        Ok(None)
     }
     /// Makes everything visible at the destination, atomically where the
     /// destination is one file or one index.

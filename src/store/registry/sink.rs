@@ -319,6 +319,17 @@ impl ImageSink for RegistrySink {
         self.list_referrer(referrer, &subject.digest)
     }
 
+    fn referrers_listing_digest(&self, subject: &Digest) -> Result<Option<Digest>> {
+        if self.client.referrers_api() == Some(true) {
+            return Ok(None);
+        }
+        let tag = crate::content::referrers::fallback_tag(subject);
+        Ok(match self.client.head_manifest(&self.repo, &tag)? {
+            ManifestHead::Present(d) => d,
+            ManifestHead::Absent => None,
+        })
+    }
+
     fn commit(&self) -> Result<()> {
         if let Some(m) = self
             .pending

@@ -227,6 +227,22 @@ impl ImageSource for RegistrySource {
         Ok(out)
     }
 
+    fn referrers_listing(&self, subject: &Digest) -> Result<Option<(Digest, Vec<Descriptor>)>> {
+        if self.client.referrers_api() != Some(false) {
+            return Ok(None);
+        }
+        let tag = fallback_tag(subject);
+        if !self.tags()?.contains(&tag) {
+            return Ok(None);
+        }
+        let Some((bytes, digest)) = self.client.get_tagged(&self.reference.path, &tag)? else {
+            return Ok(None);
+        };
+        let view = ManifestView::parse(&bytes, None)
+            .map_err(|e| Error::Format(format!("{}: tag {tag}: {e}", self.describe())))?;
+        Ok(view.kind.is_index().then_some((digest, view.manifests)))
+    }
+
     fn may_have_attached(&self, subject: &Digest) -> Option<bool> {
         // One tag list per repository (none when the caller gave it) shows
         // new fallback and digest tags of an image already mirrored.
