@@ -442,6 +442,82 @@ fn token_auth_registry_enforces_scopes() {
     assert_eq!(tags, "1\n");
 }
 
+/// A sync of many repositories under one prefix asks the token endpoint
+/// for tokens scoped to the repositories each request works on (a source
+/// and its target, and a mount's source), not for one token naming every
+/// repository of the run: that token's URL would grow with the mirror and
+/// pass the 8 KB limits of common token servers.
+#[test]
+fn tokens_of_a_prefix_sync_name_only_the_repositories_used_together() {
+    let reg = Registry::start(Kind::Token);
+    let t = TestDir::new();
+    let certs = reg.cert_dir();
+    let pusher = format!("{USER}:{PASSWORD}");
+    let cfg = t.path("empty-config");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let env = [("DOCKER_CONFIG", cfg.to_str().unwrap())];
+    let repos = 12;
+    for i in 0..repos {
+        t.imgsync_env(
+            &[
+                "copy",
+                "-q",
+                "--dest-cert-dir",
+                &certs,
+                "--dest-creds",
+                &pusher,
+                &format!("{}:{HELLO}:1.0", hello()),
+                &format!("{}/fleet/svc{i}:1", reg.host),
+            ],
+            &env,
+        )
+        .ok();
+    }
+    let before = reg.token_requests().len();
+    let config = t.path("mirror.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 1\nregistries:\n  - host: {host}\n    cert-dir: {certs}\n    username: {USER}\n    password: {PASSWORD}\nsync:\n  - source: {host}/fleet/\n    target: {host}/mirror/fleet/\n",
+            host = reg.host
+        ),
+    )
+    .unwrap();
+    let report = t
+        .imgsync_env(
+            &["sync", "--json", "--config", config.to_str().unwrap()],
+            &env,
+        )
+        .ok()
+        .json();
+    assert_eq!(report["copied"], repos, "{report}");
+    let asked = &reg.token_requests()[before..];
+    let widest = asked
+        .iter()
+        .map(|target| target.matches("scope=").count())
+        .max()
+        .unwrap();
+    assert!(
+        widest <= 3,
+        "a token request named {widest} scopes: {asked:?}"
+    );
+    assert!(asked.iter().all(|target| target.len() < 8192));
+    // One token per set of repositories, fetched once (requests in flight
+    // wait for it): a source's, a target's before and after it is written
+    // to, and a mount's pair.
+    let distinct: std::collections::BTreeSet<&String> = asked.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        asked.len(),
+        "a token fetched twice: {asked:?}"
+    );
+    assert!(
+        asked.len() <= 4 * repos + 1,
+        "{} token requests",
+        asked.len()
+    );
+}
+
 #[test]
 fn registry_failures_are_named_and_classed() {
     let reg = Registry::start(Kind::Plain);

@@ -32,6 +32,8 @@ pub struct Registry {
     pub certs: Option<PathBuf>,
     token_server: Option<std::thread::JoinHandle<()>>,
     token_stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The request targets (path and query) the token endpoint received.
+    token_log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 fn free_port() -> u16 {
@@ -90,6 +92,7 @@ impl Registry {
         let mut certs = None;
         let mut token_server = None;
         let mut token_stop = None;
+        let token_log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         if !matches!(kind, Kind::Plain) {
             let pki = pki();
             let (cert, key) = server_cert(&pki);
@@ -125,8 +128,9 @@ impl Registry {
                 let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let stop2 = stop.clone();
                 listener.set_nonblocking(true).unwrap();
+                let log = token_log.clone();
                 token_server = Some(std::thread::spawn(move || {
-                    serve_tokens(listener, signer, stop2)
+                    serve_tokens(listener, signer, stop2, log)
                 }));
                 token_stop = Some(stop);
             }
@@ -148,6 +152,7 @@ impl Registry {
             certs,
             token_server,
             token_stop,
+            token_log,
         };
         reg.wait_ready();
         reg
@@ -166,6 +171,11 @@ impl Registry {
     }
 
     /// `--dest-cert-dir`-style flag value for TLS variants.
+    /// The request targets the token endpoint received so far.
+    pub fn token_requests(&self) -> Vec<String> {
+        self.token_log.lock().unwrap().clone()
+    }
+
     pub fn cert_dir(&self) -> String {
         self.certs
             .as_ref()
@@ -242,12 +252,13 @@ fn serve_tokens(
     listener: TcpListener,
     signer: TokenSigner,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 ) {
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, _)) => {
                 stream.set_nonblocking(false).unwrap();
-                handle_token_request(stream, &signer);
+                handle_token_request(stream, &signer, &log);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(5))
@@ -257,7 +268,11 @@ fn serve_tokens(
     }
 }
 
-fn handle_token_request(mut stream: TcpStream, signer: &TokenSigner) {
+fn handle_token_request(
+    mut stream: TcpStream,
+    signer: &TokenSigner,
+    log: &std::sync::Mutex<Vec<String>>,
+) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() {
@@ -285,6 +300,7 @@ fn handle_token_request(mut stream: TcpStream, signer: &TokenSigner) {
     let mut body = vec![0u8; length];
     let _ = reader.read_exact(&mut body);
     let target = request_line.split_whitespace().nth(1).unwrap_or("/");
+    log.lock().unwrap().push(target.to_string());
     let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
     let scopes: Vec<String> = query
         .split('&')

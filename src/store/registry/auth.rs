@@ -207,8 +207,9 @@ pub(super) fn insecure_realm(realm: &str, base: &str) -> bool {
 /// sent to the token endpoint (or, for `Basic`, with each request), never
 /// logged; a token is kept per set of scopes until it expires.
 impl RegistryClient {
-    /// The `Authorization` header value for the current scopes, if any.
-    pub(super) fn authorization(&self, refresh: bool) -> Result<Option<String>> {
+    /// The `Authorization` header value for a request that needs
+    /// `scopes`, if any.
+    pub(super) fn authorization(&self, refresh: bool, scopes: &[String]) -> Result<Option<String>> {
         let endpoint = self.endpoint()?;
         match &endpoint.challenge {
             Challenge::None => Ok(None),
@@ -225,25 +226,33 @@ impl RegistryClient {
                 None => Ok(None),
             },
             Challenge::Bearer { realm, service } => {
-                let scopes: Vec<String> = self
-                    .scopes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .cloned()
-                    .collect();
                 let key = scopes.join(" ");
-                if !refresh
-                    && let Some(t) = self
-                        .tokens
+                let cached = || {
+                    self.tokens
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .get(&key)
-                    && t.expires > Instant::now()
-                {
-                    return Ok(Some(format!("Bearer {}", t.value)));
+                        .filter(|t| t.expires > Instant::now())
+                        .map(|t| format!("Bearer {}", t.value))
+                };
+                if !refresh && let Some(v) = cached() {
+                    return Ok(Some(v));
                 }
-                let token = self.fetch_token(realm, service.as_deref(), &scopes)?;
+                // One fetch per set of scopes at a time: the requests in
+                // flight that need the same token wait for it rather than
+                // each asking the token endpoint.
+                let gate = self
+                    .token_fetches
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(key.clone())
+                    .or_default()
+                    .clone();
+                let _fetching = gate.lock().unwrap_or_else(|e| e.into_inner());
+                if !refresh && let Some(v) = cached() {
+                    return Ok(Some(v));
+                }
+                let token = self.fetch_token(realm, service.as_deref(), scopes)?;
                 let value = format!("Bearer {}", token.value);
                 self.tokens
                     .lock()

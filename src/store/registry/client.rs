@@ -18,6 +18,7 @@ use super::auth::{Challenge, Token, accepted_scope, parse_challenge};
 use super::credentials::{self, Credential};
 use super::failure::{ErrorBody, error_chain, transport_failure};
 use super::retry::{Retry, is_transient_status, retry_after, sleep_backoff};
+use super::scopes::request_scopes;
 use super::tls::{TlsSetup, install_crypto_provider};
 use super::transport::{Response, block_on, execute};
 use crate::error::{Error, ErrorClass, Result, TransportFailure};
@@ -142,6 +143,8 @@ pub struct RegistryClient {
     pub(super) scopes: Mutex<BTreeSet<String>>,
     /// Bearer tokens by their space-separated scopes.
     pub(super) tokens: Mutex<HashMap<String, Token>>,
+    /// A lock per set of scopes whose token is being fetched.
+    pub(super) token_fetches: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     slots: Slots,
     pub(super) retry_times: u32,
     pub(super) requests: AtomicU64,
@@ -202,6 +205,7 @@ impl RegistryClient {
             endpoint: OnceLock::new(),
             scopes: Mutex::new(BTreeSet::new()),
             tokens: Mutex::new(HashMap::new()),
+            token_fetches: Mutex::new(HashMap::new()),
             slots: Slots {
                 free: Mutex::new(max),
                 cv: Condvar::new(),
@@ -385,8 +389,12 @@ impl RegistryClient {
             // Credentials go to the registry's own origin only: an upload
             // `Location` or a `Link` may name any host, and what it names
             // gets the request but not the registry's credentials.
+            let scopes = {
+                let registered = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
+                request_scopes(built.method().as_str(), built.url(), &registered)
+            };
             if same_origin(built.url(), &base)
-                && let Some(a) = self.authorization(false)?
+                && let Some(a) = self.authorization(false, &scopes)?
             {
                 let value = HeaderValue::from_str(&a).map_err(|_| {
                     Error::Auth(format!(
@@ -396,6 +404,7 @@ impl RegistryClient {
                 })?;
                 built.headers_mut().insert(AUTHORIZATION, value);
             }
+            let (method, url) = (built.method().as_str().to_string(), built.url().clone());
             match execute(&req_client, built) {
                 Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
                     let challenge = r
@@ -416,7 +425,13 @@ impl RegistryClient {
                     let bearer = matches!(self.endpoint()?.challenge, Challenge::Bearer { .. });
                     if bearer && !refreshed && retry == Retry::Yes {
                         refreshed = true;
-                        self.authorization(true)?;
+                        // The refreshed token carries what the challenge
+                        // added too.
+                        let scopes = {
+                            let registered = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
+                            request_scopes(&method, &url, &registered)
+                        };
+                        self.authorization(true, &scopes)?;
                         continue;
                     }
                     return Err(self.auth_error(what, r));

@@ -9,7 +9,8 @@
 //!   streamed request bodies, the debug log of each request.
 //! - [`retry`]: which failures are transient, backoff, `Retry-After`.
 //! - [`failure`]: typed failures: distribution error codes, TLS failures.
-//! - [`auth`]: `WWW-Authenticate` challenges and bearer tokens.
+//! - [`auth`]: `WWW-Authenticate` challenges and bearer tokens;
+//!   [`scopes`] the token scopes each request needs.
 //! - [`credentials`]: where credentials come from and are stored.
 //! - [`manifest`]: manifests with one Accept list; the manifest `HEAD`.
 //! - [`source`]: a repository as an image source.
@@ -32,6 +33,7 @@ mod manifest;
 mod mount;
 mod referrers;
 mod retry;
+mod scopes;
 mod sink;
 mod source;
 pub mod tags;
