@@ -21,9 +21,9 @@
 //!
 //! The client is a thin layer over `reqwest`. One [`RegistryClient`] per
 //! registry host and set of settings, shared by every source and sink of a
-//! run on that host, so one token carries every scope the run needs (pull
-//! on a mount source, push on the target) and one connection pool serves
-//! every request.
+//! run on that host: one connection pool serves every request, and tokens
+//! are kept per set of repositories a request works on (pull on a mount
+//! source and push on the target in one token), each fetched once.
 
 pub mod auth;
 pub mod client;
