@@ -19,10 +19,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let _ = ctrlc::set_handler(|| {
-        cli::cleanup_on_interrupt();
-        std::process::exit(130);
-    });
+    cli::signals::install();
     let args = cli::Cli::parse();
     cli::console::start_log(args.debug);
     match cli::run(args) {

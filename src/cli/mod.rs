@@ -8,6 +8,7 @@ mod inspect;
 mod load;
 mod login;
 mod save;
+pub mod signals;
 mod sync;
 mod tags;
 mod verify;

@@ -181,7 +181,15 @@ pub fn run(
             }
             (None, None) => return Ok(ExitCode::from(code)),
         };
+        super::signals::between_runs(true);
+        if !c.quiet {
+            console::message(&format!(
+                "imgsync: next run in {}s",
+                wait.as_secs_f64().ceil()
+            ));
+        }
         std::thread::sleep(wait);
+        super::signals::between_runs(false);
     }
 }
 

@@ -540,6 +540,19 @@ fn verify_names_a_corrupted_layer() {
 
 #[test]
 fn interrupted_copy_leaves_no_destination_file() {
+    interrupted_copy("INT", 130);
+}
+
+/// SIGTERM (a pod or service stopping) is an interruption too, with the
+/// shell's code for it.
+#[test]
+fn terminated_copy_leaves_no_destination_file_and_exits_143() {
+    interrupted_copy("TERM", 143);
+}
+
+/// Sends `signal` to a copy blocked mid-layer; checks the exit code and
+/// that nothing of the destination remains.
+fn interrupted_copy(signal: &str, code: i32) {
     let t = TestDir::new();
     // A layout whose one layer is a FIFO: the copy blocks on it mid-stream.
     let layer = layer_tar("big.txt", &vec![b'x'; 64 * 1024]);
@@ -593,7 +606,7 @@ fn interrupted_copy_leaves_no_destination_file() {
     );
     assert!(
         std::process::Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
+            .args([&format!("-{signal}"), &child.id().to_string()])
             .status()
             .unwrap()
             .success()
@@ -602,7 +615,7 @@ fn interrupted_copy_leaves_no_destination_file() {
     drop(w);
     assert_eq!(
         out.status.code(),
-        Some(130),
+        Some(code),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
