@@ -264,3 +264,19 @@ pub fn exit_code_of(failures: impl Iterator<Item = Option<ErrorClass>>, others: 
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     crate::store::atomic_file::write_file_atomic(path, bytes, 0o644)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_retrying_cannot_fix_exit_2_others_1() {
+        let none = std::iter::empty::<Option<ErrorClass>>;
+        assert_eq!(exit_code_of(none(), 0), 0);
+        assert_eq!(exit_code_of(none(), 1), 1, "a failed referrer");
+        let network = [Some(ErrorClass::Network), Some(ErrorClass::NotFound)];
+        assert_eq!(exit_code_of(network.into_iter(), 0), 1);
+        let denied = [Some(ErrorClass::Network), Some(ErrorClass::Auth)];
+        assert_eq!(exit_code_of(denied.into_iter(), 0), 2);
+    }
+}
