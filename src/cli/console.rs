@@ -532,6 +532,13 @@ pub fn sync_plan(items: &[imgsync::commands::sync::Item]) {
             ));
             continue;
         }
+        if let Some(failed) = &it.failed {
+            out.push_str(&format!(
+                "{} -> {} - failed: {}\n",
+                it.source, it.target, failed.error
+            ));
+            continue;
+        }
         out.push_str(&format!(
             "{} -> {} {} {}\n",
             it.source,

@@ -214,7 +214,8 @@ fn once(
     };
     if c.dry_run {
         console::sync_plan(&items);
-        return Ok(0);
+        // A source that could not be listed leaves the plan incomplete.
+        return Ok(sync::plan_exit_code(&items));
     }
     let report = sync::execute(config, items, opts, &pool, progress, started);
     console::sync_summary(&config.path, &report, c.quiet);

@@ -111,6 +111,10 @@ fn wanted_images(args: &SaveArgs, pool: &ClientPool) -> Result<Vec<Wanted>> {
             if let Some(why) = item.rejected {
                 return Err(Error::Format(why));
             }
+            // A bundle is all of its sources or nothing.
+            if let Some(failed) = item.failed {
+                return Err(failed.error);
+            }
             let platforms = if args.options.platforms.is_empty() {
                 item.platforms.clone()
             } else {

@@ -14,7 +14,7 @@ use super::harness::*;
 
 /// One request as the server received it.
 #[derive(Clone, Debug)]
-struct Seen {
+pub(super) struct Seen {
     method: String,
     target: String,
     authorization: Option<String>,
@@ -31,13 +31,13 @@ enum Body {
     },
 }
 
-struct Answer {
+pub(super) struct Answer {
     status: u16,
     headers: Vec<(String, String)>,
     body: Body,
 }
 
-fn answer(status: u16, headers: &[(&str, String)], body: &[u8]) -> Answer {
+pub(super) fn answer(status: u16, headers: &[(&str, String)], body: &[u8]) -> Answer {
     Answer {
         status,
         headers: headers
@@ -50,15 +50,15 @@ fn answer(status: u16, headers: &[(&str, String)], body: &[u8]) -> Answer {
 
 type Handler = dyn Fn(&Seen) -> Answer + Send + Sync;
 
-struct Server {
-    port: u16,
+pub(super) struct Server {
+    pub(super) port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
     /// For each generated body: whether all of it was sent.
     generated: Mutex<mpsc::Receiver<bool>>,
 }
 
 impl Server {
-    fn start(handler: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> Server {
+    pub(super) fn start(handler: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));

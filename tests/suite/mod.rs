@@ -26,4 +26,5 @@ mod registry;
 mod registry_harness;
 mod regressions;
 mod sync;
+mod sync_isolation;
 mod sync_referrers;

@@ -9,7 +9,7 @@ use super::registry_harness::{Kind, Registry};
 
 /// Pushes small images sharing base layers: `repo:tag` for each given,
 /// each a variant of the hello fixture with one extra layer.
-fn seed(reg: &Registry, t: &TestDir, images: &[(&str, &str)]) {
+pub(super) fn seed(reg: &Registry, t: &TestDir, images: &[(&str, &str)]) {
     let hello = fixture("hello.tar").display().to_string();
     for (i, (repo, tag)) in images.iter().enumerate() {
         // Two distinct images alternate so tags have different digests.
@@ -19,7 +19,7 @@ fn seed(reg: &Registry, t: &TestDir, images: &[(&str, &str)]) {
     }
 }
 
-fn digest_of(reference: &str) -> Option<String> {
+pub(super) fn digest_of(reference: &str) -> Option<String> {
     let (ok, out) = tool_status(
         "skopeo",
         &[
@@ -40,7 +40,7 @@ fn tags_of(t: &TestDir, repo: &str) -> Vec<String> {
     run.stdout_str().lines().map(str::to_string).collect()
 }
 
-fn write_config(t: &TestDir, text: &str) -> String {
+pub(super) fn write_config(t: &TestDir, text: &str) -> String {
     std::fs::write(t.path("mirror.yaml"), text).unwrap();
     t.p("mirror.yaml")
 }

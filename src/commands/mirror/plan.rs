@@ -10,7 +10,7 @@ use crate::content::descriptor::ANNOTATION_REF_NAME;
 use crate::content::referrers::{digest_tag_subject, fallback_tag, is_attached_tag};
 use crate::content::{Digest, Platform, Reference};
 use crate::engine::{ReferrerOptions, pool};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorClass, Result};
 use crate::store::registry::tags::{list_repositories, list_tags};
 use crate::store::registry::{ClientPool, ManifestHead};
 
@@ -56,6 +56,30 @@ pub struct Item {
     /// tag or digest tag of its digest: the copy runs to carry what is
     /// attached.
     pub attached: bool,
+    /// The source's tag list (or a prefix's catalog) could not be read: the
+    /// registry is down, refuses, or the repository does not exist. Such an
+    /// item stands for the repository (or prefix) whose images are unknown;
+    /// its `source` is that repository, it is never copied, only reported
+    /// as failed, and the rest of the run goes on.
+    pub failed: Option<ListingFailure>,
+}
+
+/// Why a repository's tag list or a prefix's catalog could not be read.
+#[derive(Debug)]
+pub struct ListingFailure {
+    pub error: Error,
+    /// It was the catalog: every shard of a run needs it to know its own
+    /// repositories, so every shard reports it.
+    pub catalog: bool,
+}
+
+impl Clone for ListingFailure {
+    fn clone(&self) -> Self {
+        ListingFailure {
+            error: self.error.duplicate(),
+            catalog: self.catalog,
+        }
+    }
 }
 
 impl Item {
@@ -73,6 +97,7 @@ impl Item {
             rejected: None,
             source_tags: None,
             attached: false,
+            failed: None,
         }
     }
 
@@ -88,6 +113,33 @@ impl Item {
             ..Item::new(entry, source, None)
         }
     }
+
+    /// An item standing for a repository (or prefix, `relative` none) whose
+    /// listing failed.
+    fn unlisted(
+        entry: &Entry,
+        source: Reference,
+        relative: Option<&str>,
+        error: Error,
+        catalog: bool,
+    ) -> Item {
+        Item {
+            failed: Some(ListingFailure { error, catalog }),
+            ..Item::new(entry, source, relative)
+        }
+    }
+
+    /// Is this item copied, or does it only report why not?
+    pub fn is_copyable(&self) -> bool {
+        self.rejected.is_none() && self.failed.is_none()
+    }
+}
+
+/// Does a listing failure end the whole run rather than its own entry? A
+/// usage error is the configuration's fault (a bad certificate directory,
+/// say): it stays a configuration error, found before anything is done.
+fn ends_the_run(e: &Error) -> bool {
+    e.class() == ErrorClass::Usage
 }
 
 /// Why a tag a registry listed is not used (the name escaped).
@@ -217,94 +269,136 @@ pub(crate) fn target_for(entry: &Entry, source: &Reference, relative: Option<&st
     }
 }
 
-/// Lists what every entry selects (tags, repositories), sharded.
+/// Lists what every entry selects (tags, repositories), sharded. A source
+/// whose listing fails becomes a failed item of its own (see
+/// [`Item::failed`]); only a configuration error ends the plan.
 pub fn expand(config: &Config, opts: &SyncOptions, clients: &ClientPool) -> Result<Vec<Item>> {
     let mut items = Vec::new();
     for entry in &config.entries {
-        let mut add =
-            |source: Reference, relative: Option<&str>, tags: Option<&Arc<Vec<String>>>| {
-                let item = Item::new(entry, source, relative);
-                items.push(match tags {
-                    Some(t) => item.with_tags(t),
-                    None => item,
-                });
+        // Items reported but not copied follow the entry's images.
+        let mut unplanned = Vec::new();
+        expand_entry(config, opts, clients, entry, &mut items, &mut unplanned)?;
+        items.extend(unplanned);
+    }
+    if let Some((i, n)) = opts.shard {
+        items.retain(|it| {
+            it.failed.as_ref().is_some_and(|f| f.catalog)
+                || shard_of(&format!("{}/{}", it.source.domain, it.source.path), n) == i
+        });
+    }
+    Ok(items)
+}
+
+/// The images one entry selects into `items`; names the source lists that
+/// are not valid, and listings that failed, into `rejected`.
+fn expand_entry(
+    config: &Config,
+    opts: &SyncOptions,
+    clients: &ClientPool,
+    entry: &Entry,
+    items: &mut Vec<Item>,
+    rejected: &mut Vec<Item>,
+) -> Result<()> {
+    let mut add = |source: Reference, relative: Option<&str>, tags: Option<&Arc<Vec<String>>>| {
+        let item = Item::new(entry, source, relative);
+        items.push(match tags {
+            Some(t) => item.with_tags(t),
+            None => item,
+        });
+    };
+    match &entry.source {
+        Source::Digest(r) => add(r.clone(), None, None),
+        Source::Repository(r) => {
+            let client =
+                clients.get(&r.domain, &settings_for(config, &r.domain, &opts.registry))?;
+            let tags = match list_tags(&client, &r.path) {
+                Ok(tags) => tags,
+                Err(e) if ends_the_run(&e) => return Err(e),
+                // One source down fails its own entry only.
+                Err(e) => {
+                    rejected.push(Item::unlisted(entry, r.clone(), None, e, false));
+                    return Ok(());
+                }
             };
-        let mut rejected = Vec::new();
-        match &entry.source {
-            Source::Digest(r) => add(r.clone(), None, None),
-            Source::Repository(r) => {
-                let client =
-                    clients.get(&r.domain, &settings_for(config, &r.domain, &opts.registry))?;
-                let tags = list_tags(&client, &r.path)?;
-                let listed = Arc::new(tags.valid.clone());
-                for tag in filter_tags(&image_tags(&tags.valid, &entry.referrers), &entry.tags) {
-                    let mut s = r.clone();
-                    s.tag = Some(tag);
-                    add(s, None, Some(&listed));
-                }
-                // A bad name the filters would have chosen is reported.
-                for tag in filter_tags(&tags.rejected, &entry.tags) {
-                    rejected.push(Item::rejected(entry, r.clone(), bad_tag(r, &tag)));
-                }
+            let listed = Arc::new(tags.valid.clone());
+            for tag in filter_tags(&image_tags(&tags.valid, &entry.referrers), &entry.tags) {
+                let mut s = r.clone();
+                s.tag = Some(tag);
+                add(s, None, Some(&listed));
             }
-            Source::Prefix { host, prefix } => {
-                let client = clients.get(host, &settings_for(config, host, &opts.registry))?;
-                let listed = list_repositories(&client)?;
-                let under = |names: Vec<String>| -> Vec<String> {
-                    names
-                        .into_iter()
-                        .filter_map(|r| r.strip_prefix(&format!("{prefix}/")).map(str::to_string))
-                        .collect()
-                };
-                let prefix_ref = Reference {
+            // A bad name the filters would have chosen is reported.
+            for tag in filter_tags(&tags.rejected, &entry.tags) {
+                rejected.push(Item::rejected(entry, r.clone(), bad_tag(r, &tag)));
+            }
+        }
+        Source::Prefix { host, prefix } => {
+            let client = clients.get(host, &settings_for(config, host, &opts.registry))?;
+            let prefix_ref = Reference {
+                domain: host.clone(),
+                path: prefix.clone(),
+                tag: None,
+                digest: None,
+            };
+            let listed = match list_repositories(&client) {
+                Ok(listed) => listed,
+                Err(e) if ends_the_run(&e) => return Err(e),
+                Err(e) => {
+                    rejected.push(Item::unlisted(entry, prefix_ref, None, e, true));
+                    return Ok(());
+                }
+            };
+            let under = |names: Vec<String>| -> Vec<String> {
+                names
+                    .into_iter()
+                    .filter_map(|r| r.strip_prefix(&format!("{prefix}/")).map(str::to_string))
+                    .collect()
+            };
+            for rel in filter_repos(under(listed.rejected), &entry.repos) {
+                let why = bad_repository(host, &format!("{prefix}/{rel}"));
+                rejected.push(Item::rejected(entry, prefix_ref.clone(), why));
+            }
+            let below = under(listed.valid);
+            // Tag lists of every repository, fetched in parallel.
+            let repos = filter_repos(below, &entry.repos);
+            let lists = pool::run_all(&repos, repos.len().clamp(1, 16), |_, rel| {
+                list_tags(&client, &format!("{prefix}/{rel}"))
+            });
+            for (rel, tags) in repos.iter().zip(lists) {
+                let path = format!("{prefix}/{rel}");
+                let repo = Reference {
                     domain: host.clone(),
-                    path: prefix.clone(),
+                    path: path.clone(),
                     tag: None,
                     digest: None,
                 };
-                for rel in filter_repos(under(listed.rejected), &entry.repos) {
-                    let why = bad_repository(host, &format!("{prefix}/{rel}"));
-                    rejected.push(Item::rejected(entry, prefix_ref.clone(), why));
+                // A repository whose tags cannot be read fails alone.
+                let tags = match tags {
+                    Ok(tags) => tags,
+                    Err(e) if ends_the_run(&e) => return Err(e),
+                    Err(e) => {
+                        rejected.push(Item::unlisted(entry, repo, Some(rel), e, false));
+                        continue;
+                    }
+                };
+                for tag in filter_tags(&tags.rejected, &entry.tags) {
+                    let why = bad_tag(&repo, &tag);
+                    rejected.push(Item::rejected(entry, repo.clone(), why));
                 }
-                let below = under(listed.valid);
-                // Tag lists of every repository, fetched in parallel.
-                let repos = filter_repos(below, &entry.repos);
-                let lists = pool::run_all(&repos, repos.len().clamp(1, 16), |_, rel| {
-                    list_tags(&client, &format!("{prefix}/{rel}"))
-                });
-                for (rel, tags) in repos.iter().zip(lists) {
-                    let path = format!("{prefix}/{rel}");
-                    let tags = tags?;
-                    let repo = Reference {
+                let listed = Arc::new(tags.valid.clone());
+                let own = image_tags(&tags.valid, &entry.referrers);
+                for tag in filter_tags(&own, &entry.tags) {
+                    let source = Reference {
                         domain: host.clone(),
                         path: path.clone(),
-                        tag: None,
+                        tag: Some(tag),
                         digest: None,
                     };
-                    for tag in filter_tags(&tags.rejected, &entry.tags) {
-                        let why = bad_tag(&repo, &tag);
-                        rejected.push(Item::rejected(entry, repo.clone(), why));
-                    }
-                    let listed = Arc::new(tags.valid.clone());
-                    let own = image_tags(&tags.valid, &entry.referrers);
-                    for tag in filter_tags(&own, &entry.tags) {
-                        let source = Reference {
-                            domain: host.clone(),
-                            path: path.clone(),
-                            tag: Some(tag),
-                            digest: None,
-                        };
-                        add(source, Some(rel), Some(&listed));
-                    }
+                    add(source, Some(rel), Some(&listed));
                 }
             }
         }
-        items.extend(rejected);
     }
-    if let Some((i, n)) = opts.shard {
-        items.retain(|it| shard_of(&format!("{}/{}", it.source.domain, it.source.path), n) == i);
-    }
-    Ok(items)
+    Ok(())
 }
 
 /// `HEAD` of a manifest: its digest, or `None` when absent.
@@ -336,7 +430,7 @@ pub fn check(config: &Config, opts: &SyncOptions, clients: &ClientPool, items: &
     let workers = (opts.jobs * 4).clamp(8, 32);
     let decided = pool::run_all(items, workers, |_, item| {
         let mut item = item.clone();
-        if item.rejected.is_some() {
+        if !item.is_copyable() {
             return item;
         }
         if let Ok(Some(src)) = head(config, opts, clients, &item.source) {

@@ -288,6 +288,7 @@ fn item(target: TargetRef, platforms: Vec<Platform>) -> Item {
         rejected: None,
         source_tags: None,
         attached: false,
+        failed: None,
     }
 }
 

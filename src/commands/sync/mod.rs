@@ -7,7 +7,10 @@
 //! per registry (one token, one connection pool) and one record of which
 //! repository holds which blob, so a blob shared by many images is uploaded
 //! once per target registry and mounted after that. Failed images are tried
-//! once more at the end; one failure never stops the others.
+//! once more at the end; one failure never stops the others. Nor does a
+//! source whose tag list or catalog cannot be read: it fails its own entry
+//! (or repository) only, and a target that cannot be reached fails the
+//! images bound for it only.
 
 pub mod report;
 
@@ -34,6 +37,13 @@ pub fn plan(config: &Config, opts: &SyncOptions, pool: &ClientPool) -> Result<Ve
     let mut items = crate::commands::mirror::plan::expand(config, opts, pool)?;
     crate::commands::mirror::plan::check(config, opts, pool, &mut items);
     Ok(items)
+}
+
+/// The exit code of a plan that is only printed (`--dry-run`): as a run's
+/// would be for the sources that could not be listed, 0 otherwise.
+pub fn plan_exit_code(items: &[Item]) -> u8 {
+    let failed = items.iter().filter_map(|i| i.failed.as_ref());
+    report::exit_code_of(failed.map(|f| Some(f.error.class())), 0)
 }
 
 /// Runs the plan's copies and returns the report; `started` is when the
@@ -74,6 +84,8 @@ pub fn execute(
                 report::image_report(item, &bad, 0, Default::default()),
                 None,
             )
+        } else if let Some(failed) = &item.failed {
+            (report::unlisted(item, &failed.error), None)
         } else if item.up_to_date && !item.attached {
             (report::up_to_date(item), None)
         } else {
@@ -82,12 +94,15 @@ pub fn execute(
     });
     // One more try for what failed for a reason that may pass.
     for (item, image) in items.iter().zip(images.iter_mut()) {
+        // A listing that failed was retried by the client already, and a
+        // registry that could not be reached stays so for this run.
         let failed_transient = image.0.action == Action::Failed
-            && item.rejected.is_none()
+            && item.is_copyable()
             && !matches!(
                 image.0.error_class,
                 Some(ErrorClass::Auth | ErrorClass::Usage)
-            );
+            )
+            && !unreachable(config, item, opts, pool);
         if failed_transient {
             let cause = image.1.take();
             *image = copy(item, cause.as_ref());
@@ -95,6 +110,16 @@ pub fn execute(
     }
     let images = images.into_iter().map(|(rep, _)| rep).collect();
     RunReport::new(images, started.elapsed(), pool.requests())
+}
+
+/// Is the item's source or target a registry found unreachable this run?
+/// Another try would only repeat that failure.
+fn unreachable(config: &Config, item: &Item, opts: &SyncOptions, pool: &ClientPool) -> bool {
+    let down = |host: &str| {
+        pool.get(host, &settings_for(config, host, &opts.registry))
+            .is_ok_and(|c| c.is_unreachable())
+    };
+    down(&item.source.domain) || matches!(&item.target, TargetRef::Registry(r) if down(&r.domain))
 }
 
 fn copy_one(

@@ -45,6 +45,10 @@ pub struct ImageReport {
     /// Why each failed referrer failed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub referrer_errors: Vec<String>,
+    /// This row stands for a repository (or a prefix) whose tag list (or
+    /// catalog) could not be read: its images are unknown this run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub listing_failed: bool,
 }
 
 /// A referrer copied with its subject.
@@ -78,7 +82,18 @@ pub fn up_to_date(item: &Item) -> ImageReport {
         referrers_not_carried: 0,
         referrers_failed: 0,
         referrer_errors: Vec::new(),
+        listing_failed: false,
     }
+}
+
+/// The row of a repository or prefix whose listing failed.
+pub fn unlisted(item: &Item, error: &crate::error::Error) -> ImageReport {
+    let mut rep = up_to_date(item);
+    rep.action = Action::Failed;
+    rep.error_class = Some(error.class());
+    rep.error = Some(error.to_string());
+    rep.listing_failed = true;
+    rep
 }
 
 pub fn image_report(
@@ -137,7 +152,10 @@ pub struct RunReport {
     pub images: Vec<ImageReport>,
     pub copied: usize,
     pub up_to_date: usize,
+    /// Failed rows: images, and repositories or prefixes whose listing
+    /// failed (counted again in `listings_failed`).
     pub failed: usize,
+    pub listings_failed: usize,
     pub blobs_copied: usize,
     pub blobs_mounted: usize,
     pub blobs_skipped: usize,
@@ -156,6 +174,7 @@ impl RunReport {
             copied: count(Action::Copied),
             up_to_date: count(Action::UpToDate),
             failed: count(Action::Failed),
+            listings_failed: images.iter().filter(|i| i.listing_failed).count(),
             blobs_copied: images.iter().map(|i| i.blobs_copied).sum(),
             blobs_mounted: images.iter().map(|i| i.blobs_mounted).sum(),
             blobs_skipped: images.iter().map(|i| i.blobs_skipped).sum(),
@@ -171,17 +190,8 @@ impl RunReport {
     /// 0 all done, 1 some image or referrer failed (retry later), 2 an
     /// image failure retrying will not fix (authentication, usage).
     pub fn exit_code(&self) -> u8 {
-        if self
-            .images
-            .iter()
-            .any(|i| matches!(i.error_class, Some(ErrorClass::Auth | ErrorClass::Usage)))
-        {
-            2
-        } else if self.failed > 0 || self.referrers_failed > 0 {
-            1
-        } else {
-            0
-        }
+        let failed = self.images.iter().filter(|i| i.action == Action::Failed);
+        exit_code_of(failed.map(|i| i.error_class), self.referrers_failed)
     }
 
     /// node_exporter textfile metrics.
@@ -208,6 +218,11 @@ impl RunReport {
                 "imgsync_sync_images{{config=\"{cfg}\",outcome=\"{outcome}\"}} {n}\n"
             ));
         }
+        m.push_str("# HELP imgsync_sync_listings_failed Repositories and catalogs whose listing failed in the last run (their images unknown, counted once each in the failed images).\n# TYPE imgsync_sync_listings_failed gauge\n");
+        m.push_str(&format!(
+            "imgsync_sync_listings_failed{{config=\"{cfg}\"}} {}\n",
+            self.listings_failed
+        ));
         m.push_str("# HELP imgsync_sync_referrers Referrers and digest-tagged manifests of the last run by outcome.\n# TYPE imgsync_sync_referrers gauge\n");
         for (outcome, n) in [
             ("copied", self.referrers_copied),
@@ -231,7 +246,37 @@ impl RunReport {
     }
 }
 
+/// The exit code for failed items of these classes and `others` failures
+/// of no class (referrers): 2 when one is an authentication or usage
+/// failure, which retrying will not fix; 1 for any other; 0 for none.
+pub fn exit_code_of(failures: impl Iterator<Item = Option<ErrorClass>>, others: usize) -> u8 {
+    let mut code = u8::from(others > 0);
+    for class in failures {
+        if matches!(class, Some(ErrorClass::Auth | ErrorClass::Usage)) {
+            return 2;
+        }
+        code = 1;
+    }
+    code
+}
+
 /// Writes a report or metrics file atomically.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     crate::store::atomic_file::write_file_atomic(path, bytes, 0o644)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_retrying_cannot_fix_exit_2_others_1() {
+        let none = std::iter::empty::<Option<ErrorClass>>;
+        assert_eq!(exit_code_of(none(), 0), 0);
+        assert_eq!(exit_code_of(none(), 1), 1, "a failed referrer");
+        let network = [Some(ErrorClass::Network), Some(ErrorClass::NotFound)];
+        assert_eq!(exit_code_of(network.into_iter(), 0), 1);
+        let denied = [Some(ErrorClass::Network), Some(ErrorClass::Auth)];
+        assert_eq!(exit_code_of(denied.into_iter(), 0), 2);
+    }
 }

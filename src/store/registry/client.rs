@@ -256,6 +256,13 @@ impl RegistryClient {
         }
     }
 
+    /// The registry's endpoint check failed this run (nothing listens, no
+    /// TLS, no registry there): every later request reports that failure
+    /// again without trying, so trying anything again is pointless.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self.endpoint.get(), Some(Err(_)))
+    }
+
     pub(super) fn base(&self) -> Result<String> {
         Ok(self.endpoint()?.base.clone())
     }
