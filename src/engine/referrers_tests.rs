@@ -1,6 +1,7 @@
 //! Referrers and digest tags carried by the engine between two in-memory
 //! stores: what travels, what is left behind and why, what fails alone.
 
+use super::tests::opts;
 use super::*;
 use crate::content::Descriptor;
 use crate::content::referrers::{TypeFilter, fallback_tag};
@@ -14,26 +15,8 @@ use crate::store::test_images::{
 const SIG: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 const SBOM: &str = "application/spdx+json";
 
-fn opts(tmp: &tempfile::TempDir) -> CopyOptions {
-    CopyOptions {
-        jobs: 4,
-        tmpdir: tmp.path().to_path_buf(),
-        retry_times: 0,
-        ..CopyOptions::default()
-    }
-}
-
 fn copy_all(source: &MemoryStore, sink: &MemoryStore, o: &CopyOptions) -> CopyReport {
-    let plans: Vec<ImagePlan> = source
-        .images()
-        .unwrap()
-        .into_iter()
-        .map(|image| ImagePlan {
-            names: image.names.clone(),
-            image,
-        })
-        .collect();
-    copy_and_commit(source, sink, &plans, o, &Hidden).unwrap()
+    super::tests::copy_all(source, sink, o).unwrap()
 }
 
 /// An image with a signature and an SBOM, and a signature of the SBOM.

@@ -14,7 +14,7 @@ use crate::store::test_images::{
     Family, Layer, check, field, first_image, image, index, name, publish,
 };
 
-fn opts(tmp: &tempfile::TempDir) -> CopyOptions {
+pub(super) fn opts(tmp: &tempfile::TempDir) -> CopyOptions {
     CopyOptions {
         jobs: 4,
         tmpdir: tmp.path().to_path_buf(),
@@ -36,7 +36,11 @@ fn plans_of(source: &MemoryStore) -> Vec<ImagePlan> {
         .collect()
 }
 
-fn copy_all(source: &MemoryStore, sink: &MemoryStore, o: &CopyOptions) -> Result<CopyReport> {
+pub(super) fn copy_all(
+    source: &MemoryStore,
+    sink: &MemoryStore,
+    o: &CopyOptions,
+) -> Result<CopyReport> {
     copy_and_commit(source, sink, &plans_of(source), o, &Hidden)
 }
 

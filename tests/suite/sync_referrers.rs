@@ -7,12 +7,10 @@
 //! (monolithic blob uploads, manifest PUTs, the fallback tag index kept by
 //! hand), so the source is set up without imgsync.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
 use serde_json::{Value, json};
 
 use super::fixture_archives::gzip;
+use super::fixture_push::{Repo, fallback_tag, http};
 use super::harness::*;
 use super::registry_harness::{Kind, Registry};
 
@@ -22,92 +20,14 @@ const EMPTY: &str = "application/vnd.oci.empty.v1+json";
 const SIG_TYPE: &str = "application/example.signature";
 const SBOM_TYPE: &str = "application/example.sbom";
 
-/// One HTTP/1.1 request to a plain-HTTP registry; the status, the
-/// `Location` header and the body. `content_type` is sent as `Accept` on a
-/// `GET`.
-fn http_request(
-    host: &str,
-    method: &str,
-    path: &str,
-    content_type: Option<&str>,
-    body: &[u8],
-) -> (u16, Option<String>, Vec<u8>) {
-    let mut s = TcpStream::connect(host).unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    match content_type {
-        Some(ct) if method != "GET" => head.push_str(&format!("Content-Type: {ct}\r\n")),
-        Some(accept) => head.push_str(&format!("Accept: {accept}\r\n")),
-        None => {}
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let location = head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("location")
-            .then(|| v.trim().to_string())
-    });
-    (status, location, raw[split + 4..].to_vec())
-}
-
-/// A descriptor of `bytes` stored as a blob of `repo` (POST, then PUT with
-/// the digest: a monolithic upload).
+/// A descriptor of `bytes` stored as a blob of `repo`.
 fn push_blob(host: &str, repo: &str, media_type: &str, bytes: &[u8]) -> Value {
-    let digest = format!("sha256:{}", sha256_hex(bytes));
-    let (status, location, _) = http_request(
-        host,
-        "POST",
-        &format!("/v2/{repo}/blobs/uploads/"),
-        None,
-        b"",
-    );
-    assert_eq!(status, 202, "start upload to {repo}");
-    let location = location.unwrap();
-    // The registry may answer with an absolute URL.
-    let path = match location.split_once("://") {
-        Some((_, rest)) => rest[rest.find('/').unwrap()..].to_string(),
-        None => location,
-    };
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let (status, _, _) = http_request(
-        host,
-        "PUT",
-        &format!("{path}{sep}digest={digest}"),
-        Some("application/octet-stream"),
-        bytes,
-    );
-    assert_eq!(status, 201, "finish upload of {digest} to {repo}");
-    json!({"mediaType": media_type, "digest": digest, "size": bytes.len()})
+    Repo::new(host, repo).blob(media_type, bytes)
 }
 
 /// PUTs a manifest under a tag or its digest; returns its descriptor.
 fn push_manifest(host: &str, repo: &str, reference: Option<&str>, doc: &Value) -> Value {
-    let bytes = serde_json::to_vec(doc).unwrap();
-    let digest = format!("sha256:{}", sha256_hex(&bytes));
-    let media_type = doc["mediaType"].as_str().unwrap();
-    let reference = reference.unwrap_or(&digest);
-    let (status, _, body) = http_request(
-        host,
-        "PUT",
-        &format!("/v2/{repo}/manifests/{reference}"),
-        Some(media_type),
-        &bytes,
-    );
-    assert_eq!(
-        status,
-        201,
-        "PUT {repo}:{reference}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    json!({"mediaType": media_type, "digest": digest, "size": bytes.len()})
+    Repo::new(host, repo).manifest(reference, doc)
 }
 
 /// What `push_signed_image` pushed.
@@ -118,10 +38,6 @@ struct Signed {
     referrers: Vec<String>,
     /// The manifest under the digest tag `sha256-<hex>.sig`.
     sig_tag_digest: String,
-}
-
-fn fallback_of(digest: &str) -> String {
-    digest.replacen(':', "-", 1)
 }
 
 /// Pushes `repo:tag` (one layer saying `text`), then attaches the given
@@ -157,14 +73,14 @@ fn push_signed_image(
     }
     if !listed.is_empty() {
         let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": listed});
-        push_manifest(host, repo, Some(&fallback_of(&digest)), &index);
+        push_manifest(host, repo, Some(&fallback_tag(&digest)), &index);
     }
     let sig_tag_digest = if sig_tag {
         let sig = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
             "config": push_blob(host, repo, "application/vnd.oci.image.config.v1+json", b"{\"cosign\":1}"),
             "layers": [push_blob(host, repo, "application/vnd.dev.cosign.simplesigning.v1+json",
                 format!("{{\"critical\":{{\"image\":{{\"docker-manifest-digest\":\"{digest}\"}}}}}}").as_bytes())]});
-        let tag = format!("{}.sig", fallback_of(&digest));
+        let tag = format!("{}.sig", fallback_tag(&digest));
         push_manifest(host, repo, Some(&tag), &sig)["digest"]
             .as_str()
             .unwrap()
@@ -184,19 +100,20 @@ fn push_signed_image(
 
 /// The manifest bytes a tag or digest names, if it exists.
 fn manifest_of(host: &str, repo: &str, reference: &str) -> Option<Value> {
-    let (status, _, body) = http_request(
+    let accept = format!("{OCI_MANIFEST}, {OCI_INDEX}");
+    let got = http(
         host,
         "GET",
         &format!("/v2/{repo}/manifests/{reference}"),
-        Some(&format!("{OCI_MANIFEST}, {OCI_INDEX}")),
+        &[("Accept", &accept)],
         b"",
     );
-    (status == 200).then(|| serde_json::from_slice(&body).unwrap())
+    (got.status == 200).then(|| got.json())
 }
 
 /// The digests a referrers fallback tag lists at a registry.
 fn listed_referrers(host: &str, repo: &str, subject: &str) -> Vec<String> {
-    let mut out: Vec<String> = manifest_of(host, repo, &fallback_of(subject))
+    let mut out: Vec<String> = manifest_of(host, repo, &fallback_tag(subject))
         .map(|i| {
             i["manifests"]
                 .as_array()
@@ -281,8 +198,8 @@ fn referrers_and_digest_tags_travel_with_their_images_and_a_noop_costs_almost_no
     // Each image, its referrers in the fallback tag, its digest tag.
     let mut expected = vec!["1".to_string(), "2".to_string()];
     for signed in [&one, &two] {
-        expected.push(fallback_of(&signed.digest));
-        expected.push(format!("{}.sig", fallback_of(&signed.digest)));
+        expected.push(fallback_tag(&signed.digest));
+        expected.push(format!("{}.sig", fallback_tag(&signed.digest)));
         assert_eq!(
             listed_referrers(d, "mirror/app", &signed.digest),
             sorted(signed.referrers.clone())
@@ -297,7 +214,7 @@ fn referrers_and_digest_tags_travel_with_their_images_and_a_noop_costs_almost_no
     let sig_at_target = manifest_of(
         d,
         "mirror/app",
-        &format!("{}.sig", fallback_of(&one.digest)),
+        &format!("{}.sig", fallback_tag(&one.digest)),
     );
     let sig_bytes = serde_json::to_vec(&sig_at_target.unwrap()).unwrap();
     assert_eq!(
@@ -372,7 +289,7 @@ fn the_config_chooses_what_travels() {
     let (s, d) = (&src.host, &dst.host);
     let one = push_signed_image(s, "app", "1", "one", &[SIG_TYPE, SBOM_TYPE], true);
     let (sig, sbom) = (one.referrers[0].clone(), one.referrers[1].clone());
-    let fallback = fallback_of(&one.digest);
+    let fallback = fallback_tag(&one.digest);
     let sig_tag = format!("{fallback}.sig");
     let entry = |target: &str, extra: &str| {
         format!("  - source: {s}/app\n    target: {d}/{target}\n{extra}")
@@ -479,8 +396,8 @@ fn a_referrer_that_fails_fails_the_run_and_is_named() {
     // the registry cannot see): it is not carried, and says so.
     let two = push_signed_image(s, "app", "2", "two", &[], false);
     let misfiled = good.referrers[0].clone();
-    let listed = manifest_of(s, "app", &fallback_of(&good.digest)).unwrap();
-    push_manifest(s, "app", Some(&fallback_of(&two.digest)), &listed);
+    let listed = manifest_of(s, "app", &fallback_tag(&good.digest)).unwrap();
+    push_manifest(s, "app", Some(&fallback_tag(&two.digest)), &listed);
     let yaml = format!("version: 1\nsync:\n  - source: {s}/app\n    target: {d}/app\n");
     std::fs::write(t.path("m.yaml"), &yaml).unwrap();
     let report_path = t.p("report.json");
