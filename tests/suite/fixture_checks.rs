@@ -200,3 +200,21 @@ pub fn manifest_subject(layout: &Path, digest: &str) -> Option<String> {
     let m: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     m["subject"]["digest"].as_str().map(str::to_string)
 }
+
+/// A layout holds `digest` under `name` and, beside it, only what is
+/// attached to it: digest tags (`sha256-…`) and referrers (entries without
+/// a name whose manifest has a subject).
+pub fn assert_named_with_attachments(layout: &Path, name: &str, digest: &str) {
+    let entries = index_entries(layout);
+    assert!(entries.contains(&(Some(name.to_string()), digest.to_string())));
+    for (n, d) in &entries {
+        match n {
+            Some(n) if n == name => {}
+            Some(n) => assert!(
+                n.starts_with("sha256-"),
+                "{n} {d} is not attached to {name}"
+            ),
+            None => assert!(manifest_subject(layout, d).is_some(), "{d} has no subject"),
+        }
+    }
+}

@@ -536,23 +536,7 @@ fn regclient_buildx_attestations_are_copied() {
     let images = inspect(&t, &format!("{}:v1", oci(&src)));
     assert_eq!(images[0]["digest"], v1);
     copy_verify(&t, &format!("{}:v1", oci(&src)), "out");
-    // The image under its name; beside it only what is attached to it:
-    // its digest tags and its referrers (entries without a name).
-    let entries = index_entries(&t.path("out"));
-    assert!(entries.contains(&(Some("v1".to_string()), v1.to_string())));
-    for (name, digest) in &entries {
-        match name {
-            Some(n) if n == "v1" => {}
-            Some(n) => assert!(
-                n.starts_with("sha256-"),
-                "{n} {digest} is not attached to v1"
-            ),
-            None => assert!(
-                manifest_subject(&t.path("out"), digest).is_some(),
-                "{digest} has no subject"
-            ),
-        }
-    }
+    assert_named_with_attachments(&t.path("out"), "v1", &v1);
     let attestation = "43089316cfeec5c2f7897591f5925167afda21932cf71a1a1264684930e7b40a";
     assert!(
         t.path("out/blobs/sha256").join(attestation).exists(),
