@@ -536,7 +536,7 @@ fn regclient_buildx_attestations_are_copied() {
     let images = inspect(&t, &format!("{}:v1", oci(&src)));
     assert_eq!(images[0]["digest"], v1);
     copy_verify(&t, &format!("{}:v1", oci(&src)), "out");
-    assert_named_with_attachments(&t.path("out"), "v1", &v1);
+    assert_named_with_attachments(&t.path("out"), "v1", v1);
     let attestation = "43089316cfeec5c2f7897591f5925167afda21932cf71a1a1264684930e7b40a";
     assert!(
         t.path("out/blobs/sha256").join(attestation).exists(),
