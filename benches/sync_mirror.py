@@ -183,7 +183,7 @@ class Bench:
         self.logs = workdir / "logs"
         self.logs.mkdir()
         self.runner = Runner(args.rss_method, workdir)
-        self.registries = Registries(registry_bin, workdir / "registries")
+        self.registries = Registries(registry_bin, workdir / "registries", args.rtt_ms)
         self.results: list[RunResult] = []
         self.scale: dict[str, Any] = {}
         self.meta: dict[str, Any] = {}
