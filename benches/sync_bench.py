@@ -74,7 +74,10 @@ Latency (--rtt-ms N, default 0)
   refused HTTPS probes take the handshake plus a round trip.  Bandwidth is
   not limited.  The delay is slept in the proxy's per-connection thread:
   it adds to wall time, not to the tools' CPU, and not to request counts.
-  The proxy check in the header is measured without it.
+  The proxy check in the header is measured without it.  skopeo 1.9 sends
+  `Connection: close` with every request (the proxy's connection count
+  equals its request count), so it pays a handshake per request, as it
+  would over a real network (where TLS would add more round trips still).
 
 Measurements (as in e2e.py)
   wall      perf_counter() around the process lifetime (best of the runs;
