@@ -65,6 +65,20 @@ Scale (imgsync only; --no-scale skips it)
   `imgsync sync` fills a fresh target, then --noop-runs no-op runs are
   timed; reported are seconds, requests, and both per tag.
 
+Latency (--rtt-ms N, default 0)
+  Loopback registries answer in well under a millisecond; real mirrors talk
+  to registries 20-150 ms away.  --rtt-ms N makes every proxy of the run
+  behave like a network path of N ms round-trip time: each request reaches
+  the registry N/2 ms late, each response reaches the tool N/2 ms late, and
+  a new connection's first request waits one more N ms (the TCP handshake);
+  refused HTTPS probes take the handshake plus a round trip.  Bandwidth is
+  not limited.  The delay is slept in the proxy's per-connection thread:
+  it adds to wall time, not to the tools' CPU, and not to request counts.
+  The proxy check in the header is measured without it.  skopeo 1.9 sends
+  `Connection: close` with every request (the proxy's connection count
+  equals its request count), so it pays a handshake per request, as it
+  would over a real network (where TLS would add more round trips still).
+
 Measurements (as in e2e.py)
   wall      perf_counter() around the process lifetime (best of the runs;
             medians in JSON).
@@ -86,6 +100,7 @@ Usage (from the project root):
     benches/sync_bench.py --no-scale --repos 5 --tags 2
     benches/sync_bench.py --no-scale --referrers --repos 5 --tags 2 --base-kib 64
     benches/sync_bench.py --no-scale --imgsync-jobs 1   # imgsync one image at a time, like skopeo
+    benches/sync_bench.py --no-scale --repos 10 --tags 2 --base-kib 64 --rtt-ms 50   # registries 50 ms away
     benches/sync_bench.py --imgsync target/debug/imgsync --no-build --keep
 
 The imgsync binary defaults to target/release/imgsync under the project root
@@ -197,6 +212,8 @@ def print_report(bench: Bench, rows: list[dict[str, Any]]) -> None:
           f" {src.get('distinct_layers', '?')} distinct layers, {src.get('stored_bytes', 0) / MIB:.1f} MiB stored;"
           f" moved tag {src.get('moved_tag', '?')}")
     parts = [f"runs={a.runs} (cold, moved), no-op runs={a.noop_runs} per run"]
+    parts.append(f"network RTT {a.rtt_ms:g} ms (simulated by the proxies)" if a.rtt_ms
+                 else "network RTT 0 (loopback)")
     if m.get("launcher_floor"):
         parts.append(floor_note(m))
     parts.append(f"cpus={m.get('cpus')}")
@@ -264,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="give every source image one signature referrer (in its referrers fallback tag) and one"
                          " cosign-style .sig digest tag; imgsync carries them with their image, skopeo copies the"
                          " tags as images of their own")
+    ap.add_argument("--rtt-ms", type=float, default=0.0, metavar="N",
+                    help="simulate registries N ms of round-trip time away: every proxy delays each direction"
+                         " by N/2 ms and a new connection by one more N ms (default 0: loopback)")
     ap.add_argument("--no-scale", action="store_true", help="skip the imgsync no-op run over many tags")
     ap.add_argument("--scale-repos", type=int, default=10, help="repositories of the scale run (default 10)")
     ap.add_argument("--scale-tags", type=int, default=100, help="tags per repository of the scale run (default 100)")
@@ -284,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.runs < 1 or args.noop_runs < 1 or args.repos < 1 or args.tags < 1 or args.base_kib < 16:
         ap.error("--runs, --noop-runs, --repos, --tags must be >= 1 and --base-kib >= 16")
+    if not 0 <= args.rtt_ms <= 10000:
+        ap.error("--rtt-ms must be between 0 and 10000")
     if args.scale_repos < 1 or args.scale_tags < 1 or args.scale_images < 1:
         ap.error("--scale-repos, --scale-tags, --scale-images must be >= 1")
 

@@ -9,6 +9,12 @@ buffers; chunked bodies are forwarded a read buffer at a time, parsing only
 the chunk-size lines.  The proxy refuses TLS: a connection whose first byte
 is a TLS handshake record is closed, which is how the HTTPS probes of both
 tools fail (counted as `tls_refused`, not as requests).
+
+With rtt_ms > 0 the proxy also stands in for a wide-area network between
+the tool and the registry (see _Latency): messages are held back in the
+connection's own thread, so the kernel needs no traffic shaping (tc/netem),
+concurrent connections wait independently, and waiting is sleeping, not CPU.
+Requests are counted when they arrive, before any wait.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import fcntl
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +64,61 @@ def tune_socket(s: socket.socket) -> None:
             pass
 
 
+class _Latency:
+    """The propagation delay of one proxied connection over a simulated WAN.
+
+    A message that reached the proxy at time t is forwarded at t + RTT/2
+    (requests towards the registry, responses towards the tool), which is
+    when it would have crossed a path of that round-trip time.  Only the
+    start of a message is held: its body then streams at loopback speed, so
+    bandwidth and TCP slow start are not modelled, only latency.  HTTP/1.1
+    without pipelining (as both tools use it) waits for each response
+    before the next request, so one thread per connection holding its own
+    messages gives each connection its own, independent delay.
+
+    A new connection also owes its TCP handshake: on loopback connect()
+    returns at once and the tool sends straight away, but over the network
+    its first byte could leave only one RTT after connecting.  So the first
+    request is not forwarded before opened + RTT + RTT/2.
+    """
+
+    def __init__(self, rtt_s: float, opened: float):
+        self.rtt = rtt_s
+        self.half = rtt_s / 2
+        self.ready = opened + rtt_s  # when the handshake would be done
+        self.first = True
+
+    @staticmethod
+    def _until(t: float) -> None:
+        wait = t - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+
+    def _sent(self, arrived: float) -> float:
+        """When a message from the tool that reached the proxy at `arrived`
+        could have left the tool: the first one waits for the handshake."""
+        sent = max(arrived, self.ready) if self.first else arrived
+        self.first = False
+        return sent
+
+    def request(self, arrived: float) -> None:
+        """Holds a request that reached the proxy at `arrived` (monotonic)."""
+        if self.rtt:
+            self._until(self._sent(arrived) + self.half)
+
+    def response(self, arrived: float) -> None:
+        """Holds a response (or interim response) from the registry."""
+        if self.rtt:
+            self._until(arrived + self.half)
+
+    def round_trip(self, arrived: float) -> None:
+        """Holds an answer the proxy gives itself in the registry's place
+        (100 Continue, the refusal of a TLS ClientHello): the message had to
+        reach the registry and the answer come back."""
+        if self.rtt:
+            self._until(self._sent(arrived) + self.rtt)
+
+
 class _Peer:
     """One side of a proxied connection: the socket and bytes read ahead."""
 
@@ -65,6 +127,7 @@ class _Peer:
         self.fd = sock.fileno()
         self.buf = b""
         self.pos = 0
+        self.filled_at = 0.0  # monotonic time of the last read that got bytes
 
     @property
     def avail(self) -> int:
@@ -74,6 +137,7 @@ class _Peer:
         chunk = self.sock.recv(RECV_SIZE)
         if not chunk:
             return False
+        self.filled_at = time.monotonic()
         self.buf = chunk if self.pos == len(self.buf) else self.buf[self.pos:] + chunk
         self.pos = 0
         return True
@@ -121,13 +185,17 @@ class CountingProxy:
     payload bytes are never copied into the interpreter.  The Host header is
     kept, so the registry's upload Locations point back at the proxy.  A
     connection that starts with a TLS handshake record is closed.
+    rtt_ms > 0 adds the latency of a network with that round-trip time
+    (see _Latency); rtt_s may be changed between runs (new connections
+    take the value they find).
     """
 
     splice_ok = hasattr(os, "splice")
 
-    def __init__(self, upstream_port: int, label: str):
+    def __init__(self, upstream_port: int, label: str, rtt_ms: float = 0.0):
         self.upstream = ("127.0.0.1", upstream_port)
         self.label = label
+        self.rtt_s = rtt_ms / 1000
         self.lock = threading.Lock()
         self._zero()
         # What the last take() returned: the per-proxy split of a run whose
@@ -188,6 +256,7 @@ class CountingProxy:
     def _serve(self, csock: socket.socket) -> None:
         usock: socket.socket | None = None
         pipe: tuple[int, int] | None = None
+        latency = _Latency(self.rtt_s, time.monotonic())
         try:
             tune_socket(csock)
             client = _Peer(csock)
@@ -196,6 +265,9 @@ class CountingProxy:
             if client.buf[0] == TLS_HANDSHAKE:
                 with self.lock:
                     self.tls_refused += 1
+                # Over a network the tool learns of the refusal only after
+                # the handshake and the ClientHello's round trip.
+                latency.round_trip(client.filled_at)
                 return
             with self.lock:
                 self.connections += 1
@@ -219,12 +291,17 @@ class CountingProxy:
                             fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, PIPE_SIZE)
                         except (OSError, AttributeError):
                             pass
+                arrived = client.filled_at
                 if "100-continue" in _tokens(headers.get("expect")):
                     # Answered here; the registry gets the request without it.
+                    latency.round_trip(arrived)
                     csock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
                     head = b"\r\n".join(
                         l for l in head.split(b"\r\n") if not l.lower().startswith(b"expect:")
                     )
+                    # The body leaves the tool only now.
+                    arrived = time.monotonic()
+                latency.request(arrived)
                 upstream.sock.sendall(head)
                 n = self._body(client, usock, headers, request=True, pipe=pipe)
                 with self.lock:
@@ -234,6 +311,7 @@ class CountingProxy:
                     if rhead is None:
                         return
                     status_line, rheaders = parse_head(rhead)
+                    latency.response(upstream.filled_at)
                     csock.sendall(rhead)
                     parts = status_line.split(" ", 2)
                     status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0

@@ -119,18 +119,23 @@ class Endpoint:
 
 
 class Registries:
-    """Starts, tracks and stops the registries (and proxies) of one harness run."""
+    """Starts, tracks and stops the registries (and proxies) of one harness run.
 
-    def __init__(self, binary: str, root: Path):
+    rtt_ms > 0 makes every proxy add the latency of a network with that
+    round-trip time (harness/proxy.py, _Latency).
+    """
+
+    def __init__(self, binary: str, root: Path, rtt_ms: float = 0.0):
         self.binary = binary
         self.root = root
+        self.rtt_ms = rtt_ms
         self.live: list[Endpoint] = []
         self.n = 0
 
     def start(self, label: str) -> Endpoint:
         self.n += 1
         reg = Registry(self.binary, self.root / f"{self.n:04d}-{label}")
-        ep = Endpoint(reg, CountingProxy(reg.port, label))
+        ep = Endpoint(reg, CountingProxy(reg.port, label, self.rtt_ms))
         self.live.append(ep)
         return ep
 
@@ -145,7 +150,11 @@ class Registries:
 
 
 def measure_proxy(ep: Endpoint, repo: str, manifest_body: bytes) -> dict[str, Any] | None:
-    """Best of 5 GETs of the image's largest layer, directly and through the proxy."""
+    """Best of 5 GETs of the image's largest layer, directly and through the proxy.
+
+    This is the proxy's own cost, so a simulated network latency is off
+    while it is measured.
+    """
     layers = json.loads(manifest_body).get("layers") or []
     if not layers:
         return None
@@ -169,9 +178,13 @@ def measure_proxy(ep: Endpoint, repo: str, manifest_body: bytes) -> dict[str, An
             conn.close()
 
     direct, proxied = [], []
-    for _ in range(5):
-        direct.append(get(ep.direct_port))
-        proxied.append(get(ep.proxy.port))
+    rtt_s, ep.proxy.rtt_s = ep.proxy.rtt_s, 0.0
+    try:
+        for _ in range(5):
+            direct.append(get(ep.direct_port))
+            proxied.append(get(ep.proxy.port))
+    finally:
+        ep.proxy.rtt_s = rtt_s
     ep.proxy.take()
     res = {"blob_bytes": desc["size"], "direct_s": min(direct), "proxy_s": min(proxied)}
     log(
