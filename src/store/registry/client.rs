@@ -150,6 +150,8 @@ pub struct RegistryClient {
     pub(super) requests: AtomicU64,
     /// Whether the registry serves the referrers API, once learned.
     pub(super) referrers_api: Mutex<Option<bool>>,
+    /// Held by the request that finds out.
+    pub(super) referrers_probe: Mutex<()>,
 }
 
 /// Does `url` name the same scheme, host and port as the registry's base
@@ -213,6 +215,7 @@ impl RegistryClient {
             retry_times: settings.retry_times.unwrap_or(3),
             requests: AtomicU64::new(0),
             referrers_api: Mutex::new(None),
+            referrers_probe: Mutex::new(()),
         }
     }
 

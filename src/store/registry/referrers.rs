@@ -40,6 +40,20 @@ impl RegistryClient {
         if self.referrers_api() == Some(false) {
             return Ok(None);
         }
+        // Until the registry has answered once, one request asks at a time:
+        // the images copied in parallel wait for that answer rather than
+        // each probing a registry that keeps no API.
+        let _probing = match self.referrers_api() {
+            None => Some(
+                self.referrers_probe
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            ),
+            Some(_) => None,
+        };
+        if self.referrers_api() == Some(false) {
+            return Ok(None);
+        }
         let what = format!("GET referrers of {repo}@{subject}");
         let mut out = Vec::new();
         let mut next = Some(format!("/v2/{repo}/referrers/{subject}"));
