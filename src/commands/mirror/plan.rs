@@ -62,6 +62,8 @@ pub struct Item {
     /// its `source` is that repository, it is never copied, only reported
     /// as failed, and the rest of the run goes on.
     pub failed: Option<ListingFailure>,
+    /// Up to date on the word of the state file: the target was not asked.
+    pub state_skipped: bool,
 }
 
 /// Why a repository's tag list or a prefix's catalog could not be read.
@@ -98,6 +100,7 @@ impl Item {
             source_tags: None,
             attached: false,
             failed: None,
+            state_skipped: false,
         }
     }
 
@@ -420,10 +423,33 @@ fn head(
     })
 }
 
+/// What the state file says an earlier run mirrored to an item's target.
+#[derive(Debug, Clone)]
+pub struct Known {
+    /// The source digest mirrored there.
+    pub digest: Digest,
+    /// The tag never moves (`immutable-tags`, or a digest pin): the
+    /// source is not asked either.
+    pub immutable: bool,
+}
+
 /// Marks the items whose target already has the source's digest, with
 /// `HEAD` requests in parallel. An item whose check fails stays to copy
 /// (its copy reports the failure).
 pub fn check(config: &Config, opts: &SyncOptions, clients: &ClientPool, items: &mut [Item]) {
+    check_knowing(config, opts, clients, items, &|_| None)
+}
+
+/// [`check`], trusting what `known` says was mirrored: an item mirrored
+/// from the digest its source still has (or from an immutable tag) is up
+/// to date without asking its target.
+pub fn check_knowing(
+    config: &Config,
+    opts: &SyncOptions,
+    clients: &ClientPool,
+    items: &mut [Item],
+    known: &(dyn Fn(&Item) -> Option<Known> + Sync),
+) {
     let layouts: Mutex<std::collections::HashMap<PathBuf, Vec<(String, String)>>> =
         Default::default();
     // HEAD requests are tiny and latency-bound: many at once.
@@ -433,7 +459,22 @@ pub fn check(config: &Config, opts: &SyncOptions, clients: &ClientPool, items: &
         if !item.is_copyable() {
             return item;
         }
+        // A platform subset is always copied (see `decide`): nothing to trust.
+        let known = item.platforms.is_empty().then(|| known(&item)).flatten();
+        let trusted = |mut item: Item, digest: Digest| {
+            item.source_digest = Some(digest);
+            item.up_to_date = true;
+            item.state_skipped = true;
+            item.attached = attached(config, &item);
+            item
+        };
+        if let Some(k) = known.as_ref().filter(|k| k.immutable) {
+            return trusted(item, k.digest.clone());
+        }
         if let Ok(Some(src)) = head(config, opts, clients, &item.source) {
+            if known.as_ref().is_some_and(|k| k.digest == src) {
+                return trusted(item, src);
+            }
             decide(
                 &mut item,
                 src,

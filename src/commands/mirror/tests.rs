@@ -289,6 +289,7 @@ fn item(target: TargetRef, platforms: Vec<Platform>) -> Item {
         source_tags: None,
         attached: false,
         failed: None,
+        state_skipped: false,
     }
 }
 
