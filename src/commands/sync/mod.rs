@@ -48,13 +48,11 @@ pub fn plan_with_state(
 ) -> Result<Vec<Item>> {
     let mut items = crate::commands::mirror::plan::expand(config, opts, pool)?;
     match memory {
-        Some(m) => crate::commands::mirror::plan::check_knowing(
-            config,
-            opts,
-            pool,
-            &mut items,
-            &|item| state::known(config, m, item),
-        ),
+        Some(m) => {
+            crate::commands::mirror::plan::check_knowing(config, opts, pool, &mut items, &|item| {
+                state::known(config, m, item)
+            })
+        }
         None => crate::commands::mirror::plan::check(config, opts, pool, &mut items),
     }
     Ok(items)

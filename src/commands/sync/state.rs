@@ -243,7 +243,12 @@ mod tests {
         let day = Some(Duration::from_secs(86400));
         assert!(full_check_due(None, None, false, 100));
         assert!(full_check_due(Some(&state(Some(100))), None, true, 100));
-        assert!(!full_check_due(Some(&state(Some(100))), None, false, 1 << 40));
+        assert!(!full_check_due(
+            Some(&state(Some(100))),
+            None,
+            false,
+            1 << 40
+        ));
         assert!(!full_check_due(Some(&state(Some(100))), day, false, 86499));
         assert!(full_check_due(Some(&state(Some(100))), day, false, 86500));
         assert!(full_check_due(Some(&state(None)), day, false, 100));
