@@ -284,4 +284,102 @@ mod tests {
         save(&path, &state(Some(5))).unwrap();
         assert_eq!(load(&path, "id").state.unwrap().verified_at, Some(5));
     }
+
+    fn item(repo: &str, tag: &str) -> Item {
+        let source =
+            crate::content::Reference::parse(&format!("src.example/{repo}:{tag}")).unwrap();
+        let target =
+            crate::content::Reference::parse(&format!("dst.example/{repo}:{tag}")).unwrap();
+        Item {
+            entry: 0,
+            source,
+            target: crate::commands::mirror::plan::TargetRef::Registry(target),
+            platforms: vec![],
+            source_digest: None,
+            up_to_date: false,
+            retag: false,
+            rejected: None,
+            source_tags: None,
+            attached: false,
+            failed: None,
+            state_skipped: false,
+        }
+    }
+
+    fn report(items: &[Item], outcomes: &[(Action, Option<&str>)]) -> RunReport {
+        let images = items
+            .iter()
+            .zip(outcomes)
+            .map(|(i, (action, digest))| {
+                let mut r = super::super::report::up_to_date(i);
+                r.action = *action;
+                r.source_digest = digest.map(str::to_string);
+                r
+            })
+            .collect();
+        RunReport::new(images, Duration::ZERO, 0)
+    }
+
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    #[test]
+    fn what_failed_is_forgotten_what_moved_is_dated_anew_and_unselected_tags_go() {
+        let items = [item("app", "1"), item("app", "2"), item("app", "3")];
+        let first = report(
+            &items,
+            &[
+                (Action::Copied, Some(D1)),
+                (Action::UpToDate, Some(D1)),
+                (Action::Failed, Some(D2)),
+            ],
+        );
+        let s = updated(None, "id", &items, &first, None, true, 10);
+        assert_eq!(s.verified_at, Some(10));
+        assert_eq!(s.images.len(), 2, "{:?}", s.images);
+        assert!(!s.images.contains_key("dst.example/app:3"));
+        // app:1 moved, app:2 failed this time, app:3 is no longer selected.
+        let second = report(
+            &items[..2],
+            &[(Action::Copied, Some(D2)), (Action::Failed, None)],
+        );
+        let s = updated(Some(s), "id", &items[..2], &second, None, false, 20);
+        assert_eq!(s.verified_at, Some(10), "not a full check");
+        let one = &s.images["dst.example/app:1"];
+        assert_eq!((one.digest.as_str(), one.mirrored_at), (D2, 20));
+        assert_eq!(s.images.len(), 1, "{:?}", s.images);
+        // Unchanged: the date it was first mirrored stays.
+        let third = report(&items[..1], &[(Action::UpToDate, Some(D2))]);
+        let s = updated(Some(s), "id", &items[..1], &third, None, false, 30);
+        assert_eq!(s.images["dst.example/app:1"].mirrored_at, 20);
+    }
+
+    #[test]
+    fn records_of_other_shards_are_kept() {
+        let items = [
+            item("a", "1"),
+            item("b", "1"),
+            item("c", "1"),
+            item("d", "1"),
+        ];
+        let all = report(&items, &[(Action::Copied, Some(D1)); 4]);
+        let s = updated(None, "id", &items, &all, None, true, 1);
+        let shard = crate::commands::mirror::shard_of("src.example/a", 2);
+        let mine: Vec<Item> = items
+            .iter()
+            .filter(|i| {
+                crate::commands::mirror::shard_of(&format!("src.example/{}", i.source.path), 2)
+                    == shard
+            })
+            .cloned()
+            .collect();
+        let none = report(&[], &[]);
+        let s = updated(Some(s), "id", &[], &none, Some((shard, 2)), false, 2);
+        assert_eq!(s.images.len(), 4 - mine.len());
+        assert!(
+            s.images
+                .values()
+                .all(|r| crate::commands::mirror::shard_of(&r.repository, 2) != shard)
+        );
+    }
 }
