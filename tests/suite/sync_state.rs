@@ -112,6 +112,11 @@ fn a_no_op_run_with_state_asks_the_source_only_and_immutable_tags_cost_nothing()
     assert_eq!(with.report["up_to_date"], 5, "{}", with.report);
     assert_eq!(with.report["state_skipped"], 5, "{}", with.report);
     assert_eq!(with.report["full_check"], false);
+    assert!(
+        with.stderr.contains("5 up to date by the state file"),
+        "{}",
+        with.stderr
+    );
     assert!(with.to(&dst.host).is_empty(), "{:?}", with.to(&dst.host));
     assert_eq!(with.heads_to(&src.host), 5);
     let listings = with
@@ -259,11 +264,28 @@ fn a_state_file_of_another_config_or_corrupt_is_ignored_with_a_warning() {
     assert_eq!(report["copied"], 2, "{report}");
     assert_eq!(tags_of(&t, &format!("{}/b", dst.host)), ["1", "2"]);
     // A fresh state was written for this config.
+    let metrics = t.p("sync.prom");
     let again = t
-        .imgsync(&["sync", "--config", &cfg, "--state", &state, "--json"])
+        .imgsync(&[
+            "sync",
+            "--config",
+            &cfg,
+            "--state",
+            &state,
+            "--json",
+            "--metrics",
+            &metrics,
+        ])
         .ok();
     assert!(!again.stderr.contains("warning"), "{}", again.stderr);
     assert_eq!(again.json()["state_skipped"], 2);
+    let metrics = std::fs::read_to_string(t.path("sync.prom")).unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("imgsync_sync_state_skipped{") && l.ends_with("} 2")),
+        "{metrics}"
+    );
 
     // A corrupt state: a warning, and a run as without one. A dry run
     // reads it but leaves it as it was.

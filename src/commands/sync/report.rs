@@ -240,6 +240,11 @@ impl RunReport {
             "imgsync_sync_listings_failed{{config=\"{cfg}\"}} {}\n",
             self.listings_failed
         ));
+        m.push_str("# HELP imgsync_sync_state_skipped Images of the last run found up to date from the state file, their target not asked.\n# TYPE imgsync_sync_state_skipped gauge\n");
+        m.push_str(&format!(
+            "imgsync_sync_state_skipped{{config=\"{cfg}\"}} {}\n",
+            self.state_skipped
+        ));
         m.push_str("# HELP imgsync_sync_referrers Referrers and digest-tagged manifests of the last run by outcome.\n# TYPE imgsync_sync_referrers gauge\n");
         for (outcome, n) in [
             ("copied", self.referrers_copied),
