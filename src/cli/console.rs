@@ -591,6 +591,18 @@ pub fn sync_summary(
         report.requests,
         report.seconds
     );
+    if report.state_skipped > 0 || !report.full_check {
+        say!(
+            "sync {}: {} up to date by the state file (targets not asked); {}",
+            config.display(),
+            report.state_skipped,
+            if report.full_check {
+                "a full check"
+            } else {
+                "not a full check (--verify-target for one)"
+            }
+        );
+    }
     if report.referrers_copied > 0 || report.referrers_failed > 0 {
         say!(
             "sync {}: {} referrer(s) copied, {} failed",

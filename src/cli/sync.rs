@@ -64,6 +64,18 @@ pub struct SyncCmd {
     retry_times: u32,
     #[arg(long, value_name = "DIR", env = "IMGSYNC_TMPDIR")]
     tmpdir: Option<PathBuf>,
+    /// Remember what each run mirrored in FILE: the next run asks the
+    /// source only, and not the target, for tags whose source digest is
+    /// unchanged (overrides `state:` in the config).
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// Ask every target again, whatever the state file says, and refresh it.
+    #[arg(long)]
+    verify_target: bool,
+    /// Make a run a full check of every target when the last one is older
+    /// than DURATION (`0s`, `30m`, `24h`; overrides `state-verify-every:`).
+    #[arg(long, value_name = "DURATION")]
+    state_verify_every: Option<String>,
 }
 
 fn parse_shard(s: &str) -> Result<(usize, usize), Error> {
@@ -135,6 +147,13 @@ pub fn run(
         None => None,
     };
     let config = sync::load(&c.config)?;
+    if let Some(s) = &c.state_verify_every
+        && imgsync::commands::mirror::config::parse_period(s).is_none()
+    {
+        return Err(Error::Usage(format!(
+            "--state-verify-every {s:?}: expected a duration such as 0s, 30m, 24h"
+        )));
+    }
     let jobs = c.jobs.max(1);
     let opts = SyncOptions {
         jobs,
@@ -201,7 +220,26 @@ fn once(
 ) -> Result<u8, Error> {
     let started = Instant::now();
     let pool = ClientPool::default();
-    let items = match sync::plan(config, opts, &pool) {
+    let now = unix_now();
+    // The state is read after the lock is taken and written before it is
+    // released: runs holding the lock see each other's state.
+    let state_path = c.state.as_ref().or(config.state.as_ref());
+    let previous = state_path.and_then(|p| {
+        let loaded = sync::state::load(p, &config.identity);
+        if let Some(w) = &loaded.warning {
+            console::message(&format!("imgsync: warning: {w}"));
+        }
+        loaded.state
+    });
+    let verify_every = c
+        .state_verify_every
+        .as_deref()
+        .and_then(imgsync::commands::mirror::config::parse_period)
+        .or(config.state_verify_every);
+    let full_check =
+        sync::state::full_check_due(previous.as_ref(), verify_every, c.verify_target, now);
+    let trusted = previous.as_ref().filter(|_| !full_check);
+    let items = match sync::plan_with_state(config, opts, &pool, trusted) {
         Ok(i) => i,
         Err(e) => {
             console::error(&e);
@@ -217,17 +255,32 @@ fn once(
         // A source that could not be listed leaves the plan incomplete.
         return Ok(sync::plan_exit_code(&items));
     }
-    let report = sync::execute(config, items, opts, &pool, progress, started);
+    let planned = state_path.map(|_| items.clone());
+    let mut report = sync::execute(config, items, opts, &pool, progress, started);
+    report.full_check = full_check;
+    let mut state_failed = false;
+    if let (Some(path), Some(planned)) = (state_path, planned) {
+        let state = sync::state::updated(
+            previous,
+            &config.identity,
+            &planned,
+            &report,
+            opts.shard,
+            full_check,
+            unix_now(),
+        );
+        if let Err(e) = sync::state::save(path, &state) {
+            console::error(&e);
+            state_failed = true;
+        }
+    }
     console::sync_summary(&config.path, &report, c.quiet);
     let json = console::to_json(&report).into_bytes();
     if let Some(p) = &c.report {
         sync::report::write_atomic(p, &json)?;
     }
     if let Some(p) = &c.metrics {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = unix_now();
         sync::report::write_atomic(
             p,
             report
@@ -238,5 +291,14 @@ fn once(
     if c.json {
         console::json_line(&json);
     }
-    Ok(report.exit_code())
+    // A state that could not be written costs the next run requests only,
+    // but the run says so in its exit code.
+    Ok(report.exit_code().max(u8::from(state_failed)))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -28,3 +28,4 @@ mod regressions;
 mod sync;
 mod sync_isolation;
 mod sync_referrers;
+mod sync_state;

@@ -32,7 +32,7 @@ pub(super) fn digest_of(reference: &str) -> Option<String> {
     ok.then(|| format!("sha256:{}", sha256_hex(out.as_bytes())))
 }
 
-fn tags_of(t: &TestDir, repo: &str) -> Vec<String> {
+pub(super) fn tags_of(t: &TestDir, repo: &str) -> Vec<String> {
     let run = t.imgsync(&["tags", repo]);
     if run.code != 0 {
         return vec![];

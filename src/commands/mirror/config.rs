@@ -21,6 +21,14 @@ pub struct ConfigFile {
     pub defaults: Defaults,
     #[serde(default)]
     pub registries: Vec<RegistryConfig>,
+    /// The state file remembering what earlier runs mirrored (relative to
+    /// the config file).
+    #[serde(default)]
+    pub state: Option<PathBuf>,
+    /// A run is a full check of every target when the last one is older
+    /// than this (`24h`; `0s`: every run).
+    #[serde(default)]
+    pub state_verify_every: Option<String>,
     pub sync: Vec<SyncEntry>,
 }
 
@@ -33,6 +41,8 @@ pub struct Defaults {
     pub referrers: Option<ReferrersConfig>,
     #[serde(default)]
     pub digest_tags: Option<bool>,
+    #[serde(default)]
+    pub immutable_tags: Option<Vec<String>>,
 }
 
 /// `referrers:` in `defaults` or an entry: whether the referrers of the
@@ -116,6 +126,8 @@ pub struct SyncEntry {
     pub referrers: Option<ReferrersConfig>,
     #[serde(default)]
     pub digest_tags: Option<bool>,
+    #[serde(default)]
+    pub immutable_tags: Option<Vec<String>>,
 }
 
 /// A validated configuration.
@@ -124,6 +136,13 @@ pub struct Config {
     pub path: PathBuf,
     pub registries: Vec<(String, RegistrySettings)>,
     pub entries: Vec<Entry>,
+    /// `state:`, resolved against the config file's directory.
+    pub state: Option<PathBuf>,
+    /// `state-verify-every:`.
+    pub state_verify_every: Option<std::time::Duration>,
+    /// What the config mirrors from where to where, as a hash: a state
+    /// file written for other entries is not trusted.
+    pub identity: String,
 }
 
 /// Where an entry reads from.
@@ -155,6 +174,9 @@ pub struct Entry {
     pub platforms: Vec<Platform>,
     /// What travels with the entry's images.
     pub referrers: ReferrerOptions,
+    /// Tags that never move once pushed (`immutable-tags:`): mirrored
+    /// once, as the state file says, they are not looked at again.
+    pub immutable_tags: Vec<regex::Regex>,
 }
 
 /// An entry's referrer options: each key from the entry, else from
@@ -407,6 +429,15 @@ pub fn load(path: &Path) -> Result<Config> {
             .platforms(&e.platforms)?
             .unwrap_or_else(|| default_platforms.clone());
         let referrers = referrer_options(&file.defaults, e.referrers.as_ref(), e.digest_tags);
+        // An entry's list replaces the default one, as for `referrers`.
+        let immutable = e
+            .immutable_tags
+            .as_ref()
+            .or(file.defaults.immutable_tags.as_ref());
+        let immutable_tags = cx.regexes(
+            immutable.map(Vec::as_slice).unwrap_or_default(),
+            "immutable-tags",
+        )?;
         entries.push(Entry {
             index,
             source,
@@ -415,13 +446,64 @@ pub fn load(path: &Path) -> Result<Config> {
             repos,
             platforms,
             referrers,
+            immutable_tags,
         });
     }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let state_verify_every = match &file.state_verify_every {
+        Some(s) => Some(parse_period(s).ok_or_else(|| {
+            cx.err(
+                "state-verify-every",
+                format!("state-verify-every {s:?}: expected a duration such as 0s, 30m, 24h"),
+            )
+        })?),
+        None => None,
+    };
     Ok(Config {
         path: path.to_path_buf(),
         registries,
+        identity: identity_of(&entries),
         entries,
+        state: file.state.as_ref().map(|p| dir.join(p)),
+        state_verify_every,
     })
+}
+
+/// A duration such as `90s`, `15m`, `24h`, `7d` (a bare number is seconds);
+/// zero is allowed.
+pub fn parse_period(s: &str) -> Option<std::time::Duration> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let scale = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(n.checked_mul(scale)?))
+}
+
+/// A hash of where each entry reads and writes: a state file remembers
+/// targets, and one written for other sources or targets says nothing
+/// about these. Filters are left out: changing them keeps what the state
+/// knows of the tags still selected.
+fn identity_of(entries: &[Entry]) -> String {
+    let mut text = String::from("imgsync-sync-state-1\n");
+    for e in entries {
+        let source = match &e.source {
+            Source::Repository(r) | Source::Digest(r) => r.to_string(),
+            Source::Prefix { host, prefix } => format!("{host}/{prefix}/"),
+        };
+        let target = match &e.target {
+            Target::Registry { host, path } => format!("{host}/{path}"),
+            Target::Layout(p) => format!("oci:{}", p.display()),
+        };
+        text.push_str(&format!("{source}\t{target}\n"));
+    }
+    crate::content::Digest::sha256_of(text.as_bytes()).to_string()
 }
 
 fn parse_source(cx: &Ctx, s: &str) -> Result<Source> {

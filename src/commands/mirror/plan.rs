@@ -62,6 +62,8 @@ pub struct Item {
     /// its `source` is that repository, it is never copied, only reported
     /// as failed, and the rest of the run goes on.
     pub failed: Option<ListingFailure>,
+    /// Up to date on the word of the state file: the target was not asked.
+    pub state_skipped: bool,
 }
 
 /// Why a repository's tag list or a prefix's catalog could not be read.
@@ -98,6 +100,7 @@ impl Item {
             source_tags: None,
             attached: false,
             failed: None,
+            state_skipped: false,
         }
     }
 
@@ -420,10 +423,33 @@ fn head(
     })
 }
 
+/// What the state file says an earlier run mirrored to an item's target.
+#[derive(Debug, Clone)]
+pub struct Known {
+    /// The source digest mirrored there.
+    pub digest: Digest,
+    /// The tag never moves (`immutable-tags`, or a digest pin): the
+    /// source is not asked either.
+    pub immutable: bool,
+}
+
 /// Marks the items whose target already has the source's digest, with
 /// `HEAD` requests in parallel. An item whose check fails stays to copy
 /// (its copy reports the failure).
 pub fn check(config: &Config, opts: &SyncOptions, clients: &ClientPool, items: &mut [Item]) {
+    check_knowing(config, opts, clients, items, &|_| None)
+}
+
+/// [`check`], trusting what `known` says was mirrored: an item mirrored
+/// from the digest its source still has (or from an immutable tag) is up
+/// to date without asking its target.
+pub fn check_knowing(
+    config: &Config,
+    opts: &SyncOptions,
+    clients: &ClientPool,
+    items: &mut [Item],
+    known: &(dyn Fn(&Item) -> Option<Known> + Sync),
+) {
     let layouts: Mutex<std::collections::HashMap<PathBuf, Vec<(String, String)>>> =
         Default::default();
     // HEAD requests are tiny and latency-bound: many at once.
@@ -433,7 +459,22 @@ pub fn check(config: &Config, opts: &SyncOptions, clients: &ClientPool, items: &
         if !item.is_copyable() {
             return item;
         }
+        // A platform subset is always copied (see `decide`): nothing to trust.
+        let known = item.platforms.is_empty().then(|| known(&item)).flatten();
+        let trusted = |mut item: Item, digest: Digest| {
+            item.source_digest = Some(digest);
+            item.up_to_date = true;
+            item.state_skipped = true;
+            item.attached = attached(config, &item);
+            item
+        };
+        if let Some(k) = known.as_ref().filter(|k| k.immutable) {
+            return trusted(item, k.digest.clone());
+        }
         if let Ok(Some(src)) = head(config, opts, clients, &item.source) {
+            if known.as_ref().is_some_and(|k| k.digest == src) {
+                return trusted(item, src);
+            }
             decide(
                 &mut item,
                 src,
@@ -532,60 +573,4 @@ pub(crate) fn layout_refs(path: &std::path::Path) -> Vec<(String, String)> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn f(allow: &[&str], deny: &[&str], semver: Option<&str>, latest: Option<usize>) -> TagFilter {
-        TagFilter {
-            allow: allow
-                .iter()
-                .map(|r| regex::Regex::new(r).unwrap())
-                .collect(),
-            deny: deny.iter().map(|r| regex::Regex::new(r).unwrap()).collect(),
-            semver: semver.map(|s| semver::VersionReq::parse(s).unwrap()),
-            latest,
-        }
-    }
-
-    #[test]
-    fn filters_tags_every_way() {
-        let tags: Vec<String> = [
-            "3.17", "3.18", "3.18.4", "3.19", "3.19-rc1", "3.20", "edge", "latest", "v3.21.0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        assert_eq!(
-            filter_tags(&tags, &f(&["^3\\."], &["-rc"], None, None)),
-            ["3.17", "3.18", "3.18.4", "3.19", "3.20"]
-        );
-        assert_eq!(
-            filter_tags(&tags, &f(&[], &[], Some(">=3.19"), None)),
-            ["3.19", "3.20", "v3.21.0"]
-        );
-        assert_eq!(
-            filter_tags(&tags, &f(&["^3\\."], &["-rc"], Some(">=3.18"), Some(2))),
-            ["3.19", "3.20"]
-        );
-        assert_eq!(
-            filter_tags(&tags, &f(&["^edge$"], &[], None, None)),
-            ["edge"]
-        );
-    }
-
-    #[test]
-    fn shards_are_stable_and_cover_everything() {
-        let repos: Vec<String> = (0..50).map(|i| format!("host/team/svc-{i}")).collect();
-        let mut seen = [0; 3];
-        for r in &repos {
-            let s = shard_of(r, 3);
-            assert_eq!(s, shard_of(r, 3));
-            seen[s] += 1;
-        }
-        assert!(seen.iter().all(|&n| n > 0));
-        assert_eq!(seen.iter().sum::<usize>(), 50);
-    }
 }

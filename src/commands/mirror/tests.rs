@@ -216,6 +216,7 @@ fn entry(target: Target) -> Entry {
         repos: RepoFilter::default(),
         platforms: vec![],
         referrers: Default::default(),
+        immutable_tags: vec![],
     }
 }
 
@@ -289,6 +290,7 @@ fn item(target: TargetRef, platforms: Vec<Platform>) -> Item {
         source_tags: None,
         attached: false,
         failed: None,
+        state_skipped: false,
     }
 }
 
@@ -508,4 +510,101 @@ fn attached_tags_travel_with_their_subject_only_when_carried() {
         &digest,
         &ReferrerOptions::none()
     ));
+}
+
+fn f(allow: &[&str], deny: &[&str], semver: Option<&str>, latest: Option<usize>) -> TagFilter {
+    TagFilter {
+        allow: allow
+            .iter()
+            .map(|r| regex::Regex::new(r).unwrap())
+            .collect(),
+        deny: deny.iter().map(|r| regex::Regex::new(r).unwrap()).collect(),
+        semver: semver.map(|s| semver::VersionReq::parse(s).unwrap()),
+        latest,
+    }
+}
+
+#[test]
+fn filters_tags_every_way() {
+    let tags: Vec<String> = [
+        "3.17", "3.18", "3.18.4", "3.19", "3.19-rc1", "3.20", "edge", "latest", "v3.21.0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(
+        filter_tags(&tags, &f(&["^3\\."], &["-rc"], None, None)),
+        ["3.17", "3.18", "3.18.4", "3.19", "3.20"]
+    );
+    assert_eq!(
+        filter_tags(&tags, &f(&[], &[], Some(">=3.19"), None)),
+        ["3.19", "3.20", "v3.21.0"]
+    );
+    assert_eq!(
+        filter_tags(&tags, &f(&["^3\\."], &["-rc"], Some(">=3.18"), Some(2))),
+        ["3.19", "3.20"]
+    );
+    assert_eq!(
+        filter_tags(&tags, &f(&["^edge$"], &[], None, None)),
+        ["edge"]
+    );
+}
+
+#[test]
+fn shards_are_stable_and_cover_everything() {
+    let repos: Vec<String> = (0..50).map(|i| format!("host/team/svc-{i}")).collect();
+    let mut seen = [0; 3];
+    for r in &repos {
+        let s = shard_of(r, 3);
+        assert_eq!(s, shard_of(r, 3));
+        seen[s] += 1;
+    }
+    assert!(seen.iter().all(|&n| n > 0));
+    assert_eq!(seen.iter().sum::<usize>(), 50);
+}
+
+#[test]
+fn state_settings_immutable_tags_and_the_identity_of_a_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "sync:\n  - source: a.example/app\n    target: b.example/app\n";
+    let c = config(
+        dir.path(),
+        &format!(
+            "version: 1\nstate: run/state.json\nstate-verify-every: 24h\ndefaults:\n  immutable-tags: ['^v\\d+$']\n{base}  - source: a.example/lib\n    target: b.example/lib\n    immutable-tags: ['^stable$']\n"
+        ),
+    )
+    .unwrap();
+    assert_eq!(c.state, Some(dir.path().join("run/state.json")));
+    assert_eq!(
+        c.state_verify_every,
+        Some(std::time::Duration::from_secs(86400))
+    );
+    let matches = |e: &Entry, tag: &str| e.immutable_tags.iter().any(|r| r.is_match(tag));
+    assert!(matches(&c.entries[0], "v2") && !matches(&c.entries[0], "stable"));
+    assert!(matches(&c.entries[1], "stable") && !matches(&c.entries[1], "v2"));
+    // Filters do not change what the config is; sources and targets do.
+    let plain = config(dir.path(), &format!("version: 1\n{base}")).unwrap();
+    let filtered = config(
+        dir.path(),
+        &format!("version: 1\n{base}    tags: {{allow: ['^1']}}\n"),
+    )
+    .unwrap();
+    let elsewhere = config(
+        dir.path(),
+        "version: 1\nsync:\n  - source: a.example/app\n    target: c.example/app\n",
+    )
+    .unwrap();
+    assert_eq!(plain.identity, filtered.identity);
+    assert_ne!(plain.identity, elsewhere.identity);
+    for bad in [
+        "state-verify-every: soon\n",
+        "defaults:\n  immutable-tags: ['(']\n",
+    ] {
+        let e = config(dir.path(), &format!("version: 1\n{bad}{base}")).unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Usage, "{e}");
+    }
+    assert_eq!(
+        super::config::parse_period("0s"),
+        Some(std::time::Duration::ZERO)
+    );
 }

@@ -13,6 +13,7 @@
 //! images bound for it only.
 
 pub mod report;
+pub mod state;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,8 +35,26 @@ use crate::store::registry::{MountIndex, RegistrySink, RegistrySource};
 /// Plans a run: every image the config selects (this shard of it), each
 /// marked up to date or to copy.
 pub fn plan(config: &Config, opts: &SyncOptions, pool: &ClientPool) -> Result<Vec<Item>> {
+    plan_with_state(config, opts, pool, None)
+}
+
+/// [`plan`], trusting what `memory` (the state of earlier runs) says was
+/// mirrored: such an image's target is not asked (see [`state`]).
+pub fn plan_with_state(
+    config: &Config,
+    opts: &SyncOptions,
+    pool: &ClientPool,
+    memory: Option<&state::State>,
+) -> Result<Vec<Item>> {
     let mut items = crate::commands::mirror::plan::expand(config, opts, pool)?;
-    crate::commands::mirror::plan::check(config, opts, pool, &mut items);
+    match memory {
+        Some(m) => {
+            crate::commands::mirror::plan::check_knowing(config, opts, pool, &mut items, &|item| {
+                state::known(config, m, item)
+            })
+        }
+        None => crate::commands::mirror::plan::check(config, opts, pool, &mut items),
+    }
     Ok(items)
 }
 

@@ -49,6 +49,9 @@ pub struct ImageReport {
     /// catalog) could not be read: its images are unknown this run.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub listing_failed: bool,
+    /// Up to date on the word of the state file: its target was not asked.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub state_skipped: bool,
 }
 
 /// A referrer copied with its subject.
@@ -83,6 +86,7 @@ pub fn up_to_date(item: &Item) -> ImageReport {
         referrers_failed: 0,
         referrer_errors: Vec::new(),
         listing_failed: false,
+        state_skipped: item.state_skipped,
     }
 }
 
@@ -103,6 +107,8 @@ pub fn image_report(
     took: Duration,
 ) -> ImageReport {
     let mut rep = up_to_date(item);
+    // Copied after all (to carry what is attached): its target was asked.
+    rep.state_skipped = false;
     rep.retries = retries;
     rep.seconds = took.as_secs_f64();
     match r {
@@ -165,6 +171,12 @@ pub struct RunReport {
     pub referrers_failed: usize,
     pub requests: u64,
     pub seconds: f64,
+    /// Images found up to date on the word of the state file, their target
+    /// not asked.
+    pub state_skipped: usize,
+    /// Every target was asked (no state, `--verify-target`, or the last
+    /// full check older than `state-verify-every`).
+    pub full_check: bool,
 }
 
 impl RunReport {
@@ -183,6 +195,11 @@ impl RunReport {
             referrers_failed: images.iter().map(|i| i.referrers_failed).sum(),
             requests,
             seconds: took.as_secs_f64(),
+            state_skipped: images
+                .iter()
+                .filter(|i| i.state_skipped && i.action == Action::UpToDate)
+                .count(),
+            full_check: true,
             images,
         }
     }
@@ -222,6 +239,11 @@ impl RunReport {
         m.push_str(&format!(
             "imgsync_sync_listings_failed{{config=\"{cfg}\"}} {}\n",
             self.listings_failed
+        ));
+        m.push_str("# HELP imgsync_sync_state_skipped Images of the last run found up to date from the state file, their target not asked.\n# TYPE imgsync_sync_state_skipped gauge\n");
+        m.push_str(&format!(
+            "imgsync_sync_state_skipped{{config=\"{cfg}\"}} {}\n",
+            self.state_skipped
         ));
         m.push_str("# HELP imgsync_sync_referrers Referrers and digest-tagged manifests of the last run by outcome.\n# TYPE imgsync_sync_referrers gauge\n");
         for (outcome, n) in [
