@@ -276,12 +276,22 @@ pub(crate) fn target_for(entry: &Entry, source: &Reference, relative: Option<&st
 /// whose listing fails becomes a failed item of its own (see
 /// [`Item::failed`]); only a configuration error ends the plan.
 pub fn expand(config: &Config, opts: &SyncOptions, clients: &ClientPool) -> Result<Vec<Item>> {
+    // Entries are listed in parallel: each listing is round trips to its
+    // registry. Items keep the order of the entries.
+    let listed = pool::run_all(
+        &config.entries,
+        config.entries.len().clamp(1, 16),
+        |_, entry| {
+            // Items reported but not copied follow the entry's images.
+            let (mut items, mut unplanned) = (Vec::new(), Vec::new());
+            expand_entry(config, opts, clients, entry, &mut items, &mut unplanned)?;
+            items.extend(unplanned);
+            Ok::<_, Error>(items)
+        },
+    );
     let mut items = Vec::new();
-    for entry in &config.entries {
-        // Items reported but not copied follow the entry's images.
-        let mut unplanned = Vec::new();
-        expand_entry(config, opts, clients, entry, &mut items, &mut unplanned)?;
-        items.extend(unplanned);
+    for entry_items in listed {
+        items.extend(entry_items?);
     }
     if let Some((i, n)) = opts.shard {
         items.retain(|it| {
