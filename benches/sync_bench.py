@@ -4,8 +4,8 @@
 The harness starts Debian `docker-registry` instances on loopback (each
 behind the counting HTTP proxy of harness/proxy.py, which both tools talk
 to), seeds a source registry and mirrors it with both tools.  This file is
-the command line and the report, sync_mirror.py the runs and checks;
-registries, the proxy, image layers and the RSS-measuring launcher come
+the command line and the report, sync_mirror.py the runs and checks,
+sync_scale.py the imgsync-only scale run; registries, the proxy, image layers and the RSS-measuring launcher come
 from the harness/ package.
 
 Source
@@ -31,8 +31,19 @@ Tools (a fresh, empty target registry per tool)
 Phases, per --runs repetition (default 1: cold and moved change state)
   cold    both targets empty: every image is copied.
   noop    nothing changed; repeated --noop-runs times (default 3).
+  noop-state  (imgsync only; --no-state skips it and the next) imgsync with
+          `--state WORKDIR/<target>.state.json`: one unmeasured no-op run
+          writes the state (a run without one is a full check), then
+          --noop-runs runs are measured: a source HEAD per tag and the tag
+          listings, the target not asked.
+  noop-immutable  (imgsync only) the same state, and the entry of the config
+          declares every tag immutable (`immutable-tags: ['.*']`): mirrored
+          tags cost no request at all, the floor of a no-op (listings only).
+          skopeo has no memory between runs: the ratios of both phases are
+          against skopeo's `noop` of the same run.
   moved   one source tag (bench/svc-07:1.1) is moved to a new image (pushed
-          untimed with `imgsync copy`) and both tools run again.
+          untimed with `imgsync copy`) and both tools run again (imgsync
+          without a state).
   Before every repetition after the first, the moved tag is put back (its
   old manifest is PUT again through the registry API) and both targets are
   replaced by new empty registries.  Tool order alternates between runs.
@@ -88,6 +99,7 @@ Measurements (as in e2e.py)
   requests  HTTP requests the proxies forwarded (source and target
             together), without the refused HTTPS probes both tools make
             first (`tls_refused` in JSON).
+  req/tag   requests per source image tag (`requests_per_tag` in JSON).
   MiB src   bytes the source proxy sent to the tool (manifests, configs,
             layers, listings).
   MiB dst   bytes the tool sent to the target proxy (uploads, manifests).
@@ -101,6 +113,7 @@ Usage (from the project root):
     benches/sync_bench.py --no-scale --referrers --repos 5 --tags 2 --base-kib 64
     benches/sync_bench.py --no-scale --imgsync-jobs 1   # imgsync one image at a time, like skopeo
     benches/sync_bench.py --no-scale --repos 10 --tags 2 --base-kib 64 --rtt-ms 50   # registries 50 ms away
+    benches/sync_bench.py --no-scale --no-state                                      # without imgsync's state phases
     benches/sync_bench.py --imgsync target/debug/imgsync --no-build --keep
 
 The imgsync binary defaults to target/release/imgsync under the project root
@@ -132,7 +145,8 @@ from harness import MIB, BenchError, log  # noqa: E402
 from harness.process import CommandFailed, find_imgsync, host_meta, tool_version  # noqa: E402
 from harness.registry import REGISTRY_BIN  # noqa: E402
 from harness.tables import floor_note, print_aligned, print_proxy_check, print_versions  # noqa: E402
-from sync_mirror import PHASES, TOOLS, Bench, RunResult  # noqa: E402
+from sync_mirror import PHASES, SKOPEO_PHASE, TOOLS, Bench, RunResult  # noqa: E402
+from sync_scale import run_scale  # noqa: E402
 
 
 # --------------------------------------------------------------------------
@@ -140,10 +154,10 @@ from sync_mirror import PHASES, TOOLS, Bench, RunResult  # noqa: E402
 # --------------------------------------------------------------------------
 
 
-def summarize(results: list[RunResult]) -> list[dict[str, Any]]:
+def summarize(results: list[RunResult], n_tags: int | None) -> list[dict[str, Any]]:
     rows = []
+    best: dict[tuple[str, str], dict[str, Any]] = {}
     for phase in PHASES:
-        best: dict[str, dict[str, Any]] = {}
         for tool in TOOLS:
             rs = [r for r in results if r.phase == phase and r.tool == tool]
             if not rs:
@@ -160,6 +174,7 @@ def summarize(results: list[RunResult]) -> list[dict[str, Any]]:
                 "best_cpu_s": min(r.sample.user_s + r.sample.sys_s for r in rs),
                 "peak_rss_mib": max(r.sample.maxrss_kib for r in rs) / 1024,
                 "requests": int(statistics.median_low(reqs)),
+                "requests_per_tag": statistics.median_low(reqs) / n_tags if n_tags else None,
                 "requests_min": min(reqs),
                 "requests_max": max(reqs),
                 "requests_by_method": rs[0].traffic["by_method"],
@@ -172,12 +187,14 @@ def summarize(results: list[RunResult]) -> list[dict[str, Any]]:
                 "problems": sorted({p for r in rs for p in r.problems}),
                 "wall_ratio_skopeo_over_imgsync": None,
                 "requests_ratio_skopeo_over_imgsync": None,
+                "ratio_against_skopeo_phase": None,
                 "samples": [r.as_json() for r in rs],
             }
-            best[tool] = row
+            best[(phase, tool)] = row
             rows.append(row)
-        if "imgsync" in best and "skopeo" in best:
-            i, s = best["imgsync"], best["skopeo"]
+        i, s = best.get((phase, "imgsync")), best.get((SKOPEO_PHASE.get(phase, phase), "skopeo"))
+        if i and s:
+            i["ratio_against_skopeo_phase"] = s["phase"]
             i["wall_ratio_skopeo_over_imgsync"] = s["best_wall_s"] / i["best_wall_s"]
             if i["requests"]:
                 i["requests_ratio_skopeo_over_imgsync"] = s["requests"] / i["requests"]
@@ -185,8 +202,8 @@ def summarize(results: list[RunResult]) -> list[dict[str, Any]]:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = ["phase", "tool", "wall s", "cpu s", "RSS MiB", "requests", "probes", "MiB src", "MiB dst", "images",
-            "wall sk/is", "req sk/is", "check"]
+    head = ["phase", "tool", "wall s", "cpu s", "RSS MiB", "requests", "req/tag", "probes", "MiB src", "MiB dst",
+            "images", "wall sk/is", "req sk/is", "check"]
     table = [head]
     for r in rows:
         images = f"{r['images_copied']} copied, {r['images_up_to_date']} up to date"
@@ -195,12 +212,13 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                  else "warn" if any(p.startswith("warning") for p in r["problems"]) else "ok")
         wr, rr = r["wall_ratio_skopeo_over_imgsync"], r["requests_ratio_skopeo_over_imgsync"]
         label = f"{r['phase']}" + (f" (best of {r['runs']})" if r["runs"] > 1 else "")
+        per_tag = "" if r["requests_per_tag"] is None else f"{r['requests_per_tag']:.2f}"
         table.append([
             label, r["tool"], f"{r['best_wall_s']:.3f}", f"{r['best_cpu_s']:.3f}", f"{r['peak_rss_mib']:.1f}",
-            reqs, str(r["tls_refused"]), f"{r['source_mib']:.1f}", f"{r['target_mib']:.1f}", images,
+            reqs, per_tag, str(r["tls_refused"]), f"{r['source_mib']:.1f}", f"{r['target_mib']:.1f}", images,
             "" if wr is None else f"{wr:.2f}x", "" if rr is None else f"{rr:.2f}x", check,
         ])
-    print_aligned(table, numeric={2, 3, 4, 5, 6, 7, 8, 10, 11})
+    print_aligned(table, numeric={2, 3, 4, 5, 6, 7, 8, 9, 11, 12})
 
 
 def print_report(bench: Bench, rows: list[dict[str, Any]]) -> None:
@@ -226,17 +244,20 @@ def print_report(bench: Bench, rows: list[dict[str, Any]]) -> None:
         print(
             "\nrequests = HTTP requests through the counting proxies (source + target); probes = refused HTTPS"
             "\n  connection attempts (not in requests); MiB src = bytes the source registry sent, MiB dst = bytes"
-            "\n  sent to the target registry; sk/is = skopeo / imgsync (> 1: imgsync faster or fewer requests)."
+            "\n  sent to the target registry; sk/is = skopeo / imgsync (> 1: imgsync faster or fewer requests);"
+            "\n  req/tag = requests per source tag. noop-state and noop-immutable are imgsync with --state (primed"
+            "\n  by one unmeasured run), the latter with every tag immutable; their ratios are against skopeo's noop."
         )
         print("\nimgsync's own report (first run of each phase):")
         for r in rows:
             rep = r["imgsync_reported"]
             if rep:
-                print(f"  {r['phase']:5s} {rep['copied']} copied, {rep['up_to_date']} up to date, {rep['failed']} failed;"
+                print(f"  {r['phase']:14s} {rep['copied']} copied, {rep['up_to_date']} up to date, {rep['failed']} failed;"
                       f" blobs {rep['blobs_copied']} uploaded, {rep['blobs_mounted']} mounted, {rep['blobs_skipped']}"
-                      f" skipped; {rep['bytes'] / MIB:.2f} MiB; {rep['requests']} requests; seconds {rep['seconds']:.3f}"
+                      f" skipped; {rep.get('state_skipped', 0)} known from the state; {rep['bytes'] / MIB:.2f} MiB;"
+                      f" {rep['requests']} requests; seconds {rep['seconds']:.3f}"
                       f" (wall {r['samples'][0]['sample']['wall_s']:.3f})")
-        by_method = [f"  {r['phase']:5s} {r['tool']:8s} " + " ".join(f"{k} {v}" for k, v in r["requests_by_method"].items())
+        by_method = [f"  {r['phase']:14s} {r['tool']:8s} " + " ".join(f"{k} {v}" for k, v in r["requests_by_method"].items())
                      for r in rows]
         print("\nrequests by method (first run of each phase):")
         print("\n".join(by_method))
@@ -284,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rtt-ms", type=float, default=0.0, metavar="N",
                     help="simulate registries N ms of round-trip time away: every proxy delays each direction"
                          " by N/2 ms and a new connection by one more N ms (default 0: loopback)")
+    ap.add_argument("--no-state", dest="state", action="store_false",
+                    help="skip imgsync's no-op runs with a state file (noop-state, noop-immutable)")
     ap.add_argument("--no-scale", action="store_true", help="skip the imgsync no-op run over many tags")
     ap.add_argument("--scale-repos", type=int, default=10, help="repositories of the scale run (default 10)")
     ap.add_argument("--scale-tags", type=int, default=100, help="tags per repository of the scale run (default 100)")
@@ -342,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         for run in range(args.runs):
             bench.cycle(run)
         if not args.no_scale:
-            bench.run_scale()
+            run_scale(bench)
         if bench.failed:
             exit_code = 1
     except CommandFailed as e:
@@ -358,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted", file=sys.stderr)
     finally:
         bench.registries.stop_all()
-        rows = summarize(bench.results)
+        rows = summarize(bench.results, bench.meta.get("source", {}).get("tags"))
         sys.stderr.flush()
         print_report(bench, rows)
         sys.stdout.flush()

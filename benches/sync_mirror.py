@@ -1,9 +1,9 @@
 """The mirroring runs of the sync benchmark (run them with `benches/sync_bench.py`).
 
 Bench seeds a source registry, runs cold / no-op / moved syncs with both
-tools into fresh target registries and checks every target against the
-source; run_scale() times imgsync's no-op over many tags.  See
-sync_bench.py for what is measured.
+tools (and imgsync's no-op with a state file) into fresh target registries
+and checks every target against the source; sync_scale.py times imgsync's
+no-op over many tags.  See sync_bench.py for what is measured.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import hashlib
 import os
 import re
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,6 @@ from harness.verify import verify_registry
 
 SRC_PREFIX = "bench"
 DST_PREFIX = "mirror"
-SCALE_PREFIX = "scale"
 TOOLS = ("imgsync", "skopeo")
 # Tags that travel with their subject (referrers fallback tag, digest tag).
 FALLBACK_TAG = re.compile(r"^sha256-[0-9a-f]{64}$")
@@ -83,8 +81,13 @@ def image_tags(tags: dict[str, str]) -> int:
 PHASES = {
     "cold": "cold sync (empty target)",
     "noop": "no-op re-run",
+    "noop-state": "no-op re-run with a state file (imgsync only)",
+    "noop-immutable": "no-op re-run with a state file, every tag immutable (imgsync only)",
     "moved": "re-run, one tag moved",
 }
+# skopeo has no memory between runs: imgsync's phases with a state are
+# compared with skopeo's plain no-op of the same run.
+SKOPEO_PHASE = {"noop-state": "noop", "noop-immutable": "noop"}
 
 
 def push_archive(imgsync: str, build_dir: Path, base: list[BuiltLayer], name: str, dest: str) -> list[str]:
@@ -322,16 +325,22 @@ class Bench:
 
     # -- commands ---------------------------------------------------------
 
-    def imgsync_cmd(self, name: str, src: Endpoint, prefix: str, dst: Endpoint) -> list[str]:
+    def imgsync_cmd(self, name: str, src: Endpoint, prefix: str, dst: Endpoint,
+                    state: Path | None = None, all_immutable: bool = False) -> list[str]:
+        """The sync command (its config written as `name`.yaml); with
+        `state`, `--state state`; with `all_immutable`, every tag of the
+        entry is declared immutable (`immutable-tags: ['.*']`)."""
         cfg = self.workdir / f"{name}.yaml"
         cfg.write_text(
             "version: 1\n"
             "sync:\n"
             f"  - source: {src.addr}/{prefix}/\n"
             f"    target: {dst.addr}/{DST_PREFIX}/\n"
+            + ("    immutable-tags: ['.*']\n" if all_immutable else "")
         )
         jobs = ["--jobs", str(self.args.imgsync_jobs)] if self.args.imgsync_jobs else []
-        return [self.imgsync, "sync", "--config", str(cfg), "--json", "-q", *jobs]
+        with_state = ["--state", str(state)] if state else []
+        return [self.imgsync, "sync", "--config", str(cfg), "--json", "-q", *jobs, *with_state]
 
     def skopeo_cmd(self, name: str, dst: Endpoint) -> list[str]:
         cfg = self.workdir / f"{name}.yaml"
@@ -413,6 +422,10 @@ class Bench:
         if res.tool == "imgsync" and res.report is not None:
             r = res.report
             want = {"copied": expect_copied, "up_to_date": n_tags - expect_copied, "failed": 0}
+            if res.phase in SKOPEO_PHASE:
+                # Every tag is known to the primed state and unchanged: no
+                # target is asked, and the run is not a full check.
+                want.update(state_skipped=n_tags, full_check=False)
             got = {k: r.get(k) for k in want}
             if got != want:
                 res.problems.append(f"error: imgsync report says {got}, expected {want}")
@@ -449,11 +462,39 @@ class Bench:
 
     def run_tool(self, phase: str, tool: str, run: int) -> RunResult:
         dst = self.targets[tool]
-        if tool == "imgsync":
+        if tool == "imgsync" and (phase in SKOPEO_PHASE or phase == "state-prime"):
+            immutable = phase == "noop-immutable"
+            cmd = self.imgsync_cmd(f"imgsync-{dst.proxy.port}" + ("-immutable" if immutable else ""),
+                                   self.src, SRC_PREFIX, dst, self.state_file(dst), immutable)
+        elif tool == "imgsync":
             cmd = self.imgsync_cmd(f"imgsync-{dst.proxy.port}", self.src, SRC_PREFIX, dst)
         else:
             cmd = self.skopeo_cmd(f"skopeo-{dst.proxy.port}", dst)
         return self.measure(phase, tool, run, cmd, [self.src, dst])
+
+    def state_file(self, dst: Endpoint) -> Path:
+        """imgsync's state for one target (a new file for every new target)."""
+        return self.workdir / f"{dst.proxy.label}.state.json"
+
+    def state_phases(self, run: int) -> None:
+        """imgsync's no-op with a state file, then with every tag immutable.
+        One unmeasured run first writes the state: without one a run is a
+        full check, as the plain no-op."""
+        a = self.args
+        dst = self.targets["imgsync"]
+        log(f"run {run + 1}/{a.runs}: priming {self.state_file(dst).name} (not in the table)")
+        prime = self.run_tool("state-prime", "imgsync", run)
+        self.results.remove(prime)
+        r = prime.report or {}
+        if not r.get("full_check") or r.get("copied") != 0 or r.get("failed") != 0:
+            raise BenchError(f"the run writing the state was not a full no-op check: {r}")
+        if not self.state_file(dst).is_file():
+            raise BenchError(f"imgsync sync --state wrote no {self.state_file(dst)}")
+        for phase in SKOPEO_PHASE:
+            log(f"run {run + 1}/{a.runs}: {phase} x{a.noop_runs}")
+            for _ in range(a.noop_runs):
+                res = self.run_tool(phase, "imgsync", run)
+                self.check(res, dst, 0, [])
 
     def cycle(self, run: int) -> None:
         a = self.args
@@ -474,105 +515,10 @@ class Bench:
             for tool in self.tool_order():
                 res = self.run_tool("noop", tool, run)
                 self.check(res, self.targets[tool], 0, [])
+        if a.state:
+            self.state_phases(run)
         log(f"run {run + 1}/{a.runs}: moved ({moved_ref})")
         self.move_tag()
         for tool in self.tool_order():
             res = self.run_tool("moved", tool, run)
             self.check(res, self.targets[tool], 1, [moved_ref])
-
-    # -- scale: imgsync no-op over many tags ----------------------------------
-
-    def run_scale(self) -> None:
-        a = self.args
-        src = self.registries.start("scale-src")
-        dst = self.registries.start("scale-dst")
-        d = RegistryClient(src.direct_port)
-        t0 = time.perf_counter()
-        first = f"{SCALE_PREFIX}/r00"
-        n_images = min(a.scale_images, a.scale_tags)
-        log(f"scale: seeding {a.scale_repos} repositories x {a.scale_tags} tags over {n_images} images ...")
-        try:
-            # A few distinct images into the first repository (registry to registry, untimed).
-            for k in range(n_images):
-                r, t = divmod(k, a.tags)
-                check_output([
-                    self.imgsync, "copy", "-q",
-                    f"127.0.0.1:{self.src.direct_port}/{SRC_PREFIX}/svc-{r % a.repos:02d}:1.{t}",
-                    f"127.0.0.1:{src.direct_port}/{first}:v{k:03d}",
-                ])
-            manifests = [d.manifest(first, f"v{k:03d}") for k in range(n_images)]
-            blobs: list[str] = []
-            for _, body, _ in manifests:
-                m = json.loads(body)
-                for desc in [m["config"], *m["layers"]]:
-                    if desc["digest"] not in blobs:
-                        blobs.append(desc["digest"])
-            for r in range(a.scale_repos):
-                repo = f"{SCALE_PREFIX}/r{r:02d}"
-                if r > 0:
-                    for dg in blobs:
-                        d.mount(repo, dg, first)
-                for t in range(a.scale_tags):
-                    _, body, mt = manifests[t % n_images]
-                    d.put_manifest(repo, f"v{t:03d}", body, mt)
-            state = d.snapshot(SCALE_PREFIX)
-        finally:
-            d.close()
-        n_tags = sum(len(t) for t in state.values())
-        log(f"  {len(state)} repositories, {n_tags} tags in {time.perf_counter() - t0:.1f}s")
-        if n_tags != a.scale_repos * a.scale_tags:
-            raise BenchError(f"the scale source holds {n_tags} tags, expected {a.scale_repos * a.scale_tags}")
-        cmd = self.imgsync_cmd("imgsync-scale", src, SCALE_PREFIX, dst)
-        runs: list[RunResult] = []
-
-        def one(phase: str, expect_copied: int | None) -> RunResult:
-            res = self.measure(phase, "imgsync", 0, cmd, [src, dst])
-            res.problems += compare_mirror(state, dst.direct_port, SCALE_PREFIX)
-            r = res.report or {}
-            got = {k: r.get(k) for k in ("copied", "up_to_date", "failed")}
-            if expect_copied is None:
-                # Cold: a tag whose manifest another tag of the repository
-                # already brought has nothing to upload; it may count as
-                # copied or as up to date.
-                ok = got["failed"] == 0 and (got["copied"] or 0) + (got["up_to_date"] or 0) == n_tags
-                want: Any = f"copied + up_to_date = {n_tags}, failed 0"
-            else:
-                want = {"copied": expect_copied, "up_to_date": n_tags - expect_copied, "failed": 0}
-                ok = got == want
-            if not ok:
-                res.problems.append(f"error: imgsync report says {got}, expected {want}")
-            for p in res.problems:
-                log(f"    imgsync: {p}")
-            if any(p.startswith("error") for p in res.problems):
-                self.failed = True
-            return res
-
-        log("scale: cold (fills the target)")
-        cold = one("scale-cold", None)
-        log(f"scale: no-op x{a.noop_runs}")
-        for _ in range(a.noop_runs):
-            runs.append(one("scale-noop", 0))
-        # The per-tag rows are not part of the two-tool table.
-        self.results = [r for r in self.results if not r.phase.startswith("scale")]
-        best = min(runs, key=lambda r: r.sample.wall_s)
-        reqs = [r.sample.requests for r in runs]
-        self.scale = {
-            "repositories": len(state), "tags": n_tags, "distinct_images_per_repo": n_images,
-            "cold": cold.as_json(),
-            "noop_runs": [r.as_json() for r in runs],
-            "noop_best_wall_s": best.sample.wall_s,
-            "noop_median_wall_s": statistics.median(r.sample.wall_s for r in runs),
-            "noop_best_cpu_s": min(r.sample.user_s + r.sample.sys_s for r in runs),
-            "noop_peak_rss_mib": max(r.sample.maxrss_kib for r in runs) / 1024,
-            "noop_requests": int(statistics.median_low(reqs)),
-            "noop_requests_min": min(reqs), "noop_requests_max": max(reqs),
-            "noop_requests_by_method": best.traffic["by_method"],
-            "noop_tls_refused": best.traffic["tls_refused"],
-            "noop_requests_per_tag": statistics.median_low(reqs) / n_tags,
-            "noop_ms_per_tag": best.sample.wall_s / n_tags * 1000,
-            "problems": sorted({p for r in [cold, *runs] for p in r.problems}),
-        }
-        self.registries.stop(src)
-        self.registries.stop(dst)
-
-

@@ -1,8 +1,8 @@
 """The shared parts of the end-to-end benchmarks in benches/.
 
 The scenario files next to this package (e2e.py with e2e_local.py and
-e2e_registry.py, sync_bench.py with sync_mirror.py, bundle_bench.py) import
-what they need from these modules:
+e2e_registry.py, sync_bench.py with sync_mirror.py and sync_scale.py,
+bundle_bench.py) import what they need from these modules:
 
   process       launching a measured process: wall time, CPU, peak RSS
   disk          sizes of outputs, removing them, peak size of a directory
