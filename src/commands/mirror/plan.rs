@@ -373,7 +373,7 @@ fn expand_entry(
             let below = under(listed.valid);
             // Tag lists of every repository, fetched in parallel.
             let repos = filter_repos(below, &entry.repos);
-            let lists = pool::run_all(&repos, repos.len().clamp(1, 16), |_, rel| {
+            let lists = pool::run_all(&repos, repos.len().clamp(1, 32), |_, rel| {
                 list_tags(&client, &format!("{prefix}/{rel}"))
             });
             for (rel, tags) in repos.iter().zip(lists) {
