@@ -1,0 +1,264 @@
+//! How many requests one registry gets at once: an additive-increase,
+//! multiplicative-decrease (AIMD) limit under a fixed ceiling
+//! (`max-requests`, 16 unless set).
+//!
+//! The limit starts moderate, grows by about one per limit's worth of
+//! fast successful answers, and halves when the registry says it is
+//! overloaded (429 or 503), at most once per round of requests: a request
+//! sent before the last halving cannot cause another, since it saw the old
+//! limit. An answer much slower than usual (four times the running average
+//! of answer times, and over a quarter of a second) holds the limit where
+//! it is rather than halving it: a slow blob redirect is not an overload,
+//! but it is no reason to add load either.
+
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+/// Requests in flight at the start, when the ceiling allows.
+const START: f64 = 4.0;
+/// An answer slower than this many times the average holds the limit...
+const SLOW_FACTOR: f64 = 4.0;
+/// ...if it is also slower than this.
+const SLOW_FLOOR: Duration = Duration::from_millis(250);
+
+/// What an answer says about the registry's load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Answered (any status but an overload): the registry coped.
+    Answered(Duration),
+    /// 429 or 503: too much.
+    Overloaded,
+}
+
+impl Signal {
+    pub fn of(status: u16, latency: Duration) -> Option<Signal> {
+        match status {
+            429 | 503 => Some(Signal::Overloaded),
+            // Other failures say nothing about load.
+            500..=599 => None,
+            _ => Some(Signal::Answered(latency)),
+        }
+    }
+}
+
+/// The AIMD limit, as a pure state machine.
+#[derive(Debug, Clone)]
+pub struct Aimd {
+    limit: f64,
+    ceiling: f64,
+    /// Halvings so far: a request remembers the round it was sent in.
+    round: u64,
+    /// Running average of answer times (seconds), once there is one.
+    average: Option<f64>,
+}
+
+impl Aimd {
+    pub fn new(ceiling: usize) -> Aimd {
+        let ceiling = ceiling.max(1) as f64;
+        Aimd {
+            limit: START.min(ceiling),
+            ceiling,
+            round: 0,
+            average: None,
+        }
+    }
+
+    /// Requests allowed in flight now: between 1 and the ceiling.
+    pub fn limit(&self) -> usize {
+        (self.limit.floor() as usize).max(1)
+    }
+
+    /// The round a request sent now belongs to.
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// Takes in the answer to a request sent in round `sent_in`.
+    pub fn observe(&mut self, signal: Signal, sent_in: u64) {
+        match signal {
+            Signal::Overloaded => {
+                if sent_in == self.round {
+                    self.limit = (self.limit / 2.0).max(1.0);
+                    self.round += 1;
+                }
+            }
+            Signal::Answered(latency) => {
+                let secs = latency.as_secs_f64();
+                let slow = self
+                    .average
+                    .is_some_and(|avg| secs > avg * SLOW_FACTOR && latency > SLOW_FLOOR);
+                self.average = Some(match self.average {
+                    Some(avg) => avg + (secs - avg) / 8.0,
+                    None => secs,
+                });
+                if !slow {
+                    self.limit = (self.limit + 1.0 / self.limit).min(self.ceiling);
+                }
+            }
+        }
+    }
+}
+
+/// Requests in flight to one registry, at most the AIMD limit.
+pub struct Slots {
+    state: Mutex<(usize, Aimd)>,
+    cv: Condvar,
+}
+
+impl Slots {
+    pub fn new(ceiling: usize) -> Slots {
+        Slots {
+            state: Mutex::new((0, Aimd::new(ceiling))),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Waits for a free slot.
+    pub fn acquire(&self) -> Slot<'_> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while s.0 >= s.1.limit() {
+            s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        s.0 += 1;
+        Slot {
+            slots: self,
+            round: s.1.round(),
+        }
+    }
+
+    /// The limit now.
+    pub fn limit(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .limit()
+    }
+}
+
+/// One request's place in flight; freed when dropped.
+pub struct Slot<'a> {
+    slots: &'a Slots,
+    round: u64,
+}
+
+impl Slot<'_> {
+    /// The request is (re)sent now: its answer speaks for this round.
+    pub fn sending(&mut self) {
+        let s = self.slots.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.round = s.1.round();
+    }
+
+    pub fn answered(&self, status: u16, latency: Duration) {
+        if let Some(signal) = Signal::of(status, latency) {
+            let mut s = self.slots.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.1.observe(signal, self.round);
+        }
+        // A grown limit may free more than one waiter.
+        self.slots.cv.notify_all();
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.slots.state.lock().unwrap_or_else(|e| e.into_inner()).0 -= 1;
+        self.slots.cv.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAST: Signal = Signal::Answered(Duration::from_millis(20));
+
+    /// Feeds `n` fast answers, each sent in the round current at the time.
+    fn fast(a: &mut Aimd, n: usize) {
+        for _ in 0..n {
+            let r = a.round();
+            a.observe(FAST, r);
+        }
+    }
+
+    #[test]
+    fn starts_moderate_and_grows_by_about_one_per_round_of_answers() {
+        let mut a = Aimd::new(16);
+        assert_eq!(a.limit(), 4);
+        // Each answer adds 1/limit: a round of answers adds a little
+        // under one.
+        fast(&mut a, 4);
+        assert_eq!(a.limit(), 4);
+        fast(&mut a, 1);
+        assert_eq!(a.limit(), 5);
+        fast(&mut a, 5);
+        assert_eq!(a.limit(), 6);
+        fast(&mut a, 1000);
+        assert_eq!(a.limit(), 16, "never above the ceiling");
+    }
+
+    #[test]
+    fn an_overload_halves_once_per_round_and_never_below_one() {
+        let mut a = Aimd::new(16);
+        fast(&mut a, 1000);
+        // Eight requests in flight, all refused: one halving.
+        let sent = a.round();
+        for _ in 0..8 {
+            a.observe(Signal::Overloaded, sent);
+        }
+        assert_eq!(a.limit(), 8);
+        // A request sent after it can halve again.
+        a.observe(Signal::Overloaded, a.round());
+        assert_eq!(a.limit(), 4);
+        for _ in 0..10 {
+            a.observe(Signal::Overloaded, a.round());
+        }
+        assert_eq!(a.limit(), 1);
+        fast(&mut a, 1);
+        assert_eq!(a.limit(), 2, "and grows back");
+    }
+
+    #[test]
+    fn a_ceiling_below_the_start_is_the_start() {
+        assert_eq!(Aimd::new(1).limit(), 1);
+        assert_eq!(Aimd::new(0).limit(), 1);
+        let mut two = Aimd::new(2);
+        fast(&mut two, 100);
+        assert_eq!(two.limit(), 2);
+    }
+
+    #[test]
+    fn a_latency_rise_holds_the_limit_and_failures_say_nothing() {
+        let mut a = Aimd::new(16);
+        fast(&mut a, 5);
+        assert_eq!(a.limit(), 5);
+        let before = a.clone();
+        a.observe(Signal::Answered(Duration::from_secs(2)), a.round());
+        assert_eq!(a.limit, before.limit, "a slow answer adds nothing");
+        // Slow but under the floor: a fast registry's jitter still grows.
+        let mut quick = Aimd::new(16);
+        fast(&mut quick, 4);
+        let grown = quick.limit;
+        quick.observe(Signal::Answered(Duration::from_millis(200)), 0);
+        assert!(quick.limit > grown);
+        assert_eq!(Signal::of(500, Duration::ZERO), None);
+        assert_eq!(Signal::of(503, Duration::ZERO), Some(Signal::Overloaded));
+        let not_found = Signal::of(404, Duration::ZERO);
+        assert_eq!(not_found, Some(Signal::Answered(Duration::ZERO)));
+    }
+
+    #[test]
+    fn slots_admit_up_to_the_limit_and_free_on_drop() {
+        let slots = Slots::new(16);
+        let held: Vec<Slot> = (0..4).map(|_| slots.acquire()).collect();
+        assert_eq!(slots.state.lock().unwrap().0, 4);
+        for s in held.iter().cycle().take(5) {
+            s.answered(200, Duration::from_millis(5));
+        }
+        // Grown to five: a fifth fits without waiting.
+        let fifth = slots.acquire();
+        drop(held);
+        drop(fifth);
+        assert_eq!(slots.state.lock().unwrap().0, 0);
+        assert_eq!(slots.limit(), 5);
+    }
+}
