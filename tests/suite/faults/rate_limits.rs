@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use super::harness::*;
+use super::super::harness::*;
+use super::super::registry_harness::{Kind, Registry};
 use super::proxy::{Path, Proxy};
-use super::registry_harness::{Kind, Registry};
 use super::{copy, hello};
 
 /// Writes a sync config and returns its path.
