@@ -231,6 +231,9 @@ mod tests {
     use super::*;
     use reqwest::header::{HeaderName, HeaderValue};
 
+    /// Headers of an answer, and what they should read as.
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<QuotaReading>);
+
     fn read(headers: &[(&str, &str)]) -> Option<QuotaReading> {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
@@ -258,7 +261,7 @@ mod tests {
 
     #[test]
     fn every_header_family_reads_as_remaining_limit_window_and_reset() {
-        let table: &[(&[(&str, &str)], Option<QuotaReading>)] = &[
+        let table: &[Case] = &[
             (
                 &[
                     ("ratelimit-limit", "100;w=21600"),
@@ -308,7 +311,7 @@ mod tests {
         let huge = "9".repeat(40);
         let long = format!("1;w={}", "9".repeat(2000));
         let nested = ";".repeat(5000);
-        let table: &[(&[(&str, &str)], Option<QuotaReading>)] = &[
+        let table: &[Case] = &[
             (&[("ratelimit-remaining", "-1")], None),
             (&[("ratelimit-remaining", "")], None),
             (&[("ratelimit-remaining", "1e9")], None),
