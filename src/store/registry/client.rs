@@ -389,7 +389,7 @@ impl RegistryClient {
         build: impl Fn(&Client, &str) -> RequestBuilder,
     ) -> Result<Response> {
         let base = self.base()?;
-        let mut slot = self.slots.acquire();
+        let mut slot = self.slots.acquire(retry == Retry::No);
         let mut attempt = 0;
         let mut refreshed = false;
         loop {

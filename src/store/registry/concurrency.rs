@@ -10,6 +10,14 @@
 //! of answer times, and over a quarter of a second) holds the limit where
 //! it is rather than halving it: a slow blob redirect is not an overload,
 //! but it is no reason to add load either.
+//!
+//! An upload whose body is a stream holds its slot until the whole body is
+//! sent, and that body is fed from another request's answer (the source
+//! blob), which may need a slot of its own on the same registry (a resumed
+//! download). So streamed uploads are bounded by the ceiling only, as
+//! before, and do not count against the adaptive limit: were the limit
+//! down to one and held by an upload, the download feeding it would wait
+//! for it forever.
 
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
@@ -99,40 +107,56 @@ impl Aimd {
     }
 }
 
-/// Requests in flight to one registry, at most the AIMD limit.
+/// Requests in flight to one registry: at most the ceiling in all, and at
+/// most the AIMD limit of those that are not streamed uploads.
 pub struct Slots {
-    state: Mutex<(usize, Aimd)>,
+    state: Mutex<InFlight>,
     cv: Condvar,
+    ceiling: usize,
+}
+
+struct InFlight {
+    all: usize,
+    /// Those counted against the adaptive limit.
+    adaptive: usize,
+    aimd: Aimd,
 }
 
 impl Slots {
     pub fn new(ceiling: usize) -> Slots {
         Slots {
-            state: Mutex::new((0, Aimd::new(ceiling))),
+            state: Mutex::new(InFlight {
+                all: 0,
+                adaptive: 0,
+                aimd: Aimd::new(ceiling),
+            }),
             cv: Condvar::new(),
+            ceiling: ceiling.max(1),
         }
     }
 
-    /// Waits for a free slot.
-    pub fn acquire(&self) -> Slot<'_> {
+    /// Waits for a free slot; `streamed` for an upload whose body is a
+    /// stream (bounded by the ceiling only).
+    pub fn acquire(&self, streamed: bool) -> Slot<'_> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while s.0 >= s.1.limit() {
+        while s.all >= self.ceiling || (!streamed && s.adaptive >= s.aimd.limit()) {
             s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
         }
-        s.0 += 1;
+        s.all += 1;
+        if !streamed {
+            s.adaptive += 1;
+        }
         Slot {
             slots: self,
-            round: s.1.round(),
+            round: s.aimd.round(),
+            adaptive: !streamed,
         }
     }
 
-    /// The limit now.
+    /// The adaptive limit now.
     pub fn limit(&self) -> usize {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .1
-            .limit()
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.aimd.limit()
     }
 }
 
@@ -140,19 +164,20 @@ impl Slots {
 pub struct Slot<'a> {
     slots: &'a Slots,
     round: u64,
+    adaptive: bool,
 }
 
 impl Slot<'_> {
     /// The request is (re)sent now: its answer speaks for this round.
     pub fn sending(&mut self) {
         let s = self.slots.state.lock().unwrap_or_else(|e| e.into_inner());
-        self.round = s.1.round();
+        self.round = s.aimd.round();
     }
 
     pub fn answered(&self, status: u16, latency: Duration) {
         if let Some(signal) = Signal::of(status, latency) {
             let mut s = self.slots.state.lock().unwrap_or_else(|e| e.into_inner());
-            s.1.observe(signal, self.round);
+            s.aimd.observe(signal, self.round);
         }
         // A grown limit may free more than one waiter.
         self.slots.cv.notify_all();
@@ -161,7 +186,12 @@ impl Slot<'_> {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.slots.state.lock().unwrap_or_else(|e| e.into_inner()).0 -= 1;
+        let mut s = self.slots.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.all -= 1;
+        if self.adaptive {
+            s.adaptive -= 1;
+        }
+        drop(s);
         self.slots.cv.notify_all();
     }
 }
@@ -246,19 +276,41 @@ mod tests {
         assert_eq!(not_found, Some(Signal::Answered(Duration::ZERO)));
     }
 
+    fn in_flight(slots: &Slots) -> (usize, usize) {
+        let s = slots.state.lock().unwrap();
+        (s.all, s.adaptive)
+    }
+
     #[test]
     fn slots_admit_up_to_the_limit_and_free_on_drop() {
         let slots = Slots::new(16);
-        let held: Vec<Slot> = (0..4).map(|_| slots.acquire()).collect();
-        assert_eq!(slots.state.lock().unwrap().0, 4);
+        let held: Vec<Slot> = (0..4).map(|_| slots.acquire(false)).collect();
+        assert_eq!(in_flight(&slots), (4, 4));
         for s in held.iter().cycle().take(5) {
             s.answered(200, Duration::from_millis(5));
         }
         // Grown to five: a fifth fits without waiting.
-        let fifth = slots.acquire();
+        let fifth = slots.acquire(false);
         drop(held);
         drop(fifth);
-        assert_eq!(slots.state.lock().unwrap().0, 0);
+        assert_eq!(in_flight(&slots), (0, 0));
         assert_eq!(slots.limit(), 5);
+    }
+
+    #[test]
+    fn streamed_uploads_leave_the_adaptive_limit_to_the_requests_feeding_them() {
+        let slots = Slots::new(3);
+        let overloaded = slots.acquire(false);
+        overloaded.answered(429, Duration::ZERO);
+        overloaded.answered(503, Duration::ZERO);
+        drop(overloaded);
+        assert_eq!(slots.limit(), 1);
+        // Two uploads in flight, and the download feeding one still goes.
+        let uploads = [slots.acquire(true), slots.acquire(true)];
+        let download = slots.acquire(false);
+        assert_eq!(in_flight(&slots), (3, 1));
+        drop(download);
+        drop(uploads);
+        assert_eq!(in_flight(&slots), (0, 0));
     }
 }
