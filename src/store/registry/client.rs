@@ -20,7 +20,7 @@ use super::concurrency::Slots;
 use super::credentials::{self, Credential};
 use super::failure::{ErrorBody, error_chain, transport_failure};
 use super::pacing::Pacer;
-use super::quota::{Quota, QuotaReading, counts_against_quota};
+use super::quota::{Quota, QuotaReading, counts_against_quota, held_back};
 use super::retry::{Retry, is_transient_status, retry_after, sleep_backoff};
 use super::scopes::request_scopes;
 use super::tls::{TlsSetup, install_crypto_provider};
@@ -537,33 +537,10 @@ impl RegistryClient {
             return Ok(());
         };
         let now = Instant::now();
-        if !q.holds_back(reserve, now) {
-            return Ok(());
+        match q.holds_back(reserve, now) {
+            true => Err(held_back(&self.host, what, &q, reserve, now)),
+            false => Ok(()),
         }
-        let remaining = q.reading.remaining.unwrap_or(0);
-        let of = q
-            .reading
-            .limit
-            .map_or(String::new(), |l| format!(" of {l}"));
-        let returns = match q.returns_after().and_then(|d| q.seen.checked_add(d)) {
-            Some(at) => {
-                let left = at.saturating_duration_since(now).as_secs();
-                let wall = chrono::Utc::now()
-                    + chrono::TimeDelta::try_seconds(left as i64).unwrap_or_default();
-                format!(
-                    "it returns in {left}s (about {})",
-                    wall.format("%Y-%m-%dT%H:%M:%SZ")
-                )
-            }
-            None => "the registry did not say when it returns".to_string(),
-        };
-        Err(Error::Quota {
-            registry: self.host.clone(),
-            message: format!(
-                "{what} on {}: not sent: the registry's rate limit has {remaining}{of} requests left, at or below the rate-limit-reserve of {reserve}; {returns}",
-                self.host
-            ),
-        })
     }
 
     pub(super) fn transport_error(&self, failure: TransportFailure, message: String) -> Error {

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
 
+use crate::error::Error;
+
 /// The longest value considered: a real one is a few dozen bytes.
 const MAX_VALUE_LEN: usize = 1024;
 /// List items and parameters read in one value.
@@ -217,6 +219,34 @@ impl Quota {
     }
 }
 
+/// The error of a request held back by `reserve`: one line naming the
+/// registry, what is left of the quota and when it returns (from `now`).
+pub fn held_back(host: &str, what: &str, q: &Quota, reserve: u64, now: Instant) -> Error {
+    let remaining = q.reading.remaining.unwrap_or(0);
+    let of = q
+        .reading
+        .limit
+        .map_or(String::new(), |l| format!(" of {l}"));
+    let returns = match q.returns_after().and_then(|d| q.seen.checked_add(d)) {
+        Some(at) => {
+            let left = at.saturating_duration_since(now).as_secs();
+            let wall = chrono::Utc::now()
+                + chrono::TimeDelta::try_seconds(left as i64).unwrap_or_default();
+            format!(
+                "it returns in {left}s (about {})",
+                wall.format("%Y-%m-%dT%H:%M:%SZ")
+            )
+        }
+        None => "the registry did not say when it returns".to_string(),
+    };
+    Error::Quota {
+        registry: host.to_string(),
+        message: format!(
+            "{what} on {host}: not sent: the registry's rate limit has {remaining}{of} requests left, at or below the rate-limit-reserve of {reserve}; {returns}"
+        ),
+    }
+}
+
 /// Does a request count against a Docker Hub-style pull quota? GETs of
 /// manifests and blobs do; `HEAD`s, tag lists, uploads and the `/v2/`
 /// check do not.
@@ -375,6 +405,39 @@ mod tests {
         );
         assert_eq!(merged.reading.remaining, Some(10));
         assert_eq!(merged.reading.limit, Some(200));
+    }
+
+    #[test]
+    fn a_held_back_request_names_the_registry_the_quota_and_its_return() {
+        let seen = Instant::now();
+        let q = |reading| Quota { reading, seen };
+        let hub = q(QuotaReading {
+            remaining: Some(4),
+            limit: Some(100),
+            window: Some(21600),
+            reset: None,
+        });
+        let e = held_back("docker.io", "GET manifest library/alpine:3", &hub, 5, seen);
+        assert_eq!(e.class(), crate::error::ErrorClass::Quota);
+        let msg = e.to_string();
+        assert!(!msg.contains('\n'), "{msg}");
+        for needle in [
+            "GET manifest library/alpine:3 on docker.io: not sent",
+            "4 of 100 requests left",
+            "rate-limit-reserve of 5",
+            "it returns in 21600s (about 20",
+        ] {
+            assert!(msg.contains(needle), "{needle:?} not in {msg}");
+        }
+        let silent = q(QuotaReading {
+            remaining: Some(0),
+            ..Default::default()
+        });
+        let msg = held_back("r.example", "GET blob", &silent, 0, seen).to_string();
+        assert!(
+            msg.contains("0 requests left") && msg.contains("did not say when"),
+            "{msg}"
+        );
     }
 
     #[test]
