@@ -11,6 +11,10 @@
 //!   a connection that broke, or an answer 408, 429 or 5xx. The registry
 //!   client retries these with backoff, and the engine retries a blob whose
 //!   stream failed. Everything else is permanent and fails at once.
+//! - [`Error::Quota`] is a request imgsync itself held back: the registry's
+//!   quota is down to the configured `rate-limit-reserve`. Not transient
+//!   within a run (the quota returns in hours); exit 6 like a network
+//!   failure for `copy`, and a failed image (exit 1) for `sync`.
 //! - [`Error::Registry`] is an error status from a registry; it carries the
 //!   status and the distribution error code (`NAME_UNKNOWN`,
 //!   `MANIFEST_UNKNOWN`, `DENIED`, ...) so that callers branch on them, not
@@ -52,6 +56,10 @@ pub enum ErrorClass {
     Auth,
     /// A registry could not be reached or kept failing (after retries).
     Network,
+    /// A registry's request quota is down to the reserve the
+    /// configuration keeps: nothing more is asked of it until the quota
+    /// returns (hours, on Docker Hub), so retrying within a run is useless.
+    Quota,
     /// The user interrupted the run.
     Interrupted,
 }
@@ -64,7 +72,7 @@ impl ErrorClass {
             ErrorClass::Auth => 3,
             ErrorClass::NotFound => 4,
             ErrorClass::Integrity => 5,
-            ErrorClass::Network => 6,
+            ErrorClass::Network | ErrorClass::Quota => 6,
             ErrorClass::Interrupted => 130,
             ErrorClass::Format | ErrorClass::Unsupported | ErrorClass::Io => 1,
         }
@@ -145,6 +153,15 @@ pub enum Error {
         /// The whole line shown to the user.
         message: String,
     },
+    /// A request held back to keep a registry's quota reserve.
+    #[error("{message}")]
+    Quota {
+        /// The registry's host.
+        registry: String,
+        /// The whole line shown to the user: the registry, what is left of
+        /// its quota and when it returns.
+        message: String,
+    },
     #[error("interrupted")]
     Interrupted,
 }
@@ -161,6 +178,7 @@ impl Error {
             Error::Auth(_) => ErrorClass::Auth,
             Error::Network(_) | Error::Transport { .. } => ErrorClass::Network,
             Error::Registry { class, .. } => *class,
+            Error::Quota { .. } => ErrorClass::Quota,
             Error::Interrupted => ErrorClass::Interrupted,
         }
     }
@@ -231,6 +249,10 @@ impl Error {
             } => Error::Transport {
                 registry: registry.clone(),
                 failure: *failure,
+                message: message.clone(),
+            },
+            Error::Quota { registry, message } => Error::Quota {
+                registry: registry.clone(),
                 message: message.clone(),
             },
             Error::Interrupted => Error::Interrupted,

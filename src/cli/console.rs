@@ -578,8 +578,24 @@ pub fn sync_summary(
             _ => {}
         }
     }
+    // What each registry's rate limit has left, where it said.
+    let quota: Vec<String> = report
+        .quota
+        .iter()
+        .filter_map(|(host, q)| {
+            let left = q.remaining?;
+            Some(match q.limit {
+                Some(limit) => format!("{host} {left}/{limit}"),
+                None => format!("{host} {left}"),
+            })
+        })
+        .collect();
+    let quota = match quota.is_empty() {
+        true => String::new(),
+        false => format!("; quota left: {}", quota.join(", ")),
+    };
     say!(
-        "sync {}: {} copied, {} up to date, {} failed; blobs {} uploaded, {} mounted, {} skipped; {} bytes; {} requests; {:.2}s",
+        "sync {}: {} copied, {} up to date, {} failed; blobs {} uploaded, {} mounted, {} skipped; {} bytes; {} requests; {:.2}s{quota}",
         config.display(),
         report.copied,
         report.up_to_date,

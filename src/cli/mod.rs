@@ -182,6 +182,9 @@ fn settings(
         cert_dir: cert_dir.clone(),
         retry_times: Some(shared.retry_times),
         max_requests: Some(jobs.max(1) * 2),
+        // Set per registry in a sync config only.
+        rate_limit_reserve: None,
+        requests_per_second: None,
     })
 }
 

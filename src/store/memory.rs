@@ -74,6 +74,10 @@ fn injected(class: ErrorClass, what: String) -> Error {
         },
         ErrorClass::Auth => Error::Auth(what),
         ErrorClass::Network => Error::Network(what),
+        ErrorClass::Quota => Error::Quota {
+            registry: "memory".into(),
+            message: what,
+        },
         ErrorClass::Interrupted => Error::Interrupted,
     }
 }

@@ -11,7 +11,7 @@ use crate::content::{Platform, Reference};
 use crate::engine::ReferrerOptions;
 use crate::error::{Error, Result};
 use crate::store::location::Location;
-use crate::store::registry::{Credential, RegistrySettings};
+use crate::store::registry::{Credential, MAX_REQUESTS_PER_SECOND, RegistrySettings};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -87,6 +87,12 @@ pub struct RegistryConfig {
     pub password: Option<String>,
     #[serde(default)]
     pub max_requests: Option<usize>,
+    /// Requests of the registry's announced quota to keep: at or below it,
+    /// manifest and blob pulls fail rather than spend it.
+    #[serde(default)]
+    pub rate_limit_reserve: Option<u64>,
+    #[serde(default)]
+    pub requests_per_second: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -350,8 +356,21 @@ pub fn load(path: &Path) -> Result<Config> {
                 .as_ref()
                 .map(|d| path.parent().unwrap_or(Path::new(".")).join(d)),
             max_requests: r.max_requests,
+            rate_limit_reserve: r.rate_limit_reserve,
+            requests_per_second: r.requests_per_second,
             ..Default::default()
         };
+        if let Some(rps) = r.requests_per_second
+            && !(rps > 0.0 && rps <= MAX_REQUESTS_PER_SECOND)
+        {
+            return Err(cx.err(
+                "requests-per-second",
+                format!(
+                    "registry {}: requests-per-second must be above 0 and at most {MAX_REQUESTS_PER_SECOND}, not {rps}",
+                    r.host
+                ),
+            ));
+        }
         // `insecure` skips certificate checks but keeps TLS; only `http`
         // allows plain HTTP.
         match r.tls {

@@ -608,3 +608,37 @@ fn state_settings_immutable_tags_and_the_identity_of_a_config() {
         Some(std::time::Duration::ZERO)
     );
 }
+
+#[test]
+fn reads_rate_limit_settings_and_refuses_a_rate_that_is_not_positive() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = |settings: &str| {
+        format!(
+            "version: 1\nregistries:\n  - host: docker.io\n{settings}sync:\n  - source: docker.io/library/alpine\n    target: m.example/alpine\n"
+        )
+    };
+    let c = config(
+        dir.path(),
+        &yaml("    rate-limit-reserve: 20\n    requests-per-second: 2.5\n    max-requests: 8\n"),
+    )
+    .unwrap();
+    let s = settings_for(&c, "docker.io", &RegistrySettings::default());
+    assert_eq!(s.rate_limit_reserve, Some(20));
+    assert_eq!(s.requests_per_second, Some(2.5));
+    assert_eq!(s.max_requests, Some(8));
+    for bad in ["0", "-1", ".nan", "1e9"] {
+        let e = config(
+            dir.path(),
+            &yaml(&format!("    requests-per-second: {bad}\n")),
+        )
+        .unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Usage, "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("sync.yaml:4:") && msg.contains("requests-per-second must be above 0"),
+            "{bad}: {msg}"
+        );
+    }
+    let negative = config(dir.path(), &yaml("    rate-limit-reserve: -5\n")).unwrap_err();
+    assert_eq!(negative.class(), ErrorClass::Usage, "{negative}");
+}

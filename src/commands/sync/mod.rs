@@ -113,13 +113,14 @@ pub fn execute(
     });
     // One more try for what failed for a reason that may pass.
     for (item, image) in items.iter().zip(images.iter_mut()) {
-        // A listing that failed was retried by the client already, and a
-        // registry that could not be reached stays so for this run.
+        // A listing that failed was retried by the client already, a
+        // registry that could not be reached stays so for this run, and a
+        // quota down to its reserve returns in hours, not minutes.
         let failed_transient = image.0.action == Action::Failed
             && item.is_copyable()
             && !matches!(
                 image.0.error_class,
-                Some(ErrorClass::Auth | ErrorClass::Usage)
+                Some(ErrorClass::Auth | ErrorClass::Usage | ErrorClass::Quota)
             )
             && !unreachable(config, item, opts, pool);
         if failed_transient {
@@ -128,7 +129,7 @@ pub fn execute(
         }
     }
     let images = images.into_iter().map(|(rep, _)| rep).collect();
-    RunReport::new(images, started.elapsed(), pool.requests())
+    RunReport::new(images, started.elapsed(), pool.requests()).with_quota(pool.quotas())
 }
 
 /// Is the item's source or target a registry found unreachable this run?

@@ -1,6 +1,7 @@
 //! What a sync run did: per image and in total, as a human summary, JSON
 //! (`--report`) and node_exporter textfile metrics (`--metrics`).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -8,6 +9,7 @@ use serde::Serialize;
 use crate::commands::mirror::plan::Item;
 use crate::engine::CopyReport;
 use crate::error::{ErrorClass, Result};
+use crate::store::registry::QuotaReading;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -177,6 +179,17 @@ pub struct RunReport {
     /// Every target was asked (no state, `--verify-target`, or the last
     /// full check older than `state-verify-every`).
     pub full_check: bool,
+    /// The request quota each registry announced last, by host: only
+    /// registries that announce one.
+    pub quota: BTreeMap<String, QuotaReport>,
+}
+
+/// What is left of a registry's request quota.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct QuotaReport {
+    pub remaining: Option<u64>,
+    pub limit: Option<u64>,
+    pub window_seconds: Option<u64>,
 }
 
 impl RunReport {
@@ -201,7 +214,24 @@ impl RunReport {
                 .count(),
             full_check: true,
             images,
+            quota: BTreeMap::new(),
         }
+    }
+
+    /// The report with the registries' last announced quotas.
+    pub fn with_quota(mut self, quotas: BTreeMap<String, QuotaReading>) -> RunReport {
+        self.quota = quotas
+            .into_iter()
+            .map(|(host, q)| {
+                let report = QuotaReport {
+                    remaining: q.remaining,
+                    limit: q.limit,
+                    window_seconds: q.window,
+                };
+                (host, report)
+            })
+            .collect();
+        self
     }
 
     /// 0 all done, 1 some image or referrer failed (retry later), 2 an
@@ -259,6 +289,19 @@ impl RunReport {
             "imgsync_sync_bytes{{config=\"{cfg}\"}} {}\n",
             self.bytes
         ));
+        let known = self
+            .quota
+            .iter()
+            .filter_map(|(h, q)| Some((h, q.remaining?)));
+        for (i, (host, remaining)) in known.enumerate() {
+            if i == 0 {
+                m.push_str("# HELP imgsync_registry_quota_remaining Requests of its rate limit a registry said were left, at the end of the last run.\n# TYPE imgsync_registry_quota_remaining gauge\n");
+            }
+            let host = host.replace('\\', "\\\\").replace('"', "\\\"");
+            m.push_str(&format!(
+                "imgsync_registry_quota_remaining{{registry=\"{host}\",config=\"{cfg}\"}} {remaining}\n"
+            ));
+        }
         m.push_str("# HELP imgsync_sync_duration_seconds Length of the last run.\n# TYPE imgsync_sync_duration_seconds gauge\n");
         m.push_str(&format!(
             "imgsync_sync_duration_seconds{{config=\"{cfg}\"}} {:.3}\n",
@@ -300,5 +343,43 @@ mod tests {
         assert_eq!(exit_code_of(network.into_iter(), 0), 1);
         let denied = [Some(ErrorClass::Network), Some(ErrorClass::Auth)];
         assert_eq!(exit_code_of(denied.into_iter(), 0), 2);
+        let reserve = [Some(ErrorClass::Quota)];
+        assert_eq!(exit_code_of(reserve.into_iter(), 0), 1, "a quota kept");
+    }
+
+    #[test]
+    fn announced_quotas_reach_the_json_and_the_metrics() {
+        let quotas = BTreeMap::from([
+            (
+                "docker.io".to_string(),
+                QuotaReading {
+                    remaining: Some(76),
+                    limit: Some(100),
+                    window: Some(21600),
+                    reset: None,
+                },
+            ),
+            (
+                "policy.example".to_string(),
+                QuotaReading {
+                    limit: Some(5),
+                    ..Default::default()
+                },
+            ),
+        ]);
+        let r = RunReport::new(Vec::new(), Duration::ZERO, 3).with_quota(quotas);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json["quota"]["docker.io"],
+            serde_json::json!({"remaining": 76, "limit": 100, "window_seconds": 21600})
+        );
+        let m = r.metrics("sync.yaml", 0);
+        assert!(
+            m.contains(
+                "imgsync_registry_quota_remaining{registry=\"docker.io\",config=\"sync.yaml\"} 76\n"
+            ),
+            "{m}"
+        );
+        assert!(!m.contains("policy.example"), "no count, no gauge: {m}");
     }
 }

@@ -5,18 +5,22 @@
 //! ([`Error::Registry`] for an error answer, [`Error::Transport`] for no
 //! answer) whose message names the host and what was being done.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{Client, RequestBuilder, StatusCode};
 
 use super::auth::{Challenge, Token, accepted_scope, parse_challenge};
+use super::concurrency::Slots;
 use super::credentials::{self, Credential};
 use super::failure::{ErrorBody, error_chain, transport_failure};
+use super::pacing::Pacer;
+use super::quota::{Quota, QuotaReading, counts_against_quota, held_back};
 use super::retry::{Retry, is_transient_status, retry_after, sleep_backoff};
 use super::scopes::request_scopes;
 use super::tls::{TlsSetup, install_crypto_provider};
@@ -42,8 +46,14 @@ pub struct RegistrySettings {
     pub cert_dir: Option<PathBuf>,
     /// Retries of a transient failure (default 3).
     pub retry_times: Option<u32>,
-    /// Requests in flight to this host.
+    /// The most requests in flight to this host (16 unless set): the
+    /// ceiling of the adaptive limit ([`super::concurrency`]).
     pub max_requests: Option<usize>,
+    /// Requests of the quota the registry announces that are kept: at or
+    /// below it, manifest and blob `GET`s fail without being sent.
+    pub rate_limit_reserve: Option<u64>,
+    /// The most requests a second sent to this host.
+    pub requests_per_second: Option<f64>,
 }
 
 /// The registries of one run, one client per host and settings. Clients
@@ -87,6 +97,20 @@ impl ClientPool {
         Ok(c)
     }
 
+    /// The latest quota each registry announced, by host.
+    pub fn quotas(&self) -> BTreeMap<String, QuotaReading> {
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mut latest: BTreeMap<String, Quota> = BTreeMap::new();
+        for c in clients.values() {
+            if let Some(q) = c.quota()
+                && latest.get(&c.host).is_none_or(|l| l.seen <= q.seen)
+            {
+                latest.insert(c.host.clone(), q);
+            }
+        }
+        latest.into_iter().map(|(h, q)| (h, q.reading)).collect()
+    }
+
     /// Requests sent to every registry so far.
     pub fn requests(&self) -> u64 {
         self.clients
@@ -101,32 +125,6 @@ impl ClientPool {
 pub(super) struct Endpoint {
     base: String,
     pub(super) challenge: Challenge,
-}
-
-/// A counting semaphore for requests in flight.
-struct Slots {
-    free: Mutex<usize>,
-    cv: Condvar,
-}
-
-impl Slots {
-    fn acquire(&self) -> SlotGuard<'_> {
-        let mut n = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        while *n == 0 {
-            n = self.cv.wait(n).unwrap_or_else(|e| e.into_inner());
-        }
-        *n -= 1;
-        SlotGuard(self)
-    }
-}
-
-struct SlotGuard<'a>(&'a Slots);
-
-impl Drop for SlotGuard<'_> {
-    fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        self.0.cv.notify_one();
-    }
 }
 
 pub struct RegistryClient {
@@ -146,6 +144,10 @@ pub struct RegistryClient {
     /// A lock per set of scopes whose token is being fetched.
     pub(super) token_fetches: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     slots: Slots,
+    /// The token bucket and any pause the registry asked for.
+    pacer: Mutex<Pacer>,
+    /// The quota the registry's latest answer announced.
+    quota: Mutex<Option<Quota>>,
     pub(super) retry_times: u32,
     pub(super) requests: AtomicU64,
     /// Whether the registry serves the referrers API, once learned.
@@ -208,10 +210,9 @@ impl RegistryClient {
             scopes: Mutex::new(BTreeSet::new()),
             tokens: Mutex::new(HashMap::new()),
             token_fetches: Mutex::new(HashMap::new()),
-            slots: Slots {
-                free: Mutex::new(max),
-                cv: Condvar::new(),
-            },
+            slots: Slots::new(max),
+            pacer: Mutex::new(Pacer::new(settings.requests_per_second, Instant::now())),
+            quota: Mutex::new(None),
             retry_times: settings.retry_times.unwrap_or(3),
             requests: AtomicU64::new(0),
             referrers_api: Mutex::new(None),
@@ -331,7 +332,11 @@ impl RegistryClient {
         let mut attempt = 0;
         loop {
             self.requests.fetch_add(1, Ordering::Relaxed);
-            match block_on(self.http.get(format!("{base}/v2/")).send()).map(Response::new) {
+            let answer = block_on(self.http.get(format!("{base}/v2/")).send()).map(Response::new);
+            if let Ok(r) = &answer {
+                self.observe_quota(r);
+            }
+            match answer {
                 Ok(r) if is_transient_status(r.status()) && attempt < self.retry_times => {
                     sleep_backoff(attempt, retry_after(&r));
                 }
@@ -387,15 +392,19 @@ impl RegistryClient {
         build: impl Fn(&Client, &str) -> RequestBuilder,
     ) -> Result<Response> {
         let base = self.base()?;
-        let _slot = self.slots.acquire();
+        let mut slot = self.slots.acquire(retry == Retry::No);
         let mut attempt = 0;
         let mut refreshed = false;
         loop {
             let req = build(&self.http, &base);
-            self.requests.fetch_add(1, Ordering::Relaxed);
             let (req_client, built) = req.build_split();
             let mut built =
                 built.map_err(|e| Error::Usage(format!("{what} on {}: {e}", self.host)))?;
+            if counts_against_quota(built.method().as_str(), built.url().path()) {
+                self.check_reserve(what)?;
+            }
+            self.pace();
+            self.requests.fetch_add(1, Ordering::Relaxed);
             // Credentials go to the registry's own origin only: an upload
             // `Location` or a `Link` may name any host, and what it names
             // gets the request but not the registry's credentials.
@@ -415,7 +424,20 @@ impl RegistryClient {
                 built.headers_mut().insert(AUTHORIZATION, value);
             }
             let (method, url) = (built.method().as_str().to_string(), built.url().clone());
-            match execute(&req_client, built) {
+            slot.sending();
+            let sent = Instant::now();
+            let answer = execute(&req_client, built);
+            if let Ok(r) = &answer {
+                slot.answered(r.status().as_u16(), sent.elapsed());
+                self.observe_quota(r);
+                if matches!(r.status().as_u16(), 429 | 503)
+                    && let Some(pause) = retry_after(r)
+                {
+                    // Every request waits out the pause, not only this one.
+                    self.pacer_lock().hold(Instant::now(), pause);
+                }
+            }
+            match answer {
                 Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
                     let challenge = r
                         .headers()
@@ -474,6 +496,53 @@ impl RegistryClient {
                 }
             }
             attempt += 1;
+        }
+    }
+
+    fn pacer_lock(&self) -> std::sync::MutexGuard<'_, Pacer> {
+        self.pacer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until the next request may go: the configured rate and any
+    /// pause the registry asked for. Sleeps without holding the lock.
+    fn pace(&self) {
+        let wait = self.pacer_lock().reserve(Instant::now());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// Keeps what an answer says about the quota.
+    fn observe_quota(&self, r: &Response) {
+        if let Some(reading) = QuotaReading::from_headers(r.headers()) {
+            let mut q = self.quota.lock().unwrap_or_else(|e| e.into_inner());
+            *q = Some(Quota::update(*q, reading, Instant::now()));
+        }
+    }
+
+    /// The quota the registry's latest answer announced, if any did.
+    pub fn quota(&self) -> Option<Quota> {
+        *self.quota.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Requests allowed in flight now (the adaptive limit).
+    pub fn concurrency_limit(&self) -> usize {
+        self.slots.limit()
+    }
+
+    /// Fails a request that counts against the quota when what is left of
+    /// it is down to the configured reserve.
+    fn check_reserve(&self, what: &str) -> Result<()> {
+        let Some(reserve) = self.settings.rate_limit_reserve else {
+            return Ok(());
+        };
+        let Some(q) = self.quota() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        match q.holds_back(reserve, now) {
+            true => Err(held_back(&self.host, what, &q, reserve, now)),
+            false => Ok(()),
         }
     }
 

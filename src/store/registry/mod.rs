@@ -3,7 +3,12 @@
 //! outside it builds a registry URL.
 //!
 //! - [`client`]: one registry host: endpoint discovery, the request loop
-//!   with authentication and retries, a cap on requests in flight.
+//!   with authentication and retries, the quota reserve.
+//! - [`concurrency`]: requests in flight, an AIMD limit under a ceiling.
+//! - [`pacing`]: a token bucket for `requests-per-second`, and the pause a
+//!   `Retry-After` asks of every request.
+//! - [`quota`]: the rate-limit headers (Docker Hub's and the IETF draft's)
+//!   and which requests count against a quota.
 //! - [`tls`]: what a registry's connections trust and present.
 //! - [`transport`]: the HTTP runtime, responses read synchronously,
 //!   streamed request bodies, the debug log of each request.
@@ -27,10 +32,13 @@
 
 pub mod auth;
 pub mod client;
+mod concurrency;
 pub mod credentials;
 mod failure;
 mod manifest;
 mod mount;
+mod pacing;
+pub mod quota;
 mod referrers;
 mod retry;
 mod scopes;
@@ -48,6 +56,8 @@ pub use client::{ClientPool, RegistryClient, RegistrySettings};
 pub use credentials::Credential;
 pub use manifest::ManifestHead;
 pub use mount::MountIndex;
+pub use pacing::MAX_REQUESTS_PER_SECOND;
+pub use quota::QuotaReading;
 pub use retry::sleep_backoff;
 pub use sink::RegistrySink;
 pub use source::RegistrySource;
