@@ -8,10 +8,12 @@
 //! - `commit`: what the bundle says about itself, written at commit, and
 //!   its volumes published.
 //! - [`manifest`]: the bundle manifest and the volume listings.
+//! - `tree`: a bundle's files (volumes, split blobs) as one layout tree.
 
 mod commit;
 pub mod manifest;
 pub mod read;
+mod tree;
 pub mod write;
 
 pub use manifest::BundleManifest;

@@ -8,13 +8,14 @@
 //! it says. Problems are collected, so `verify` can name all of them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::manifest::{
     BundleManifest, PARTS_DIR, VolumeListing, listing_in, manifest_in, volume_path,
 };
+use super::tree::BundleTree;
 use crate::content::referrers::is_digest_tag_of;
 use crate::content::{Descriptor, Digest};
 use crate::error::{Error, Result};
@@ -23,17 +24,6 @@ use crate::store::layout::{LayoutSource, blob_path};
 use crate::store::spool::{OpenedArchive, open_archive};
 use crate::store::tar::index::TarIndex;
 use crate::store::{BlobReader, ImageSource, SourceImage};
-
-/// Where a blob's bytes are: entries of volumes, in order.
-type Place = Vec<(u32, String, u64)>;
-
-/// The files of a bundle as a layout tree.
-pub struct BundleTree {
-    label: String,
-    meta: Arc<TarIndex>,
-    volumes: BTreeMap<u32, Arc<TarIndex>>,
-    places: HashMap<Digest, Place>,
-}
 
 pub struct Bundle {
     manifest: BundleManifest,
@@ -480,90 +470,6 @@ impl ImageSource for Bundle {
                 .iter()
                 .any(|r| &r.subject == subject),
         )
-    }
-}
-
-impl FileTree for BundleTree {
-    fn describe(&self) -> String {
-        self.label.clone()
-    }
-
-    fn open(&self, rel: &str) -> Result<Option<(BlobReader, u64)>> {
-        let Some(hex) = rel.strip_prefix("blobs/") else {
-            return FileTree::open(&self.meta, rel);
-        };
-        let Some(digest) = hex
-            .split_once('/')
-            .and_then(|(alg, h)| Digest::parse(&format!("{alg}:{h}")).ok())
-        else {
-            return Ok(None);
-        };
-        let Some(place) = self.places.get(&digest) else {
-            return Ok(None);
-        };
-        let total = place.iter().map(|(_, _, s)| s).sum();
-        let mut parts = Vec::new();
-        for (volume, entry, _) in place {
-            let tar = self.volumes.get(volume).ok_or_else(|| {
-                Error::NotFound(format!(
-                    "{}: blob {digest} is in volume {volume}, which was not given",
-                    self.label
-                ))
-            })?;
-            let (r, _) = TarIndex::open(tar, entry)?.ok_or_else(|| {
-                Error::Integrity(format!(
-                    "{}: blob {digest} is not in it (the volume is corrupt)",
-                    tar.describe()
-                ))
-            })?;
-            parts.push(r);
-        }
-        if parts.len() == 1
-            && let Some(r) = parts.pop()
-        {
-            return Ok(Some((Box::new(r), total)));
-        }
-        Ok(Some((
-            Box::new(Chain {
-                parts: parts.into(),
-            }),
-            total,
-        )))
-    }
-
-    fn read_small(&self, rel: &str, cap: u64) -> Result<Option<Vec<u8>>> {
-        let Some((r, size)) = FileTree::open(self, rel)? else {
-            return Ok(None);
-        };
-        if size > cap {
-            return Err(Error::Format(format!(
-                "{}: {rel} is {size} bytes, over the {cap}-byte limit",
-                self.label
-            )));
-        }
-        let mut buf = Vec::with_capacity(size as usize);
-        r.take(cap.saturating_add(1))
-            .read_to_end(&mut buf)
-            .map_err(|e| Error::io(format!("read {rel} in {}", self.label), e))?;
-        Ok(Some(buf))
-    }
-}
-
-/// Parts of a blob read one after another.
-struct Chain<R> {
-    parts: std::collections::VecDeque<R>,
-}
-
-impl<R: Read> Read for Chain<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while let Some(p) = self.parts.front_mut() {
-            let n = p.read(buf)?;
-            if n > 0 || buf.is_empty() {
-                return Ok(n);
-            }
-            self.parts.pop_front();
-        }
-        Ok(0)
     }
 }
 
