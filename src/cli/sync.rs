@@ -37,6 +37,10 @@ pub struct SyncCmd {
     /// (e.g. `--shard $(JOB_COMPLETION_INDEX)/4` in a Kubernetes Indexed Job).
     #[arg(long, value_name = "I/N")]
     shard: Option<String>,
+    /// Take only the images an earlier run's report (`--report` or
+    /// `--json`) lists as failed, and the sources whose listing failed.
+    #[arg(long, value_name = "REPORT", conflicts_with_all = ["every", "schedule"])]
+    retry_failed: Option<PathBuf>,
     /// Write the per-image report as JSON.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -159,8 +163,25 @@ pub fn run(
             "--state-verify-every {s:?}: expected a duration such as 0s, 30m, 24h"
         )));
     }
+    let only = match &c.retry_failed {
+        Some(path) => {
+            let failed = imgsync::commands::mirror::retry::Failed::read(path)?;
+            if failed.is_empty() {
+                if !c.quiet {
+                    console::message(&format!(
+                        "imgsync: {}: no failed image to retry",
+                        path.display()
+                    ));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some(std::sync::Arc::new(failed))
+        }
+        None => None,
+    };
     let jobs = c.jobs.max(1);
     let opts = SyncOptions {
+        only,
         jobs,
         shard: c.shard.as_deref().map(parse_shard).transpose()?,
         copy: CopyOptions {
@@ -270,8 +291,11 @@ fn once(
             &config.identity,
             &planned,
             &report,
-            opts.shard,
-            full_check,
+            sync::state::Coverage {
+                shard: opts.shard,
+                full_check: full_check && opts.only.is_none(),
+                partial: opts.only.is_some(),
+            },
             unix_now(),
         );
         if let Err(e) = sync::state::save(path, &state) {

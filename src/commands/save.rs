@@ -101,6 +101,7 @@ fn wanted_images(args: &SaveArgs, pool: &ClientPool) -> Result<Vec<Wanted>> {
     if let Some(path) = &args.config {
         let config = crate::commands::mirror::config::load(path)?;
         let opts = SyncOptions {
+            only: None,
             jobs: args.options.jobs,
             shard: None,
             copy: args.options.clone(),

@@ -230,3 +230,70 @@ fn a_catalog_that_cannot_be_read_fails_in_every_shard() {
         );
     }
 }
+
+/// `--retry-failed REPORT` takes only what the earlier run's report lists
+/// as failed: here an entry whose target could not be written; the other
+/// entry is not even looked at.
+#[test]
+fn retry_failed_takes_only_what_the_report_lists_as_failed() {
+    let src = Registry::start(Kind::Plain);
+    let dst = Registry::start(Kind::Plain);
+    let t = TestDir::new();
+    seed(&src, &t, &[("team/good", "1"), ("team/flaky", "1")]);
+    // The layout target is a plain file at first: its entry fails.
+    let layout = t.path("out");
+    std::fs::write(&layout, b"not a directory").unwrap();
+    let cfg = write_config(
+        &t,
+        &format!(
+            "version: 1\nsync:\n  - source: {src}/team/good\n    target: {dst}/mirror/good\n  - source: {src}/team/flaky\n    target: oci:{out}\n",
+            src = src.host,
+            dst = dst.host,
+            out = layout.display()
+        ),
+    );
+    let first = t.imgsync(&["sync", "--config", &cfg, "--report", &t.p("first.json")]);
+    assert_ne!(first.code, 0);
+    let flaky = format!("{}/team/flaky:1", src.host);
+    assert_eq!(
+        failed_rows(&read_json(&t.path("first.json")), &flaky).len(),
+        1
+    );
+    std::fs::remove_file(&layout).unwrap();
+    let second = t
+        .imgsync(&[
+            "sync",
+            "--config",
+            &cfg,
+            "--retry-failed",
+            &t.p("first.json"),
+            "--json",
+        ])
+        .ok()
+        .json();
+    let rows = second["images"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "only the failed image: {second}");
+    assert_eq!(rows[0]["source"], flaky.as_str());
+    assert_eq!(rows[0]["action"], "copied");
+    t.imgsync(&["verify", &format!("oci:{}", layout.display())])
+        .ok();
+    // Nothing failed: nothing to do.
+    std::fs::write(t.path("second.json"), second.to_string()).unwrap();
+    let none = t
+        .imgsync(&[
+            "sync",
+            "--config",
+            &cfg,
+            "--retry-failed",
+            &t.p("second.json"),
+        ])
+        .ok();
+    assert!(
+        none.stderr.contains("no failed image to retry"),
+        "{}",
+        none.stderr
+    );
+    // A file that is not a report is a usage error naming it.
+    t.imgsync(&["sync", "--config", &cfg, "--retry-failed", &cfg])
+        .fails(2, &["not a sync report"]);
+}

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod plan;
+pub mod retry;
 #[cfg(test)]
 mod tests;
 
@@ -22,6 +23,9 @@ pub struct SyncOptions {
     pub copy: CopyOptions,
     /// Settings for registries the config does not list.
     pub registry: RegistrySettings,
+    /// Only these (`--retry-failed`): what an earlier run's report lists
+    /// as failed.
+    pub only: Option<std::sync::Arc<retry::Failed>>,
 }
 
 /// The settings for a host: the config's entry, else the defaults.

@@ -293,6 +293,9 @@ pub fn expand(config: &Config, opts: &SyncOptions, clients: &ClientPool) -> Resu
     for entry_items in listed {
         items.extend(entry_items?);
     }
+    if let Some(only) = &opts.only {
+        items.retain(|it| only.covers(it));
+    }
     if let Some((i, n)) = opts.shard {
         items.retain(|it| {
             it.failed.as_ref().is_some_and(|f| f.catalog)

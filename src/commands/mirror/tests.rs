@@ -32,6 +32,7 @@ fn regexes(v: &[&str]) -> Vec<regex::Regex> {
 
 fn opts(shard: Option<(usize, usize)>) -> SyncOptions {
     SyncOptions {
+        only: None,
         jobs: 2,
         shard,
         copy: CopyOptions::default(),

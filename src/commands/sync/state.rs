@@ -166,19 +166,34 @@ pub fn known(config: &Config, state: &State, item: &Item) -> Option<Known> {
     Some(Known { digest, immutable })
 }
 
+/// What a run covered, which decides what its state may conclude.
+#[derive(Debug, Clone, Copy)]
+pub struct Coverage {
+    /// Only this shard of the plan (`--shard`).
+    pub shard: Option<(usize, usize)>,
+    /// Every target was asked.
+    pub full_check: bool,
+    /// Only some images were taken (`--retry-failed`).
+    pub partial: bool,
+}
+
 /// The state after a run: the previous one (if it was this config's) with
 /// what this run mirrored or found mirrored, without what failed; records
 /// of images this run no longer selects are dropped when it listed every
-/// source (of its shard) and kept otherwise.
+/// source (of its shard) and took every image, and kept otherwise.
 pub fn updated(
     previous: Option<State>,
     identity: &str,
     items: &[Item],
     report: &RunReport,
-    shard: Option<(usize, usize)>,
-    full_check: bool,
+    coverage: Coverage,
     now: u64,
 ) -> State {
+    let Coverage {
+        shard,
+        full_check,
+        partial,
+    } = coverage;
     let mut state = previous.unwrap_or_else(|| State {
         version: FORMAT_VERSION,
         config: identity.to_string(),
@@ -212,7 +227,9 @@ pub fn updated(
         };
         state.images.insert(key, record);
     }
-    let listed_everything = report.listings_failed == 0;
+    // A run that took only some images (`--retry-failed`) says nothing of
+    // the others.
+    let listed_everything = report.listings_failed == 0 && !partial;
     if listed_everything {
         let ours = |r: &Record| shard.is_none_or(|(i, n)| shard_of(&r.repository, n) == i);
         state
@@ -334,7 +351,18 @@ mod tests {
                 (Action::Failed, Some(D2)),
             ],
         );
-        let s = updated(None, "id", &items, &first, None, true, 10);
+        let s = updated(
+            None,
+            "id",
+            &items,
+            &first,
+            Coverage {
+                shard: None,
+                full_check: true,
+                partial: false,
+            },
+            10,
+        );
         assert_eq!(s.verified_at, Some(10));
         assert_eq!(s.images.len(), 2, "{:?}", s.images);
         assert!(!s.images.contains_key("dst.example/app:3"));
@@ -343,15 +371,63 @@ mod tests {
             &items[..2],
             &[(Action::Copied, Some(D2)), (Action::Failed, None)],
         );
-        let s = updated(Some(s), "id", &items[..2], &second, None, false, 20);
+        let s = updated(
+            Some(s),
+            "id",
+            &items[..2],
+            &second,
+            Coverage {
+                shard: None,
+                full_check: false,
+                partial: false,
+            },
+            20,
+        );
         assert_eq!(s.verified_at, Some(10), "not a full check");
         let one = &s.images["dst.example/app:1"];
         assert_eq!((one.digest.as_str(), one.mirrored_at), (D2, 20));
         assert_eq!(s.images.len(), 1, "{:?}", s.images);
         // Unchanged: the date it was first mirrored stays.
         let third = report(&items[..1], &[(Action::UpToDate, Some(D2))]);
-        let s = updated(Some(s), "id", &items[..1], &third, None, false, 30);
+        let s = updated(
+            Some(s),
+            "id",
+            &items[..1],
+            &third,
+            Coverage {
+                shard: None,
+                full_check: false,
+                partial: false,
+            },
+            30,
+        );
         assert_eq!(s.images["dst.example/app:1"].mirrored_at, 20);
+    }
+
+    #[test]
+    fn a_partial_run_keeps_the_records_of_what_it_did_not_take() {
+        let items = [item("a", "1"), item("b", "1")];
+        let all = report(&items, &[(Action::Copied, Some(D1)); 2]);
+        let full = Coverage {
+            shard: None,
+            full_check: true,
+            partial: false,
+        };
+        let s = updated(None, "id", &items, &all, full, 1);
+        // `--retry-failed` took only `b`: `a` is still known, and the run
+        // is no full check.
+        let only_b = report(&items[1..], &[(Action::Copied, Some(D1))]);
+        let partial = Coverage {
+            shard: None,
+            full_check: false,
+            partial: true,
+        };
+        let s = updated(Some(s), "id", &items[1..], &only_b, partial, 2);
+        assert_eq!(s.images.len(), 2);
+        assert_eq!(s.verified_at, Some(1));
+        // A whole run that no longer selects `a` forgets it.
+        let s = updated(Some(s), "id", &items[1..], &only_b, full, 3);
+        assert_eq!(s.images.len(), 1);
     }
 
     #[test]
@@ -363,7 +439,18 @@ mod tests {
             item("d", "1"),
         ];
         let all = report(&items, &[(Action::Copied, Some(D1)); 4]);
-        let s = updated(None, "id", &items, &all, None, true, 1);
+        let s = updated(
+            None,
+            "id",
+            &items,
+            &all,
+            Coverage {
+                shard: None,
+                full_check: true,
+                partial: false,
+            },
+            1,
+        );
         let shard = crate::commands::mirror::shard_of("src.example/a", 2);
         let mine: Vec<Item> = items
             .iter()
@@ -374,7 +461,18 @@ mod tests {
             .cloned()
             .collect();
         let none = report(&[], &[]);
-        let s = updated(Some(s), "id", &[], &none, Some((shard, 2)), false, 2);
+        let s = updated(
+            Some(s),
+            "id",
+            &[],
+            &none,
+            Coverage {
+                shard: Some((shard, 2)),
+                full_check: false,
+                partial: false,
+            },
+            2,
+        );
         assert_eq!(s.images.len(), 4 - mine.len());
         assert!(
             s.images
