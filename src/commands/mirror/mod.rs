@@ -4,6 +4,8 @@
 //! calls the other.
 
 pub mod config;
+#[cfg(test)]
+mod config_tests;
 pub mod plan;
 pub mod retry;
 #[cfg(test)]

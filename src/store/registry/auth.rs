@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use reqwest::StatusCode;
 
-use super::client::{RegistryClient, is_loopback};
+use super::client::RegistryClient;
 use super::credentials::Credential;
+use super::endpoint::is_loopback;
 use super::failure::{error_chain, transport_failure};
 use super::retry::{is_transient_status, retry_after, sleep_backoff};
 use super::transport::{BodyError, Response, block_on};

@@ -1,5 +1,5 @@
-//! One registry host: endpoint discovery (HTTPS, or HTTP where allowed),
-//! authentication, retries (see [`super::retry`]) and a cap on requests in
+//! One registry host: authentication (its endpoint is found by
+//! [`super::endpoint`]), retries (see [`super::retry`]) and a cap on requests in
 //! flight. Every request of the registry protocol goes through
 //! [`RegistryClient::send`]; a failure becomes a typed error
 //! ([`Error::Registry`] for an error answer, [`Error::Transport`] for no
@@ -11,20 +11,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{Client, RequestBuilder, StatusCode};
 
 use super::auth::{Challenge, Token, accepted_scope, parse_challenge};
 use super::concurrency::Slots;
 use super::credentials::{self, Credential};
+use super::endpoint::{Endpoint, same_origin};
 use super::failure::{ErrorBody, error_chain, transport_failure};
 use super::pacing::Pacer;
 use super::quota::{Quota, QuotaReading, counts_against_quota, held_back};
 use super::retry::{Retry, is_transient_status, retry_after, sleep_backoff};
 use super::scopes::request_scopes;
 use super::tls::{TlsSetup, install_crypto_provider};
-use super::transport::{Response, block_on, execute};
+use super::transport::{Response, execute};
 use crate::error::{Error, ErrorClass, Result, TransportFailure};
 
 /// How to reach one registry.
@@ -122,21 +122,16 @@ impl ClientPool {
     }
 }
 
-pub(super) struct Endpoint {
-    base: String,
-    pub(super) challenge: Challenge,
-}
-
 pub struct RegistryClient {
     pub(super) host: String,
-    api_host: String,
+    pub(super) api_host: String,
     pub(super) http: Client,
-    tls_verify: bool,
+    pub(super) tls_verify: bool,
     creds: OnceLock<Result<Option<Credential>, String>>,
-    settings: RegistrySettings,
+    pub(super) settings: RegistrySettings,
     /// Found once; a failure is kept too, so every request of the run
     /// reports it rather than trying again.
-    endpoint: OnceLock<Result<Endpoint>>,
+    pub(super) endpoint: OnceLock<Result<Endpoint>>,
     /// Scopes (`repository:team/app:pull`) that tokens must carry.
     pub(super) scopes: Mutex<BTreeSet<String>>,
     /// Bearer tokens by their space-separated scopes.
@@ -154,34 +149,6 @@ pub struct RegistryClient {
     pub(super) referrers_api: Mutex<Option<bool>>,
     /// Held by the request that finds out.
     pub(super) referrers_probe: Mutex<()>,
-}
-
-/// Does `url` name the same scheme, host and port as the registry's base
-/// URL (`https://host[:port]`)?
-pub(super) fn same_origin(url: &Url, base: &str) -> bool {
-    match Url::parse(base) {
-        Ok(b) => {
-            url.scheme() == b.scheme()
-                && url.host_str() == b.host_str()
-                && url.port_or_known_default() == b.port_or_known_default()
-        }
-        Err(_) => false,
-    }
-}
-
-/// Is `host` (`name`, `name:port`, `[v6]:port`) this machine's loopback:
-/// `localhost` or a loopback IP literal? Such a registry may be reached
-/// over plain HTTP: nothing sent to it leaves the machine. A name that
-/// merely looks like one (`127.corp.example`) is not.
-pub(super) fn is_loopback(host: &str) -> bool {
-    let h = match host.strip_prefix('[') {
-        Some(rest) => rest.split_once(']').map(|(h, _)| h).unwrap_or(rest),
-        None if host.matches(':').count() == 1 => host.split_once(':').map_or(host, |(h, _)| h),
-        None => host,
-    };
-    h.eq_ignore_ascii_case("localhost")
-        || h.parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl RegistryClient {
@@ -250,123 +217,6 @@ impl RegistryClient {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(scope);
-    }
-
-    /// The base URL (`https://host`), found once by `GET /v2/`.
-    pub(super) fn endpoint(&self) -> Result<&Endpoint> {
-        match self.endpoint.get_or_init(|| self.discover()) {
-            Ok(e) => Ok(e),
-            Err(e) => Err(e.duplicate()),
-        }
-    }
-
-    /// The registry's endpoint check failed this run (nothing listens, no
-    /// TLS, no registry there): every later request reports that failure
-    /// again without trying, so trying anything again is pointless.
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self.endpoint.get(), Some(Err(_)))
-    }
-
-    pub(super) fn base(&self) -> Result<String> {
-        Ok(self.endpoint()?.base.clone())
-    }
-
-    fn discover(&self) -> Result<Endpoint> {
-        let https = format!("https://{}", self.api_host);
-        let allow_http =
-            self.settings.plain_http.unwrap_or(!self.tls_verify) || is_loopback(&self.host);
-        // A registry configured for plain HTTP is spoken to that way from
-        // the first request: no TLS attempt to wait for.
-        if self.settings.plain_http == Some(true) && !self.tls_verify {
-            let http = format!("http://{}", self.api_host);
-            let resp = self.ping(&http, true)?;
-            return self.endpoint_from(http, resp);
-        }
-        // Where plain HTTP is allowed, a failed HTTPS attempt is not retried:
-        // HTTP is tried next (as skopeo does).
-        let first = self.ping(&https, !allow_http);
-        let (base, resp) = match first {
-            Ok(r) => (https, r),
-            // A registry that speaks TLS with a certificate we cannot verify
-            // is reported as such, not retried over HTTP.
-            Err(e) if allow_http && !e.is_certificate_failure() => {
-                let http = format!("http://{}", self.api_host);
-                match self.ping(&http, true) {
-                    Ok(r) => (http, r),
-                    Err(_) => return Err(e),
-                }
-            }
-            Err(e) => return Err(e),
-        };
-        self.endpoint_from(base, resp)
-    }
-
-    /// The endpoint a `GET /v2/` answer describes: its challenge.
-    fn endpoint_from(&self, base: String, resp: Response) -> Result<Endpoint> {
-        let challenge = match resp.status() {
-            s if s.is_success() => Challenge::None,
-            StatusCode::UNAUTHORIZED => resp
-                .headers()
-                .get(WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_challenge)
-                .map(|c| c.to_challenge())
-                .unwrap_or(Challenge::Basic),
-            s => {
-                return Err(Error::Registry {
-                    registry: self.host.clone(),
-                    status: s.as_u16(),
-                    code: None,
-                    message: format!(
-                        "{}: GET /v2/ answered {s}; is this a container registry?",
-                        self.host
-                    ),
-                    class: ErrorClass::Network,
-                });
-            }
-        };
-        Ok(Endpoint { base, challenge })
-    }
-
-    fn ping(&self, base: &str, retry_errors: bool) -> Result<Response> {
-        let mut attempt = 0;
-        loop {
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let answer = block_on(self.http.get(format!("{base}/v2/")).send()).map(Response::new);
-            if let Ok(r) = &answer {
-                self.observe_quota(r);
-            }
-            match answer {
-                Ok(r) if is_transient_status(r.status()) && attempt < self.retry_times => {
-                    sleep_backoff(attempt, retry_after(&r));
-                }
-                Ok(r) => return Ok(r),
-                Err(e) => {
-                    let failure = transport_failure(&e);
-                    if failure == TransportFailure::Certificate {
-                        return Err(self.transport_error(
-                            failure,
-                            format!(
-                                "{}: TLS connection failed: {}; give the registry's CA with --cert-dir, or --tls-verify=false for a registry you trust",
-                                self.host,
-                                error_chain(&e)
-                            ),
-                        ));
-                    }
-                    let give_up = !retry_errors
-                        || attempt >= self.retry_times
-                        || !(e.is_connect() || e.is_timeout() || e.is_request());
-                    if give_up {
-                        return Err(self.transport_error(
-                            failure,
-                            format!("cannot reach registry {}: {}", self.host, error_chain(&e)),
-                        ));
-                    }
-                    sleep_backoff(attempt, None);
-                }
-            }
-            attempt += 1;
-        }
     }
 
     /// `GET /v2/` with the credentials (a token for no scope, on token
@@ -513,7 +363,7 @@ impl RegistryClient {
     }
 
     /// Keeps what an answer says about the quota.
-    fn observe_quota(&self, r: &Response) {
+    pub(super) fn observe_quota(&self, r: &Response) {
         if let Some(reading) = QuotaReading::from_headers(r.headers()) {
             let mut q = self.quota.lock().unwrap_or_else(|e| e.into_inner());
             *q = Some(Quota::update(*q, reading, Instant::now()));

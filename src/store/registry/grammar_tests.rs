@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::auth::{Challenge, accepted_scope, insecure_realm, parse_challenge, parse_token};
-use super::client::{is_loopback, same_origin};
+use super::endpoint::{is_loopback, same_origin};
 use crate::store::registry::tags::next_link;
 
 /// A header, what it asks for, and parameters it must carry.

@@ -34,6 +34,7 @@ pub mod auth;
 pub mod client;
 mod concurrency;
 pub mod credentials;
+mod endpoint;
 mod failure;
 mod manifest;
 mod mount;
