@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, LINK};
 
 use super::client::RegistryClient;
-use super::manifest::{MANIFEST_ACCEPT, digest_header, read_capped};
+use super::manifest::{digest_header, get_small, read_capped};
 use super::retry::Retry;
 use super::sink::RegistrySink;
 use super::tags::next_link;
@@ -110,18 +110,13 @@ impl RegistryClient {
     /// not exist.
     pub(super) fn get_tagged(&self, repo: &str, tag: &str) -> Result<Option<(Vec<u8>, Digest)>> {
         let what = format!("GET manifest {repo}:{tag}");
-        let r = self.send(&what, Retry::Yes, |http, base| {
-            http.get(format!("{base}/v2/{repo}/manifests/{tag}"))
-                .header(ACCEPT, MANIFEST_ACCEPT)
-        })?;
-        match r.status() {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => {
-                let bytes =
-                    read_capped(r, MAX_MANIFEST_BYTES, &format!("{what} on {}", self.host()))?;
-                Ok(Some((bytes.clone(), Digest::sha256_of(&bytes))))
+        match get_small(self, &what, &format!("/v2/{repo}/manifests/{tag}")) {
+            Ok(small) => {
+                let digest = Digest::sha256_of(&small.bytes);
+                Ok(Some((small.bytes, digest)))
             }
-            _ => Err(self.failure(&what, r)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
