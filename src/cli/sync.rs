@@ -265,27 +265,29 @@ fn once(
     let full_check =
         sync::state::full_check_due(previous.as_ref(), verify_every, c.verify_target, now);
     let trusted = previous.as_ref().filter(|_| !full_check);
-    let items = match sync::plan_with_state(config, opts, &pool, trusted) {
-        Ok(i) => i,
-        Err(e) => {
-            console::error(&e);
-            let code = match e.class() {
-                imgsync::ErrorClass::Auth | imgsync::ErrorClass::Usage => 2,
-                _ => 1,
-            };
-            return Ok(code);
+    let ended = |e: Error| {
+        console::error(&e);
+        match e.class() {
+            imgsync::ErrorClass::Auth | imgsync::ErrorClass::Usage => 2,
+            _ => 1,
         }
     };
     if c.dry_run {
+        let items = match sync::plan_with_state(config, opts, &pool, trusted) {
+            Ok(i) => i,
+            Err(e) => return Ok(ended(e)),
+        };
         console::sync_plan(&items);
         // A source that could not be listed leaves the plan incomplete.
         return Ok(sync::plan_exit_code(&items));
     }
-    let planned = state_path.map(|_| items.clone());
-    let mut report = sync::execute(config, items, opts, &pool, progress, started);
+    let (planned, mut report) = match sync::run(config, opts, &pool, trusted, progress, started) {
+        Ok(r) => r,
+        Err(e) => return Ok(ended(e)),
+    };
     report.full_check = full_check;
     let mut state_failed = false;
-    if let (Some(path), Some(planned)) = (state_path, planned) {
+    if let Some(path) = state_path {
         let state = sync::state::updated(
             previous,
             &config.identity,

@@ -15,6 +15,8 @@
 
 mod convert;
 mod emit;
+#[cfg(test)]
+mod fanout_tests;
 mod pieces;
 mod plan;
 pub mod pool;
@@ -148,6 +150,27 @@ pub struct CopyReport {
     /// The errors of `referrers_failed`, for the exit code.
     #[serde(skip)]
     pub referrer_errors: Vec<Error>,
+}
+
+/// The same report for another destination of one copy (a fan-out).
+impl Clone for CopyReport {
+    fn clone(&self) -> Self {
+        CopyReport {
+            images: self.images.clone(),
+            images_up_to_date: self.images_up_to_date,
+            blobs_copied: self.blobs_copied,
+            blobs_skipped: self.blobs_skipped,
+            blobs_mounted: self.blobs_mounted,
+            requests: self.requests,
+            bytes_copied: self.bytes_copied,
+            conversions: self.conversions.clone(),
+            referrers: self.referrers.clone(),
+            referrers_not_carried: self.referrers_not_carried.clone(),
+            referrers_failed: self.referrers_failed.clone(),
+            errors: self.errors.iter().map(Error::duplicate).collect(),
+            referrer_errors: self.referrer_errors.iter().map(Error::duplicate).collect(),
+        }
+    }
 }
 
 /// Copies images from `source` to `sink`. The sink is neither committed nor

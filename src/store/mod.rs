@@ -18,6 +18,7 @@ pub mod atomic_file;
 pub mod bundle;
 pub mod cleanup;
 pub mod docker_archive;
+pub mod fanout;
 pub mod files;
 pub mod io;
 pub mod layout;

@@ -26,6 +26,7 @@ mod registry;
 mod registry_harness;
 mod regressions;
 mod sync;
+mod sync_fanout;
 mod sync_isolation;
 mod sync_referrers;
 mod sync_state;

@@ -10,7 +10,6 @@ use crate::content::referrers::TypeFilter;
 use crate::content::{Platform, Reference};
 use crate::engine::ReferrerOptions;
 use crate::error::{Error, Result};
-use crate::store::location::Location;
 use crate::store::registry::{Credential, MAX_REQUESTS_PER_SECOND, RegistrySettings};
 
 #[derive(Debug, Deserialize)]
@@ -121,7 +120,11 @@ pub struct RepoFilters {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SyncEntry {
     pub source: String,
-    pub target: String,
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Several targets (fan-out): each source blob is read once.
+    #[serde(default)]
+    pub targets: Option<Vec<String>>,
     #[serde(default)]
     pub tags: Option<Filters>,
     #[serde(default)]
@@ -174,7 +177,8 @@ pub enum Target {
 pub struct Entry {
     pub index: usize,
     pub source: Source,
-    pub target: Target,
+    /// Where the images go: one target, or several (fan-out), in order.
+    pub targets: Vec<Target>,
     pub tags: TagFilter,
     pub repos: RepoFilter,
     pub platforms: Vec<Platform>,
@@ -231,13 +235,13 @@ fn line_of(text: &str, needle: &str) -> usize {
         .unwrap_or(1)
 }
 
-struct Ctx<'a> {
-    path: &'a Path,
+pub(super) struct Ctx<'a> {
+    pub(super) path: &'a Path,
     text: &'a str,
 }
 
 impl Ctx<'_> {
-    fn err(&self, needle: &str, msg: String) -> Error {
+    pub(super) fn err(&self, needle: &str, msg: String) -> Error {
         Error::Usage(format!(
             "{}:{}: {msg}",
             self.path.display(),
@@ -406,8 +410,8 @@ pub fn load(path: &Path) -> Result<Config> {
     }
     let mut entries = Vec::new();
     for (index, e) in file.sync.iter().enumerate() {
-        let source = parse_source(&cx, &e.source)?;
-        let target = parse_target(&cx, &e.target, &source)?;
+        let source = super::endpoints::parse_source(&cx, &e.source)?;
+        let targets = super::endpoints::parse_targets(&cx, e, &source)?;
         let f = e.tags.as_ref();
         let tags = TagFilter {
             allow: cx.regexes(
@@ -460,7 +464,7 @@ pub fn load(path: &Path) -> Result<Config> {
         entries.push(Entry {
             index,
             source,
-            target,
+            targets,
             tags,
             repos,
             platforms,
@@ -516,68 +520,18 @@ fn identity_of(entries: &[Entry]) -> String {
             Source::Repository(r) | Source::Digest(r) => r.to_string(),
             Source::Prefix { host, prefix } => format!("{host}/{prefix}/"),
         };
-        let target = match &e.target {
-            Target::Registry { host, path } => format!("{host}/{path}"),
-            Target::Layout(p) => format!("oci:{}", p.display()),
-        };
+        // One target reads as it always did: states written before
+        // fan-out stay valid.
+        let target = e
+            .targets
+            .iter()
+            .map(|t| match t {
+                Target::Registry { host, path } => format!("{host}/{path}"),
+                Target::Layout(p) => format!("oci:{}", p.display()),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
         text.push_str(&format!("{source}\t{target}\n"));
     }
     crate::content::Digest::sha256_of(text.as_bytes()).to_string()
-}
-
-fn parse_source(cx: &Ctx, s: &str) -> Result<Source> {
-    if let Some(prefix) = s.strip_suffix('/') {
-        let (host, path) = prefix
-            .split_once('/')
-            .ok_or_else(|| cx.err(s, format!("source {s:?}: a prefix source is host/path/")))?;
-        return Ok(Source::Prefix {
-            host: host.to_string(),
-            prefix: path.to_string(),
-        });
-    }
-    let r = match Location::parse(s).map_err(|e| cx.err(s, format!("source {s:?}: {e}")))? {
-        Location::Registry(r) => r,
-        _ => return Err(cx.err(s, format!("source {s:?} must be a registry repository"))),
-    };
-    if r.digest.is_some() {
-        return Ok(Source::Digest(r));
-    }
-    if r.tag.is_some() {
-        return Err(cx.err(
-            s,
-            format!("source {s:?}: give a repository (tags are chosen with `tags:`) or a digest"),
-        ));
-    }
-    Ok(Source::Repository(r))
-}
-
-fn parse_target(cx: &Ctx, s: &str, source: &Source) -> Result<Target> {
-    if let Some(p) = s.strip_prefix("oci:") {
-        return Ok(Target::Layout(
-            cx.path.parent().unwrap_or(Path::new(".")).join(p),
-        ));
-    }
-    let trimmed = s.strip_suffix('/').unwrap_or(s);
-    if matches!(source, Source::Prefix { .. }) != s.ends_with('/') {
-        return Err(cx.err(s, format!("target {s:?}: a prefix source (ending in /) needs a prefix target (ending in /), and only then")));
-    }
-    let r = match Location::parse(trimmed).map_err(|e| cx.err(s, format!("target {s:?}: {e}")))? {
-        Location::Registry(r) => r,
-        _ => {
-            return Err(cx.err(
-                s,
-                format!("target {s:?} must be a registry repository or oci:PATH"),
-            ));
-        }
-    };
-    if r.tag.is_some() || r.digest.is_some() {
-        return Err(cx.err(
-            s,
-            format!("target {s:?}: give a repository, without a tag or digest"),
-        ));
-    }
-    Ok(Target::Registry {
-        host: r.domain,
-        path: r.path,
-    })
 }

@@ -40,7 +40,7 @@ sync:
     let e = &c.entries[0];
     assert!(matches!(&e.source, Source::Repository(r) if r.path == "library/alpine"));
     assert!(
-        matches!(&e.target, Target::Registry { host, path } if host == "mirror.example:5000" && path == "lib/alpine")
+        matches!(e.targets.as_slice(), [Target::Registry { host, path }] if host == "mirror.example:5000" && path == "lib/alpine")
     );
     assert_eq!(e.tags.latest, Some(2));
     assert_eq!(e.platforms, [Platform::parse("linux/amd64").unwrap()]);
@@ -53,7 +53,7 @@ sync:
     );
     assert!(matches!(&c.entries[2].source, Source::Digest(_)));
     assert!(
-        matches!(&c.entries[2].target, Target::Layout(p) if p == &dir.path().join("out/layout"))
+        matches!(c.entries[2].targets.as_slice(), [Target::Layout(p)] if p == &dir.path().join("out/layout"))
     );
     // Secrets come from the file named, beside the config.
     let s = settings_for(&c, "mirror.example:5000", &RegistrySettings::default());

@@ -3,9 +3,11 @@
 //! check against each target. Shared by `sync` and `save`; neither verb
 //! calls the other.
 
+pub mod check;
 pub mod config;
 #[cfg(test)]
 mod config_tests;
+mod endpoints;
 pub mod plan;
 pub mod retry;
 #[cfg(test)]

@@ -6,13 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use super::config::{Config, Entry, RepoFilter, Source, TagFilter, Target};
 use super::{SyncOptions, settings_for, shard_of};
-use crate::content::descriptor::ANNOTATION_REF_NAME;
 use crate::content::referrers::{digest_tag_subject, fallback_tag, is_attached_tag};
 use crate::content::{Digest, Platform, Reference};
 use crate::engine::{ReferrerOptions, pool};
 use crate::error::{Error, ErrorClass, Result};
+use crate::store::registry::ClientPool;
 use crate::store::registry::tags::{list_repositories, list_tags};
-use crate::store::registry::{ClientPool, ManifestHead};
 
 #[derive(Debug, Clone)]
 pub enum TargetRef {
@@ -85,9 +84,10 @@ impl Clone for ListingFailure {
 }
 
 impl Item {
-    /// An image an entry selects, not yet checked against its target.
-    fn new(entry: &Entry, source: Reference, relative: Option<&str>) -> Item {
-        let target = target_for(entry, &source, relative);
+    /// An image an entry selects for one of its targets, not yet checked
+    /// against it.
+    fn new(entry: &Entry, target: &Target, source: Reference, relative: Option<&str>) -> Item {
+        let target = target_for(target, &source, relative);
         Item {
             entry: entry.index,
             source,
@@ -113,7 +113,16 @@ impl Item {
     fn rejected(entry: &Entry, source: Reference, why: String) -> Item {
         Item {
             rejected: Some(why),
-            ..Item::new(entry, source, None)
+            ..Item::reported(entry, source, None)
+        }
+    }
+
+    /// An item that is only reported, never copied: named after the
+    /// entry's first target.
+    fn reported(entry: &Entry, source: Reference, relative: Option<&str>) -> Item {
+        match entry.targets.first() {
+            Some(t) => Item::new(entry, t, source, relative),
+            None => Item::new(entry, &Target::Layout(PathBuf::new()), source, relative),
         }
     }
 
@@ -128,7 +137,7 @@ impl Item {
     ) -> Item {
         Item {
             failed: Some(ListingFailure { error, catalog }),
-            ..Item::new(entry, source, relative)
+            ..Item::reported(entry, source, relative)
         }
     }
 
@@ -254,8 +263,8 @@ pub(crate) fn filter_repos(repos: Vec<String>, f: &RepoFilter) -> Vec<String> {
         .collect()
 }
 
-pub(crate) fn target_for(entry: &Entry, source: &Reference, relative: Option<&str>) -> TargetRef {
-    match &entry.target {
+pub(crate) fn target_for(target: &Target, source: &Reference, relative: Option<&str>) -> TargetRef {
+    match target {
         Target::Registry { host, path } => TargetRef::Registry(Reference {
             domain: host.clone(),
             path: match relative {
@@ -272,58 +281,96 @@ pub(crate) fn target_for(entry: &Entry, source: &Reference, relative: Option<&st
     }
 }
 
-/// Lists what every entry selects (tags, repositories), sharded. A source
-/// whose listing fails becomes a failed item of its own (see
+/// Where a batch of the plan sits in it: the entry, then its images (0)
+/// before what is only reported (1), then the repository in catalog order.
+/// Listings arrive in any order; sorting by this key gives the plan's.
+pub type BatchKey = (usize, u8, usize);
+
+/// One source image, with an item per target of its entry (one, or
+/// several for a fan-out entry); or one item that is only reported.
+pub type Group = Vec<Item>;
+
+/// Lists what every entry selects (tags, repositories), sharded, handing
+/// each repository's images to `emit` as soon as its tag list arrives, so
+/// that checking and copying them need not wait for the rest of the plan.
+/// A source whose listing fails becomes a failed item of its own (see
 /// [`Item::failed`]); only a configuration error ends the plan.
-pub fn expand(config: &Config, opts: &SyncOptions, clients: &ClientPool) -> Result<Vec<Item>> {
+pub fn expand_streaming(
+    config: &Config,
+    opts: &SyncOptions,
+    clients: &ClientPool,
+    emit: &(dyn Fn(BatchKey, Vec<Group>) + Sync),
+) -> Result<()> {
+    let keep = |it: &Item| {
+        opts.only.as_ref().is_none_or(|only| only.covers(it))
+            && opts.shard.is_none_or(|(i, n)| {
+                it.failed.as_ref().is_some_and(|f| f.catalog)
+                    || shard_of(&format!("{}/{}", it.source.domain, it.source.path), n) == i
+            })
+    };
+    let filtered = |key: BatchKey, groups: Vec<Group>| {
+        let groups: Vec<Group> = groups
+            .into_iter()
+            .map(|g| g.into_iter().filter(|it| keep(it)).collect::<Group>())
+            .filter(|g| !g.is_empty())
+            .collect();
+        if !groups.is_empty() {
+            emit(key, groups);
+        }
+    };
     // Entries are listed in parallel: each listing is round trips to its
-    // registry. Items keep the order of the entries.
+    // registry.
     let listed = pool::run_all(
         &config.entries,
         config.entries.len().clamp(1, 16),
-        |_, entry| {
-            // Items reported but not copied follow the entry's images.
-            let (mut items, mut unplanned) = (Vec::new(), Vec::new());
-            expand_entry(config, opts, clients, entry, &mut items, &mut unplanned)?;
-            items.extend(unplanned);
-            Ok::<_, Error>(items)
-        },
+        |_, entry| expand_entry(config, opts, clients, entry, &filtered),
     );
-    let mut items = Vec::new();
-    for entry_items in listed {
-        items.extend(entry_items?);
-    }
-    if let Some(only) = &opts.only {
-        items.retain(|it| only.covers(it));
-    }
-    if let Some((i, n)) = opts.shard {
-        items.retain(|it| {
-            it.failed.as_ref().is_some_and(|f| f.catalog)
-                || shard_of(&format!("{}/{}", it.source.domain, it.source.path), n) == i
-        });
-    }
-    Ok(items)
+    listed.into_iter().collect()
 }
 
-/// The images one entry selects into `items`; names the source lists that
-/// are not valid, and listings that failed, into `rejected`.
+/// The whole plan at once, in order, one item per image and target.
+pub fn expand(config: &Config, opts: &SyncOptions, clients: &ClientPool) -> Result<Vec<Item>> {
+    let batches: Mutex<Vec<(BatchKey, Vec<Group>)>> = Mutex::new(Vec::new());
+    expand_streaming(config, opts, clients, &|key, groups| {
+        batches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((key, groups))
+    })?;
+    let mut batches = batches.into_inner().unwrap_or_else(|e| e.into_inner());
+    batches.sort_by_key(|(key, _)| *key);
+    Ok(batches.into_iter().flat_map(|(_, g)| g).flatten().collect())
+}
+
+/// The images one entry selects, a repository at a time, to `emit`; names
+/// the source lists that are not valid, and listings that failed, as
+/// items that are only reported.
 fn expand_entry(
     config: &Config,
     opts: &SyncOptions,
     clients: &ClientPool,
     entry: &Entry,
-    items: &mut Vec<Item>,
-    rejected: &mut Vec<Item>,
+    emit: &(dyn Fn(BatchKey, Vec<Group>) + Sync),
 ) -> Result<()> {
-    let mut add = |source: Reference, relative: Option<&str>, tags: Option<&Arc<Vec<String>>>| {
-        let item = Item::new(entry, source, relative);
-        items.push(match tags {
-            Some(t) => item.with_tags(t),
-            None => item,
-        });
+    let images = |repo: usize| (entry.index, 0u8, repo);
+    let reported = |repo: usize| (entry.index, 1u8, repo);
+    let alone = |item: Item| vec![item];
+    // One group per source image: an item per target.
+    let group = |source: Reference, relative: Option<&str>, tags: Option<&Arc<Vec<String>>>| {
+        entry
+            .targets
+            .iter()
+            .map(|t| {
+                let item = Item::new(entry, t, source.clone(), relative);
+                match tags {
+                    Some(tags) => item.with_tags(tags),
+                    None => item,
+                }
+            })
+            .collect::<Group>()
     };
     match &entry.source {
-        Source::Digest(r) => add(r.clone(), None, None),
+        Source::Digest(r) => emit(images(0), vec![group(r.clone(), None, None)]),
         Source::Repository(r) => {
             let client =
                 clients.get(&r.domain, &settings_for(config, &r.domain, &opts.registry))?;
@@ -332,20 +379,30 @@ fn expand_entry(
                 Err(e) if ends_the_run(&e) => return Err(e),
                 // One source down fails its own entry only.
                 Err(e) => {
-                    rejected.push(Item::unlisted(entry, r.clone(), None, e, false));
+                    emit(
+                        reported(0),
+                        vec![alone(Item::unlisted(entry, r.clone(), None, e, false))],
+                    );
                     return Ok(());
                 }
             };
             let listed = Arc::new(tags.valid.clone());
-            for tag in filter_tags(&image_tags(&tags.valid, &entry.referrers), &entry.tags) {
-                let mut s = r.clone();
-                s.tag = Some(tag);
-                add(s, None, Some(&listed));
-            }
+            let own = filter_tags(&image_tags(&tags.valid, &entry.referrers), &entry.tags);
+            let groups = own
+                .into_iter()
+                .map(|tag| {
+                    let mut s = r.clone();
+                    s.tag = Some(tag);
+                    group(s, None, Some(&listed))
+                })
+                .collect();
+            emit(images(0), groups);
             // A bad name the filters would have chosen is reported.
-            for tag in filter_tags(&tags.rejected, &entry.tags) {
-                rejected.push(Item::rejected(entry, r.clone(), bad_tag(r, &tag)));
-            }
+            let bad: Vec<Group> = filter_tags(&tags.rejected, &entry.tags)
+                .into_iter()
+                .map(|tag| alone(Item::rejected(entry, r.clone(), bad_tag(r, &tag))))
+                .collect();
+            emit(reported(0), bad);
         }
         Source::Prefix { host, prefix } => {
             let client = clients.get(host, &settings_for(config, host, &opts.registry))?;
@@ -359,7 +416,8 @@ fn expand_entry(
                 Ok(listed) => listed,
                 Err(e) if ends_the_run(&e) => return Err(e),
                 Err(e) => {
-                    rejected.push(Item::unlisted(entry, prefix_ref, None, e, true));
+                    let failed = Item::unlisted(entry, prefix_ref, None, e, true);
+                    emit(reported(0), vec![alone(failed)]);
                     return Ok(());
                 }
             };
@@ -369,17 +427,18 @@ fn expand_entry(
                     .filter_map(|r| r.strip_prefix(&format!("{prefix}/")).map(str::to_string))
                     .collect()
             };
-            for rel in filter_repos(under(listed.rejected), &entry.repos) {
-                let why = bad_repository(host, &format!("{prefix}/{rel}"));
-                rejected.push(Item::rejected(entry, prefix_ref.clone(), why));
-            }
-            let below = under(listed.valid);
-            // Tag lists of every repository, fetched in parallel.
-            let repos = filter_repos(below, &entry.repos);
-            let lists = pool::run_all(&repos, repos.len().clamp(1, 32), |_, rel| {
-                list_tags(&client, &format!("{prefix}/{rel}"))
-            });
-            for (rel, tags) in repos.iter().zip(lists) {
+            let bad: Vec<Group> = filter_repos(under(listed.rejected), &entry.repos)
+                .into_iter()
+                .map(|rel| {
+                    let why = bad_repository(host, &format!("{prefix}/{rel}"));
+                    alone(Item::rejected(entry, prefix_ref.clone(), why))
+                })
+                .collect();
+            emit(reported(0), bad);
+            // Tag lists of every repository, fetched in parallel; each
+            // repository's images go on as soon as its list is read.
+            let repos = filter_repos(under(listed.valid), &entry.repos);
+            let ended = pool::run_all(&repos, repos.len().clamp(1, 32), |k, rel| {
                 let path = format!("{prefix}/{rel}");
                 let repo = Reference {
                     domain: host.clone(),
@@ -388,202 +447,35 @@ fn expand_entry(
                     digest: None,
                 };
                 // A repository whose tags cannot be read fails alone.
-                let tags = match tags {
+                let tags = match list_tags(&client, &path) {
                     Ok(tags) => tags,
                     Err(e) if ends_the_run(&e) => return Err(e),
                     Err(e) => {
-                        rejected.push(Item::unlisted(entry, repo, Some(rel), e, false));
-                        continue;
+                        let failed = Item::unlisted(entry, repo, Some(rel), e, false);
+                        emit(reported(k + 1), vec![alone(failed)]);
+                        return Ok(());
                     }
                 };
-                for tag in filter_tags(&tags.rejected, &entry.tags) {
-                    let why = bad_tag(&repo, &tag);
-                    rejected.push(Item::rejected(entry, repo.clone(), why));
-                }
                 let listed = Arc::new(tags.valid.clone());
                 let own = image_tags(&tags.valid, &entry.referrers);
-                for tag in filter_tags(&own, &entry.tags) {
-                    let source = Reference {
-                        domain: host.clone(),
-                        path: path.clone(),
-                        tag: Some(tag),
-                        digest: None,
-                    };
-                    add(source, Some(rel), Some(&listed));
-                }
-            }
+                let groups = filter_tags(&own, &entry.tags)
+                    .into_iter()
+                    .map(|tag| {
+                        let mut source = repo.clone();
+                        source.tag = Some(tag);
+                        group(source, Some(rel), Some(&listed))
+                    })
+                    .collect();
+                emit(images(k), groups);
+                let bad: Vec<Group> = filter_tags(&tags.rejected, &entry.tags)
+                    .into_iter()
+                    .map(|tag| alone(Item::rejected(entry, repo.clone(), bad_tag(&repo, &tag))))
+                    .collect();
+                emit(reported(k + 1), bad);
+                Ok(())
+            });
+            ended.into_iter().collect::<Result<()>>()?;
         }
     }
     Ok(())
-}
-
-/// `HEAD` of a manifest: its digest, or `None` when absent.
-fn head(
-    config: &Config,
-    opts: &SyncOptions,
-    pool: &ClientPool,
-    r: &Reference,
-) -> Result<Option<Digest>> {
-    let client = pool.get(&r.domain, &settings_for(config, &r.domain, &opts.registry))?;
-    let reference = match (&r.digest, &r.tag) {
-        (Some(d), _) => d.to_string(),
-        (None, Some(t)) => t.clone(),
-        (None, None) => return Err(Error::Usage(format!("{r}: no tag or digest"))),
-    };
-    Ok(match client.head_manifest(&r.path, &reference)? {
-        ManifestHead::Absent => None,
-        ManifestHead::Present(digest) => digest.or_else(|| r.digest.clone()),
-    })
-}
-
-/// What the state file says an earlier run mirrored to an item's target.
-#[derive(Debug, Clone)]
-pub struct Known {
-    /// The source digest mirrored there.
-    pub digest: Digest,
-    /// The tag never moves (`immutable-tags`, or a digest pin): the
-    /// source is not asked either.
-    pub immutable: bool,
-}
-
-/// Marks the items whose target already has the source's digest, with
-/// `HEAD` requests in parallel. An item whose check fails stays to copy
-/// (its copy reports the failure).
-pub fn check(config: &Config, opts: &SyncOptions, clients: &ClientPool, items: &mut [Item]) {
-    check_knowing(config, opts, clients, items, &|_| None)
-}
-
-/// [`check`], trusting what `known` says was mirrored: an item mirrored
-/// from the digest its source still has (or from an immutable tag) is up
-/// to date without asking its target.
-pub fn check_knowing(
-    config: &Config,
-    opts: &SyncOptions,
-    clients: &ClientPool,
-    items: &mut [Item],
-    known: &(dyn Fn(&Item) -> Option<Known> + Sync),
-) {
-    let layouts: Mutex<std::collections::HashMap<PathBuf, Vec<(String, String)>>> =
-        Default::default();
-    // HEAD requests are tiny and latency-bound: many at once.
-    let workers = (opts.jobs * 4).clamp(8, 32);
-    let decided = pool::run_all(items, workers, |_, item| {
-        let mut item = item.clone();
-        if !item.is_copyable() {
-            return item;
-        }
-        // A platform subset is always copied (see `decide`): nothing to trust.
-        let known = item.platforms.is_empty().then(|| known(&item)).flatten();
-        let trusted = |mut item: Item, digest: Digest| {
-            item.source_digest = Some(digest);
-            item.up_to_date = true;
-            item.state_skipped = true;
-            item.attached = attached(config, &item);
-            item
-        };
-        if let Some(k) = known.as_ref().filter(|k| k.immutable) {
-            return trusted(item, k.digest.clone());
-        }
-        if let Ok(Some(src)) = head(config, opts, clients, &item.source) {
-            if known.as_ref().is_some_and(|k| k.digest == src) {
-                return trusted(item, src);
-            }
-            decide(
-                &mut item,
-                src,
-                |t| head(config, opts, clients, t).ok().flatten(),
-                |path, name, digest| {
-                    let mut cache = layouts.lock().unwrap_or_else(|e| e.into_inner());
-                    let refs = cache
-                        .entry(path.to_path_buf())
-                        .or_insert_with(|| layout_refs(path));
-                    refs.iter().any(|(n, d)| n == name && d == digest.as_str())
-                },
-            );
-            item.attached = (item.up_to_date || item.retag) && attached(config, &item)
-        }
-        item
-    });
-    for (item, d) in items.iter_mut().zip(decided) {
-        *item = d;
-    }
-}
-
-/// Does the item's tag list show something attached to its source digest
-/// that its entry carries?
-fn attached(config: &Config, item: &Item) -> bool {
-    let (Some(tags), Some(digest)) = (&item.source_tags, &item.source_digest) else {
-        return false;
-    };
-    config
-        .entries
-        .iter()
-        .find(|e| e.index == item.entry)
-        .is_some_and(|e| shows_attached(tags, digest, &e.referrers))
-}
-
-/// The up-to-date decision for an item whose source manifest is `src`:
-/// records it, then marks the item up to date when its target names the
-/// same digest, or to be retagged when a registry target holds that
-/// manifest under another tag or none. `resolve` answers what a target
-/// reference points at (a `HEAD`; `None` when absent or unknown);
-/// `layout_names` whether a layout names `name` at a digest.
-pub(crate) fn decide(
-    item: &mut Item,
-    src: Digest,
-    mut resolve: impl FnMut(&Reference) -> Option<Digest>,
-    layout_names: impl FnOnce(&std::path::Path, &str, &Digest) -> bool,
-) {
-    item.source_digest = Some(src.clone());
-    // A platform subset has its own digest: always copied (blobs already
-    // there are skipped).
-    if !item.platforms.is_empty() {
-        return;
-    }
-    let up = match &item.target {
-        TargetRef::Registry(t) => {
-            let mut t = t.clone();
-            if t.tag.is_none() {
-                t.digest = Some(src.clone());
-            }
-            let up = resolve(&t).as_ref() == Some(&src);
-            if !up && t.tag.is_some() {
-                // The manifest may be there already, by digest.
-                let mut by_digest = t.clone();
-                by_digest.digest = Some(src.clone());
-                by_digest.tag = None;
-                item.retag = resolve(&by_digest).as_ref() == Some(&src);
-            }
-            up
-        }
-        TargetRef::Layout { path, name } => layout_names(path, name, &src),
-    };
-    item.up_to_date = up;
-}
-
-/// The ref names of a layout's `index.json` with their digests; none when
-/// it cannot be read.
-pub(crate) fn layout_refs(path: &std::path::Path) -> Vec<(String, String)> {
-    let Ok(bytes) = std::fs::read(path.join("index.json")) else {
-        return vec![];
-    };
-    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return vec![];
-    };
-    doc.get("manifests")
-        .and_then(serde_json::Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|d| {
-                    Some((
-                        d.get("annotations")?
-                            .get(ANNOTATION_REF_NAME)?
-                            .as_str()?
-                            .to_string(),
-                        d.get("digest")?.as_str()?.to_string(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }

@@ -5,11 +5,10 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
+use super::check::{decide, layout_refs};
 use super::config::load;
-use super::config::{Config, Entry, RepoFilter, Source, TagFilter, Target};
-use super::plan::{
-    Item, TargetRef, decide, expand, filter_repos, filter_tags, layout_refs, target_for, version_of,
-};
+use super::config::{Config, RepoFilter, TagFilter, Target};
+use super::plan::{Item, TargetRef, expand, filter_repos, filter_tags, target_for, version_of};
 use super::{SyncOptions, shard_of};
 use crate::content::{Digest, Platform, Reference};
 use crate::engine::CopyOptions;
@@ -87,25 +86,12 @@ fn filters_repositories() {
     assert_eq!(filter_repos(repos.clone(), &RepoFilter::default()), repos);
 }
 
-fn entry(target: Target) -> Entry {
-    Entry {
-        index: 0,
-        source: Source::Repository(reference("ghcr.io/team/app")),
-        target,
-        tags: TagFilter::default(),
-        repos: RepoFilter::default(),
-        platforms: vec![],
-        referrers: Default::default(),
-        immutable_tags: vec![],
-    }
-}
-
 #[test]
 fn maps_source_names_to_targets() {
-    let registry = entry(Target::Registry {
+    let registry = Target::Registry {
         host: "mirror.example".into(),
         path: "team".into(),
-    });
+    };
     let src = reference("ghcr.io/team/svc/api:1.2");
     // A prefix source keeps the path below the prefix, and the tag.
     match target_for(&registry, &src, Some("svc/api")) {
@@ -118,7 +104,7 @@ fn maps_source_names_to_targets() {
         t => panic!("{t}"),
     }
     // A layout names the image by its full source reference.
-    let layout = entry(Target::Layout(PathBuf::from("/srv/mirror")));
+    let layout = Target::Layout(PathBuf::from("/srv/mirror"));
     let t = target_for(&layout, &src, None);
     assert_eq!(t.to_string(), "oci:/srv/mirror:ghcr.io/team/svc/api:1.2");
 }

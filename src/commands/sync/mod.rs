@@ -12,6 +12,8 @@
 //! (or repository) only, and a target that cannot be reached fails the
 //! images bound for it only.
 
+mod copy;
+pub mod pipeline;
 pub mod report;
 pub mod state;
 
@@ -23,14 +25,11 @@ pub use crate::commands::mirror::plan::{Item, TargetRef};
 pub use crate::commands::mirror::{SyncOptions, settings_for, shard_of};
 pub use report::{Action, ImageReport, RunReport};
 
+use crate::commands::mirror::check::Known;
 use crate::engine::progress::{Notice, Progress};
 use crate::error::{Error, ErrorClass, Result};
-use crate::store::ImageSource;
-use crate::store::layout::Selector;
-use crate::store::location::Location;
-use crate::store::open::{DestinationOptions, DockerFormat, open_destination};
 use crate::store::registry::ClientPool;
-use crate::store::registry::{MountIndex, RegistrySink, RegistrySource};
+use crate::store::registry::MountIndex;
 
 /// Plans a run: every image the config selects (this shard of it), each
 /// marked up to date or to copy.
@@ -46,16 +45,17 @@ pub fn plan_with_state(
     pool: &ClientPool,
     memory: Option<&state::State>,
 ) -> Result<Vec<Item>> {
-    let mut items = crate::commands::mirror::plan::expand(config, opts, pool)?;
-    match memory {
-        Some(m) => {
-            crate::commands::mirror::plan::check_knowing(config, opts, pool, &mut items, &|item| {
-                state::known(config, m, item)
-            })
-        }
-        None => crate::commands::mirror::plan::check(config, opts, pool, &mut items),
-    }
-    Ok(items)
+    let known = knowing(config, memory);
+    let settled = pipeline::run::<()>(config, opts, pool, &known, None)?;
+    Ok(settled.into_iter().map(|s| s.item).collect())
+}
+
+/// What the state says was mirrored, for the up-to-date check.
+fn knowing<'a>(
+    config: &'a Config,
+    memory: Option<&'a state::State>,
+) -> impl Fn(&Item) -> Option<Known> + Sync + 'a {
+    move |item| memory.and_then(|m| state::known(config, m, item))
 }
 
 /// The exit code of a plan that is only printed (`--dry-run`): as a run's
@@ -65,25 +65,32 @@ pub fn plan_exit_code(items: &[Item]) -> u8 {
     report::exit_code_of(failed.map(|f| Some(f.error.class())), 0)
 }
 
-/// Runs the plan's copies and returns the report; `started` is when the
-/// run began (planning included).
-pub fn execute(
+/// A run: plans and copies as one pipeline (see [`pipeline`]), then tries
+/// once more what failed for a reason that may pass. Returns the plan as
+/// decided (for the state) and the report; `started` is when the run
+/// began.
+pub fn run(
     config: &Config,
-    items: Vec<Item>,
     opts: &SyncOptions,
     pool: &ClientPool,
+    memory: Option<&state::State>,
     progress: &dyn Progress,
     started: Instant,
-) -> RunReport {
+) -> Result<(Vec<Item>, RunReport)> {
     let mounts = Arc::new(MountIndex::default());
-    // One copy of one image; a retry names the failure it follows.
-    let copy = |item: &Item, earlier: Option<&Error>| -> (ImageReport, Option<Error>) {
+    // The copy of a group (one source image, one or more targets); a
+    // retry names the failure it follows.
+    let copy = |items: &[Item], earlier: Option<&Error>| -> Vec<(ImageReport, Option<Error>)> {
         let t0 = Instant::now();
-        let events = ImageEvents::new(progress, item.source.to_string());
+        let label = items
+            .first()
+            .map(|i| i.source.to_string())
+            .unwrap_or_default();
+        let events = ImageEvents::new(progress, label.clone());
         let retries = match earlier {
             Some(cause) => {
                 events.notice(&Notice::Retry {
-                    what: &item.source.to_string(),
+                    what: &label,
                     attempt: 1,
                     cause,
                 });
@@ -91,28 +98,34 @@ pub fn execute(
             }
             None => 0,
         };
-        let r = copy_one(config, item, opts, pool, &mounts, &events);
-        let mut rep = report::image_report(item, &r, retries, t0.elapsed());
-        rep.notes = events.into_notes();
-        (rep, r.err())
+        let results = copy::copy_group(config, items, opts, pool, &mounts, &events);
+        let notes = events.into_notes();
+        items
+            .iter()
+            .zip(results)
+            .map(|(item, r)| {
+                let mut rep = report::image_report(item, &r, retries, t0.elapsed());
+                rep.notes = notes.clone();
+                (rep, r.err())
+            })
+            .collect()
     };
-    let mut images = crate::engine::pool::run_all(&items, opts.jobs, |_, item| {
-        if let Some(why) = &item.rejected {
-            let bad = Err(Error::Format(why.clone()));
-            (
-                report::image_report(item, &bad, 0, Default::default()),
-                None,
-            )
-        } else if let Some(failed) = &item.failed {
-            (report::unlisted(item, &failed.error), None)
-        } else if item.up_to_date && !item.attached {
-            (report::up_to_date(item), None)
-        } else {
-            copy(item, None)
-        }
-    });
-    // One more try for what failed for a reason that may pass.
-    for (item, image) in items.iter().zip(images.iter_mut()) {
+    let known = knowing(config, memory);
+    let first = |group: &[Item]| copy(group, None);
+    let settled = pipeline::run(config, opts, pool, &known, Some(&first))?;
+    let mut planned = Vec::with_capacity(settled.len());
+    let mut images = Vec::with_capacity(settled.len());
+    for s in settled {
+        let outcome = match s.outcome {
+            Some(o) => o,
+            None => (settled_report(&s.item), None),
+        };
+        images.push(outcome);
+        planned.push(s.item);
+    }
+    // One more try for what failed for a reason that may pass: each target
+    // on its own, so that one target failing again keeps no other back.
+    for (item, image) in planned.iter().zip(images.iter_mut()) {
         // A listing that failed was retried by the client already, a
         // registry that could not be reached stays so for this run, and a
         // quota down to its reserve returns in hours, not minutes.
@@ -125,11 +138,31 @@ pub fn execute(
             && !unreachable(config, item, opts, pool);
         if failed_transient {
             let cause = image.1.take();
-            *image = copy(item, cause.as_ref());
+            if let Some(again) = copy(std::slice::from_ref(item), cause.as_ref())
+                .into_iter()
+                .next()
+            {
+                *image = again;
+            }
         }
     }
     let images = images.into_iter().map(|(rep, _)| rep).collect();
-    RunReport::new(images, started.elapsed(), pool.requests()).with_quota(pool.quotas())
+    let report =
+        RunReport::new(images, started.elapsed(), pool.requests()).with_quota(pool.quotas());
+    Ok((planned, report))
+}
+
+/// The report of an item the copiers never had: rejected, unlisted or up
+/// to date.
+fn settled_report(item: &Item) -> ImageReport {
+    if let Some(why) = &item.rejected {
+        let bad = Err(Error::Format(why.clone()));
+        report::image_report(item, &bad, 0, Default::default())
+    } else if let Some(failed) = &item.failed {
+        report::unlisted(item, &failed.error)
+    } else {
+        report::up_to_date(item)
+    }
 }
 
 /// Is the item's source or target a registry found unreachable this run?
@@ -140,99 +173,6 @@ fn unreachable(config: &Config, item: &Item, opts: &SyncOptions, pool: &ClientPo
             .is_ok_and(|c| c.is_unreachable())
     };
     down(&item.source.domain) || matches!(&item.target, TargetRef::Registry(r) if down(&r.domain))
-}
-
-fn copy_one(
-    config: &Config,
-    item: &Item,
-    opts: &SyncOptions,
-    pool: &ClientPool,
-    mounts: &Arc<MountIndex>,
-    progress: &dyn Progress,
-) -> Result<crate::engine::CopyReport> {
-    let src_settings = settings_for(config, &item.source.domain, &opts.registry);
-    let client = pool.get(&item.source.domain, &src_settings)?;
-    let source = RegistrySource::open(client, item.source.clone())?;
-    // The tag list planning read: referrers fallback tags and digest tags
-    // are found in it without another request.
-    let source = match &item.source_tags {
-        Some(tags) => source.with_tags(tags.clone()),
-        None => source,
-    };
-    let images = source.images()?;
-    let image = images
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::NotFound(format!("{}: no image", item.source)))?;
-    if let Some(d) = &item.source_digest
-        && d != &image.root.digest
-    {
-        // The tag moved between planning and copying: copy what it is now.
-        progress.notice(&Notice::TagMoved {
-            source: &item.source.to_string(),
-            planned: d,
-            now: &image.root.digest,
-        });
-    }
-    // The target holds this manifest already: write the tag only (unless
-    // something attached to it may need carrying: the engine does that).
-    if item.retag
-        && !item.attached
-        && let TargetRef::Registry(r) = &item.target
-        && let Some(tag) = &r.tag
-        && item.source_digest.as_ref() == Some(&image.root.digest)
-    {
-        let s = settings_for(config, &r.domain, &opts.registry);
-        let client = pool.get(&r.domain, &s)?;
-        let sink = RegistrySink::new(client, r.path.clone(), mounts.clone());
-        let bytes = source.read_manifest(&image.root)?;
-        let m = crate::content::RawManifest {
-            bytes,
-            media_type: image.root.media_type.clone(),
-            digest: image.root.digest.clone(),
-        };
-        if m.digest == crate::content::Digest::sha256_of(&m.bytes) {
-            sink.retag(&m, tag)?;
-            let mut report = crate::engine::CopyReport::default();
-            report.images.push(crate::engine::ImageResult {
-                label: item.source.to_string(),
-                source_digest: image.root.digest.clone(),
-                digest: image.root.digest.clone(),
-                media_type: image.root.media_type.clone(),
-                names: vec![r.to_string()],
-                up_to_date: false,
-            });
-            return Ok(report);
-        }
-    }
-    let mut copy_opts = opts.copy.clone();
-    copy_opts.platforms = item.platforms.clone();
-    if let Some(entry) = config.entries.iter().find(|e| e.index == item.entry) {
-        copy_opts.referrers = entry.referrers.clone();
-    }
-    // The target as a location, opened by the one factory.
-    let (dest, registry) = match &item.target {
-        TargetRef::Registry(r) => (
-            Location::Registry(r.clone()),
-            settings_for(config, &r.domain, &opts.registry),
-        ),
-        TargetRef::Layout { path, name } => (
-            Location::Oci {
-                path: path.display().to_string(),
-                selector: Some(Selector::Name(name.clone())),
-            },
-            opts.registry.clone(),
-        ),
-    };
-    let dest_opts = DestinationOptions {
-        docker_format: DockerFormat::Oci,
-        platform: None,
-        registry: &registry,
-        source_is_registry: true,
-        mounts: mounts.clone(),
-    };
-    let placements = open_destination(&dest, vec![image], &source.describe(), &dest_opts, pool)?;
-    crate::engine::copy_placed(&source, placements, &copy_opts, progress)
 }
 
 /// The events of one image's copy: passed on to the run's progress, and

@@ -20,8 +20,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::report::{Action, RunReport};
+use crate::commands::mirror::check::Known;
 use crate::commands::mirror::config::Config;
-use crate::commands::mirror::plan::{Item, Known};
+use crate::commands::mirror::plan::Item;
 use crate::commands::mirror::shard_of;
 use crate::content::Digest;
 use crate::error::Result;
@@ -147,7 +148,7 @@ pub fn key(item: &Item) -> String {
     }
 }
 
-/// What `state` says of `item`, for [`crate::commands::mirror::plan::check_knowing`].
+/// What `state` says of `item`, for the up-to-date check ([`crate::commands::mirror::check::Checker`]).
 pub fn known(config: &Config, state: &State, item: &Item) -> Option<Known> {
     let record = state.images.get(&key(item))?;
     // The same target filled from another source says nothing of this one.

@@ -196,6 +196,10 @@ impl ImageSink for RegistrySink {
             return Ok(false);
         }
         let host = self.client.host().to_string();
+        // Another copy of this run put it here since this one looked.
+        if self.mounts.holds(&host, &desc.digest, &self.repo) {
+            return Ok(true);
+        }
         let known_elsewhere = || self.mounts.find_other(&host, &desc.digest, &self.repo);
         // Unless it can be mounted already, one image uploads each blob;
         // the others wait for it and then have it (same repository) or

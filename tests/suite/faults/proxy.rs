@@ -98,8 +98,22 @@ fn is_pull(method: &str, path: Path) -> bool {
     method == "GET" && matches!(path, Path::Manifest | Path::Blob)
 }
 
+/// Requests held back until another request has been seen.
+struct Gate {
+    /// Requests whose target contains this wait...
+    held: &'static str,
+    /// ...until a request whose target contains this arrives...
+    until: &'static str,
+    /// ...or this long has passed (then `timed_out`).
+    at_most: Duration,
+    open: bool,
+    timed_out: bool,
+}
+
 pub(super) struct State {
     upstream: String,
+    gate: Mutex<Option<Gate>>,
+    gate_moved: std::sync::Condvar,
     rules: Mutex<Vec<Rule>>,
     seen: Mutex<Vec<Seen>>,
     announced: Mutex<Option<Announced>>,
@@ -110,6 +124,33 @@ pub(super) struct State {
 }
 
 impl State {
+    /// Opens the gate if `target` is what it waits for; holds `target` at
+    /// the gate while it is closed.
+    fn pass_gate(&self, target: &str) {
+        let mut gate = self.gate.lock().unwrap();
+        let Some(g) = gate.as_mut() else { return };
+        if target.contains(g.until) {
+            g.open = true;
+            self.gate_moved.notify_all();
+            return;
+        }
+        if !target.contains(g.held) {
+            return;
+        }
+        let deadline = Instant::now() + g.at_most;
+        while gate.as_ref().is_some_and(|g| !g.open) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                if let Some(g) = gate.as_mut() {
+                    g.timed_out = true;
+                    g.open = true;
+                }
+                break;
+            }
+            gate = self.gate_moved.wait_timeout(gate, left).unwrap().0;
+        }
+    }
+
     /// Rules with uses left for this request: (id, fault).
     fn matching(&self, method: &str, path: Path) -> Vec<(usize, Fault)> {
         let rules = self.rules.lock().unwrap();
@@ -178,6 +219,8 @@ impl Proxy {
         let host = listener.local_addr().unwrap().to_string();
         let state = Arc::new(State {
             upstream: upstream.to_string(),
+            gate: Mutex::new(None),
+            gate_moved: std::sync::Condvar::new(),
             rules: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
             announced: Mutex::new(None),
@@ -219,6 +262,29 @@ impl Proxy {
             hits,
         });
         rules.len() - 1
+    }
+
+    /// Holds requests whose target contains `held` until one whose target
+    /// contains `until` arrives; after `at_most` it lets them go anyway and
+    /// says so in [`Proxy::gate_timed_out`].
+    pub(super) fn hold_until(&self, held: &'static str, until: &'static str, at_most: Duration) {
+        *self.state.gate.lock().unwrap() = Some(Gate {
+            held,
+            until,
+            at_most,
+            open: false,
+            timed_out: false,
+        });
+    }
+
+    /// Did the gate open only because its time ran out?
+    pub(super) fn gate_timed_out(&self) -> bool {
+        self.state
+            .gate
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|g| g.timed_out)
     }
 
     /// Stops every fault (the registry recovers).
@@ -453,6 +519,7 @@ fn serve(client: TcpStream, state: &State) -> io::Result<()> {
             at: Instant::now(),
         };
         state.seen.lock().unwrap().push(seen);
+        state.pass_gate(&target);
         if state.over_budget(&method, path, &target) {
             pump(
                 &mut from_client,
