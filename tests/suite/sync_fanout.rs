@@ -9,24 +9,13 @@ use std::collections::HashMap;
 use super::harness::*;
 use super::registry_harness::{Kind, Registry};
 use super::sync::{digest_of, write_config};
+use super::sync_state::measured_sync;
 
 /// Runs `sync --debug --json` and returns the report with the registry
 /// requests it logged, as `(method, host, path)`.
 fn sync_logged(t: &TestDir, cfg: &str) -> (serde_json::Value, Vec<(String, String, String)>) {
-    let run = t.imgsync(&["--debug", "sync", "--json", "--config", cfg]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let requests = run
-        .stderr
-        .lines()
-        .filter_map(|l| {
-            let (method, rest) = l.strip_prefix("imgsync: debug: ")?.split_once(' ')?;
-            let url = rest.split_whitespace().next()?;
-            let (host, path) = url.split_once("://")?.1.split_once('/')?;
-            Some((method.to_string(), host.to_string(), format!("/{path}")))
-        })
-        .filter(|(m, _, _)| matches!(m.as_str(), "GET" | "HEAD" | "PUT" | "POST" | "PATCH"))
-        .collect();
-    (run.json(), requests)
+    let m = measured_sync(t, &["--config", cfg]);
+    (m.report, m.requests)
 }
 
 #[test]

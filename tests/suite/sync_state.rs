@@ -12,10 +12,10 @@ use super::sync::{digest_of, seed, tags_of, write_config};
 
 /// A sync run's report and the registry requests it logged (`--debug`),
 /// as `(method, host, path)`.
-struct Measured {
-    report: Value,
-    stderr: String,
-    requests: Vec<(String, String, String)>,
+pub(super) struct Measured {
+    pub(super) report: Value,
+    pub(super) stderr: String,
+    pub(super) requests: Vec<(String, String, String)>,
 }
 
 impl Measured {
@@ -32,7 +32,7 @@ impl Measured {
     }
 }
 
-fn measured_sync(t: &TestDir, args: &[&str]) -> Measured {
+pub(super) fn measured_sync(t: &TestDir, args: &[&str]) -> Measured {
     let mut all = vec!["--debug", "sync", "--json"];
     all.extend_from_slice(args);
     let run = t.imgsync(&all);

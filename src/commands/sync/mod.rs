@@ -77,7 +77,12 @@ pub fn run(
     progress: &dyn Progress,
     started: Instant,
 ) -> Result<(Vec<Item>, RunReport)> {
-    let mounts = Arc::new(MountIndex::default());
+    let copier = copy::Copier {
+        config,
+        opts,
+        pool,
+        mounts: Arc::new(MountIndex::default()),
+    };
     // The copy of a group (one source image, one or more targets); a
     // retry names the failure it follows.
     let copy = |items: &[Item], earlier: Option<&Error>| -> Vec<(ImageReport, Option<Error>)> {
@@ -98,7 +103,7 @@ pub fn run(
             }
             None => 0,
         };
-        let results = copy::copy_group(config, items, opts, pool, &mounts, &events);
+        let results = copier.group(items, &events);
         let notes = events.into_notes();
         items
             .iter()
