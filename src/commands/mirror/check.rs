@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use super::config::Config;
 use super::plan::{Group, Item, TargetRef, shows_attached};
@@ -75,33 +75,75 @@ impl<'a> Checker<'a> {
     }
 
     /// Decides every item of a group (one source image, an item per
-    /// target).
+    /// target). The source's digest is asked once for the group, and at
+    /// the same time each target's tag for the items that will need it (no
+    /// state to trust): one round trip per image, not two.
     pub fn group(&self, group: Group) -> Group {
-        // The source's digest, asked once for the group when some item
-        // needs it.
-        let source_digest: OnceLock<Option<Digest>> = OnceLock::new();
-        let source = |r: &Reference| {
-            source_digest
-                .get_or_init(|| head(self.config, self.opts, self.clients, r).ok().flatten())
-                .clone()
+        let knowns: Vec<Option<Known>> = group.iter().map(|item| self.known_of(item)).collect();
+        let asks_source = group
+            .iter()
+            .zip(&knowns)
+            .any(|(item, k)| item.is_copyable() && !k.as_ref().is_some_and(|k| k.immutable));
+        let Some(first) = group.first() else {
+            return group;
         };
+        let source_ref = first.source.clone();
+        let (source, targets) = std::thread::scope(|s| {
+            let source = asks_source.then(|| {
+                s.spawn(|| {
+                    head(self.config, self.opts, self.clients, &source_ref)
+                        .ok()
+                        .flatten()
+                })
+            });
+            let targets: Vec<Option<Option<Digest>>> = group
+                .iter()
+                .zip(&knowns)
+                .map(|(item, k)| match &item.target {
+                    TargetRef::Registry(t)
+                        if item.is_copyable()
+                            && k.is_none()
+                            && item.platforms.is_empty()
+                            && t.tag.is_some() =>
+                    {
+                        Some(head(self.config, self.opts, self.clients, t).ok().flatten())
+                    }
+                    _ => None,
+                })
+                .collect();
+            let source = source.and_then(|h| h.join().ok()).flatten();
+            (source, targets)
+        });
         group
             .into_iter()
-            .map(|item| self.item(item, &source))
+            .zip(knowns)
+            .zip(targets)
+            .map(|((item, known), target)| self.item(item, known, source.clone(), target))
             .collect()
     }
 
-    fn item(&self, mut item: Item, source: &dyn Fn(&Reference) -> Option<Digest>) -> Item {
+    /// What the state says of an item; a platform subset is always copied
+    /// (see `decide`): nothing to trust.
+    fn known_of(&self, item: &Item) -> Option<Known> {
+        item.platforms
+            .is_empty()
+            .then(|| (self.known)(item))
+            .flatten()
+    }
+
+    /// Decides one item from its source's digest (`None`: unknown) and,
+    /// when asked already, what its target's tag points at.
+    fn item(
+        &self,
+        mut item: Item,
+        known: Option<Known>,
+        source: Option<Digest>,
+        target: Option<Option<Digest>>,
+    ) -> Item {
         let config = self.config;
         if !item.is_copyable() {
             return item;
         }
-        // A platform subset is always copied (see `decide`): nothing to trust.
-        let known = item
-            .platforms
-            .is_empty()
-            .then(|| (self.known)(&item))
-            .flatten();
         let trusted = |mut item: Item, digest: Digest| {
             item.source_digest = Some(digest);
             item.up_to_date = true;
@@ -112,14 +154,19 @@ impl<'a> Checker<'a> {
         if let Some(k) = known.as_ref().filter(|k| k.immutable) {
             return trusted(item, k.digest.clone());
         }
-        if let Some(src) = source(&item.source) {
+        if let Some(src) = source {
             if known.as_ref().is_some_and(|k| k.digest == src) {
                 return trusted(item, src);
             }
+            let mut target = target;
             decide(
                 &mut item,
                 src,
-                |t| head(config, self.opts, self.clients, t).ok().flatten(),
+                |t| match target.take() {
+                    // The tag's answer, asked beside the source.
+                    Some(answer) if t.digest.is_none() => answer,
+                    _ => head(config, self.opts, self.clients, t).ok().flatten(),
+                },
                 |path, name, digest| {
                     let mut cache = self.layouts.lock().unwrap_or_else(|e| e.into_inner());
                     let refs = cache

@@ -7,7 +7,8 @@
 //!
 //! - the listers, reading tag lists and catalogs (entries in parallel, a
 //!   prefix's repositories 32 at a time);
-//! - the checkers, `HEAD` requests, many at once as they are tiny;
+//! - the checkers, `HEAD` requests, many at once as they are tiny (the
+//!   source's and the targets' of an image at the same time);
 //! - the copiers, `--jobs` images at once.
 //!
 //! Every registry's own limit on requests in flight (see
@@ -69,8 +70,9 @@ pub fn run<O: Send>(
     let (to_copy, copies) = mpsc::channel::<Work>();
     let (checks, copies) = (Mutex::new(checks), Mutex::new(copies));
     let listed = std::thread::scope(|s| {
-        // HEAD requests are tiny and latency-bound: many at once.
-        for _ in 0..(opts.jobs * 4).clamp(8, 32) {
+        // HEAD requests are tiny and latency-bound: many at once, as many
+        // as a registry takes by default (see `max-requests`).
+        for _ in 0..(opts.jobs * 4).clamp(8, 64) {
             let to_copy = to_copy.clone();
             let (checker, settle, stop, checks) = (&checker, &settle, &stop, &checks);
             s.spawn(move || {
