@@ -92,7 +92,8 @@ Request budget (--budget N/W; imgsync only)
 Scale (imgsync only; --no-scale skips it)
   --scale-repos (10) repositories x --scale-tags (100) tags pointing at
   --scale-images (4) distinct images per repository, in a registry of
-  their own (names scale/r00.., scale/r0000.. from 101 repositories on).
+  their own (names scale/r00 .., scale/r000 .. from 100 repositories on,
+  scale/r0000 .. scale/r0999 for 1,000).
   Seeding, straight to the registry (not through the proxy, no latency):
   `imgsync copy` of the distinct images into the first repository, then
   for every repository cross-repository blob mounts and a manifest PUT per
@@ -149,6 +150,7 @@ Usage (from the project root):
     benches/sync_bench.py --no-scale --imgsync-jobs 1   # imgsync one image at a time, like skopeo
     benches/sync_bench.py --no-scale --repos 10 --tags 2 --base-kib 64 --rtt-ms 50   # registries 50 ms away
     benches/sync_bench.py --no-scale --no-state                                      # without imgsync's state phases
+    benches/sync_bench.py --imgsync-max-requests 64                                  # `max-requests: 64` for both registries
     benches/sync_bench.py --no-scale --repos 40 --tags 3 --base-kib 1024 --rtt-ms 50 --budget 150/2   # and a 429 budget
     benches/sync_bench.py --no-mirror --no-scale --repos 40 --tags 3 --rtt-ms 50 --budget 150/2       # the budget run alone
     benches/sync_bench.py --no-mirror --scale-repos 1000 --scale-tags 5 --rtt-ms 50 --noop-runs 3     # 5,000 tags at 50 ms
@@ -353,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--imgsync-jobs", type=int, metavar="N",
                     help="pass --jobs N to imgsync sync (default: imgsync's own default; 1 copies one image"
                          " at a time, as skopeo sync does)")
+    ap.add_argument("--imgsync-max-requests", type=int, metavar="N",
+                    help="give the source and target registries `max-requests: N` in imgsync's config (default:"
+                         " none, imgsync's own default)")
     ap.add_argument("--imgsync", default="target/release/imgsync",
                     help="imgsync binary, relative to the project root (default target/release/imgsync)")
     ap.add_argument("--no-build", action="store_true", help="never run cargo build")

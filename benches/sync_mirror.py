@@ -333,9 +333,12 @@ class Bench:
         `state`, `--state state`; with `all_immutable`, every tag of the
         entry is declared immutable (`immutable-tags: ['.*']`)."""
         cfg = self.workdir / f"{name}.yaml"
+        limit = self.args.imgsync_max_requests
         cfg.write_text(
             "version: 1\n"
-            "sync:\n"
+            + ("registries:\n" + "".join(f"  - host: {ep.addr}\n    max-requests: {limit}\n" for ep in (src, dst))
+               if limit else "")
+            + "sync:\n"
             f"  - source: {src.addr}/{prefix}/\n"
             f"    target: {dst.addr}/{DST_PREFIX}/\n"
             + ("    immutable-tags: ['.*']\n" if all_immutable else "")

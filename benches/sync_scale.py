@@ -31,8 +31,9 @@ SEED_THREADS = 8
 
 def scale_names(repos: int, tags: int) -> tuple[list[str], list[str]]:
     """Repository and tag names, zero-padded to the widest number
-    (scale/r00 .. scale/r99, scale/r0000 .. scale/r0999; v000 ..)."""
-    rw, tw = max(2, len(str(repos - 1))), max(3, len(str(tags - 1)))
+    (scale/r00 .. scale/r09 for 10 repositories, scale/r0000 .. scale/r0999
+    for 1,000; v000 ..)."""
+    rw, tw = max(2, len(str(repos))), max(3, len(str(tags)))
     return ([f"{SCALE_PREFIX}/r{r:0{rw}d}" for r in range(repos)], [f"v{t:0{tw}d}" for t in range(tags)])
 
 
