@@ -2,8 +2,7 @@
 
 The scenario files next to this package (e2e.py with e2e_local.py and
 e2e_registry.py, sync_bench.py with sync_mirror.py, sync_scale.py and
-sync_budget.py,
-bundle_bench.py) import what they need from these modules:
+sync_budget.py, bundle_bench.py) import what they need from these modules:
 
   process       launching a measured process: wall time, CPU, peak RSS
   disk          sizes of outputs, removing them, peak size of a directory
