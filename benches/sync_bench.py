@@ -5,8 +5,9 @@ The harness starts Debian `docker-registry` instances on loopback (each
 behind the counting HTTP proxy of harness/proxy.py, which both tools talk
 to), seeds a source registry and mirrors it with both tools.  This file is
 the command line and the report, sync_mirror.py the runs and checks,
-sync_scale.py the imgsync-only scale run; registries, the proxy, image layers and the RSS-measuring launcher come
-from the harness/ package.
+sync_scale.py the imgsync-only scale run, sync_budget.py the imgsync-only
+run against a request budget; registries, the proxy, image layers and the
+RSS-measuring launcher come from the harness/ package.
 
 Source
   --repos (20) repositories x --tags (3) tags, `bench/svc-NN:1.K`, every tag
@@ -67,14 +68,42 @@ Referrers (--referrers)
   fallback tag by the referrers it lists (each writer keeps its own index
   bytes), every other tag by digest.
 
+  --no-mirror skips these two-tool phases (the source is still seeded: the
+  budget and scale runs start from it).
+
+Request budget (--budget N/W; imgsync only)
+  A second proxy in front of the source registry, with the run's --rtt-ms,
+  answers at most N requests per fixed window of W seconds (windows count
+  from the run's first request; every request counts, whatever its method:
+  Docker Hub counts manifest GETs only, counting all is the harsher test).
+  Requests over the budget are refused by the proxy, not forwarded: 429
+  with `Retry-After` (seconds to the end of the window, rounded up),
+  `ratelimit-limit: N;w=W`, `ratelimit-remaining: 0;w=W` and a
+  TOOMANYREQUESTS error body; forwarded answers carry the two ratelimit
+  headers with what is left of the window.  One cold `imgsync sync` of the
+  source into a fresh target goes through it (checked as the cold phase).
+  Reported: wall time, requests, 429s, 429s after the first window as a
+  share of the requests after it, requests and 429s per window, the most
+  times one request (method + path) was refused within one window, and
+  the targets: the run completes (exit 0, target verified), no request is
+  refused twice in one window, 429s after the first window < 5 %.  skopeo
+  is not run against it: it has no pause on 429.
+
 Scale (imgsync only; --no-scale skips it)
-  --scale-repos (10) repositories x --scale-tags (100) tags = 1,000 tags
-  pointing at --scale-images (4) distinct images per repository, in a
-  registry of their own.  Seeding: `imgsync copy` of 4 source images into
-  scale/r00, then for every other repository cross-repository blob mounts
-  and a manifest PUT per tag through the registry API (fast).  One cold
-  `imgsync sync` fills a fresh target, then --noop-runs no-op runs are
-  timed; reported are seconds, requests, and both per tag.
+  --scale-repos (10) repositories x --scale-tags (100) tags pointing at
+  --scale-images (4) distinct images per repository, in a registry of
+  their own (names scale/r00 .., scale/r000 .. from 100 repositories on,
+  scale/r0000 .. scale/r0999 for 1,000).
+  Seeding, straight to the registry (not through the proxy, no latency):
+  `imgsync copy` of the distinct images into the first repository, then
+  for every repository cross-repository blob mounts and a manifest PUT per
+  tag, on 8 threads.  Measured through the proxies (with --rtt-ms): one
+  cold `imgsync sync` fills a fresh target, --noop-runs no-op runs without
+  a state, one unmeasured run writes `--state`, then --noop-runs no-op runs
+  with it.  Reported: seconds (best and median), requests, both per tag,
+  requests in flight, peak RSS; for the no-op with state also the targets
+  median wall < 10 s and peak RSS <= 100 MiB.  The target is checked
+  against the source after every run.
 
 Latency (--rtt-ms N, default 0)
   Loopback registries answer in well under a millisecond; real mirrors talk
@@ -91,8 +120,8 @@ Latency (--rtt-ms N, default 0)
   would over a real network (where TLS would add more round trips still).
 
 Measurements (as in e2e.py)
-  wall      perf_counter() around the process lifetime (best of the runs;
-            medians in JSON).
+  wall      perf_counter() around the process lifetime (best and median of
+            the runs).
   cpu       user + system time of exactly the measured process (wait4).
   RSS       peak ru_maxrss of the measured process (child-subreaper
             launcher, see harness/process.py; the launcher floor is printed).
@@ -100,6 +129,13 @@ Measurements (as in e2e.py)
             together), without the refused HTTPS probes both tools make
             first (`tls_refused` in JSON).
   req/tag   requests per source image tag (`requests_per_tag` in JSON).
+  in flight requests in flight (from the request's head reaching a proxy to
+            its response fully forwarded), source and target proxies
+            together: mean weighted by time over the span from the first
+            request to the last response, and maximum of the sum (JSON also
+            has the source's and the target's maximum alone).  Over
+            repeated runs: the median mean and the largest maximum.
+  429s      requests refused by the budget proxy (--budget).
   MiB src   bytes the source proxy sent to the tool (manifests, configs,
             layers, listings).
   MiB dst   bytes the tool sent to the target proxy (uploads, manifests).
@@ -114,6 +150,10 @@ Usage (from the project root):
     benches/sync_bench.py --no-scale --imgsync-jobs 1   # imgsync one image at a time, like skopeo
     benches/sync_bench.py --no-scale --repos 10 --tags 2 --base-kib 64 --rtt-ms 50   # registries 50 ms away
     benches/sync_bench.py --no-scale --no-state                                      # without imgsync's state phases
+    benches/sync_bench.py --imgsync-max-requests 64                                  # `max-requests: 64` for both registries
+    benches/sync_bench.py --no-scale --repos 40 --tags 3 --base-kib 1024 --rtt-ms 50 --budget 150/2   # and a 429 budget
+    benches/sync_bench.py --no-mirror --no-scale --repos 40 --tags 3 --rtt-ms 50 --budget 150/2       # the budget run alone
+    benches/sync_bench.py --no-mirror --scale-repos 1000 --scale-tags 5 --rtt-ms 50 --noop-runs 3     # 5,000 tags at 50 ms
     benches/sync_bench.py --imgsync target/debug/imgsync --no-build --keep
 
 The imgsync binary defaults to target/release/imgsync under the project root
@@ -146,7 +186,8 @@ from harness.process import CommandFailed, find_imgsync, host_meta, tool_version
 from harness.registry import REGISTRY_BIN  # noqa: E402
 from harness.tables import floor_note, print_aligned, print_proxy_check, print_versions  # noqa: E402
 from sync_mirror import PHASES, SKOPEO_PHASE, TOOLS, Bench, RunResult  # noqa: E402
-from sync_scale import run_scale  # noqa: E402
+from sync_budget import parse_budget, print_budget, run_budget  # noqa: E402
+from sync_scale import print_scale, run_scale  # noqa: E402
 
 
 # --------------------------------------------------------------------------
@@ -179,6 +220,12 @@ def summarize(results: list[RunResult], n_tags: int | None) -> list[dict[str, An
                 "requests_max": max(reqs),
                 "requests_by_method": rs[0].traffic["by_method"],
                 "tls_refused": rs[0].traffic["tls_refused"],
+                # Source and target proxies together (see the docstring).
+                "inflight_mean": statistics.median(r.traffic["inflight_mean"] for r in rs),
+                "inflight_max": max(r.traffic["inflight_max"] for r in rs),
+                "source_inflight_max": max(r.traffic["source_inflight_max"] for r in rs),
+                "target_inflight_max": max(r.traffic["target_inflight_max"] for r in rs),
+                "refused_429": sum(r.traffic.get("refused_429", 0) for r in rs),
                 "source_mib": statistics.median(r.traffic["source_bytes_out"] for r in rs) / MIB,
                 "target_mib": statistics.median(r.traffic["target_bytes_in"] for r in rs) / MIB,
                 "images_copied": rs[0].images_copied,
@@ -202,8 +249,8 @@ def summarize(results: list[RunResult], n_tags: int | None) -> list[dict[str, An
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = ["phase", "tool", "wall s", "cpu s", "RSS MiB", "requests", "req/tag", "probes", "MiB src", "MiB dst",
-            "images", "wall sk/is", "req sk/is", "check"]
+    head = ["phase", "tool", "wall s", "med s", "cpu s", "RSS MiB", "requests", "req/tag", "in flight", "probes",
+            "MiB src", "MiB dst", "images", "wall sk/is", "req sk/is", "check"]
     table = [head]
     for r in rows:
         images = f"{r['images_copied']} copied, {r['images_up_to_date']} up to date"
@@ -211,14 +258,15 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         check = ("error" if any(p.startswith("error") for p in r["problems"])
                  else "warn" if any(p.startswith("warning") for p in r["problems"]) else "ok")
         wr, rr = r["wall_ratio_skopeo_over_imgsync"], r["requests_ratio_skopeo_over_imgsync"]
-        label = f"{r['phase']}" + (f" (best of {r['runs']})" if r["runs"] > 1 else "")
+        label = f"{r['phase']}" + (f" ({r['runs']} runs)" if r["runs"] > 1 else "")
         per_tag = "" if r["requests_per_tag"] is None else f"{r['requests_per_tag']:.2f}"
         table.append([
-            label, r["tool"], f"{r['best_wall_s']:.3f}", f"{r['best_cpu_s']:.3f}", f"{r['peak_rss_mib']:.1f}",
-            reqs, per_tag, str(r["tls_refused"]), f"{r['source_mib']:.1f}", f"{r['target_mib']:.1f}", images,
+            label, r["tool"], f"{r['best_wall_s']:.3f}", f"{r['median_wall_s']:.3f}", f"{r['best_cpu_s']:.3f}",
+            f"{r['peak_rss_mib']:.1f}", reqs, per_tag, f"{r['inflight_mean']:.1f}/{r['inflight_max']}",
+            str(r["tls_refused"]), f"{r['source_mib']:.1f}", f"{r['target_mib']:.1f}", images,
             "" if wr is None else f"{wr:.2f}x", "" if rr is None else f"{rr:.2f}x", check,
         ])
-    print_aligned(table, numeric={2, 3, 4, 5, 6, 7, 8, 9, 11, 12})
+    print_aligned(table, numeric={2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14})
 
 
 def print_report(bench: Bench, rows: list[dict[str, Any]]) -> None:
@@ -242,6 +290,8 @@ def print_report(bench: Bench, rows: list[dict[str, Any]]) -> None:
     if rows:
         print_table(rows)
         print(
+            "\nwall s = best of the runs, med s = their median; in flight = requests in flight at the source and"
+            "\n  target proxies together, mean over the run's span of requests / max (median mean, max max of the runs)"
             "\nrequests = HTTP requests through the counting proxies (source + target); probes = refused HTTPS"
             "\n  connection attempts (not in requests); MiB src = bytes the source registry sent, MiB dst = bytes"
             "\n  sent to the target registry; sk/is = skopeo / imgsync (> 1: imgsync faster or fewer requests);"
@@ -261,22 +311,8 @@ def print_report(bench: Bench, rows: list[dict[str, Any]]) -> None:
                      for r in rows]
         print("\nrequests by method (first run of each phase):")
         print("\n".join(by_method))
-    s = bench.scale
-    if s:
-        print(
-            f"\nimgsync no-op over {s['tags']} tags ({s['repositories']} repositories, {s['distinct_images_per_repo']}"
-            f" images each; best of {len(s['noop_runs'])}): {s['noop_best_wall_s']:.3f} s"
-            f" ({s['noop_ms_per_tag']:.2f} ms/tag), cpu {s['noop_best_cpu_s']:.3f} s,"
-            f" {s['noop_peak_rss_mib']:.1f} MiB RSS, {s['noop_requests']} requests"
-            f" ({s['noop_requests_per_tag']:.2f}/tag: "
-            + " ".join(f"{k} {v}" for k, v in s["noop_requests_by_method"].items()) + ")"
-        )
-        c = s["cold"]
-        print(f"  the cold run that filled the target: {c['sample']['wall_s']:.3f} s, {c['sample']['requests']} requests"
-              f" ({c['sample']['requests'] / s['tags']:.2f}/tag: "
-              + " ".join(f"{k} {v}" for k, v in c["traffic"]["by_method"].items()) + ")")
-        for p in s["problems"]:
-            print(f"  scale: {p}")
+    print_budget(bench.budget)
+    print_scale(bench.scale)
     notes = sorted({(r["phase"], r["tool"], p) for r in rows for p in r["problems"]})
     if notes:
         print("\ncheck notes:")
@@ -307,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
                          " by N/2 ms and a new connection by one more N ms (default 0: loopback)")
     ap.add_argument("--no-state", dest="state", action="store_false",
                     help="skip imgsync's no-op runs with a state file (noop-state, noop-immutable)")
+    ap.add_argument("--no-mirror", action="store_true",
+                    help="skip the two-tool cold / no-op / moved runs (the source is still seeded for the others)")
+    ap.add_argument("--budget", metavar="N/W",
+                    help="also run imgsync's cold sync through a source that answers at most N requests per W"
+                         " seconds and refuses the rest with 429 (e.g. 150/2)")
     ap.add_argument("--no-scale", action="store_true", help="skip the imgsync no-op run over many tags")
     ap.add_argument("--scale-repos", type=int, default=10, help="repositories of the scale run (default 10)")
     ap.add_argument("--scale-tags", type=int, default=100, help="tags per repository of the scale run (default 100)")
@@ -314,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--imgsync-jobs", type=int, metavar="N",
                     help="pass --jobs N to imgsync sync (default: imgsync's own default; 1 copies one image"
                          " at a time, as skopeo sync does)")
+    ap.add_argument("--imgsync-max-requests", type=int, metavar="N",
+                    help="give the source and target registries `max-requests: N` in imgsync's config (default:"
+                         " none, imgsync's own default)")
     ap.add_argument("--imgsync", default="target/release/imgsync",
                     help="imgsync binary, relative to the project root (default target/release/imgsync)")
     ap.add_argument("--no-build", action="store_true", help="never run cargo build")
@@ -331,6 +375,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--rtt-ms must be between 0 and 10000")
     if args.scale_repos < 1 or args.scale_tags < 1 or args.scale_images < 1:
         ap.error("--scale-repos, --scale-tags, --scale-images must be >= 1")
+    budget = None
+    if args.budget:
+        try:
+            budget = parse_budget(args.budget)
+        except ValueError as e:
+            ap.error(f"--budget: {e}")
 
     try:
         imgsync = find_imgsync(args.imgsync, no_build=args.no_build)
@@ -362,8 +412,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"work dir: {workdir}")
         bench.measure_floor()
         bench.seed_source()
-        for run in range(args.runs):
-            bench.cycle(run)
+        if not args.no_mirror:
+            for run in range(args.runs):
+                bench.cycle(run)
+        if budget:
+            run_budget(bench, budget)
         if not args.no_scale:
             run_scale(bench)
         if bench.failed:
@@ -387,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"meta": bench.meta, "phases": rows, "scale": bench.scale, "exit_code": exit_code},
+                json.dump({"meta": bench.meta, "phases": rows, "scale": bench.scale, "budget": bench.budget,
+                           "exit_code": exit_code},
                           f, indent=2, default=lambda o: o.decode("latin-1") if isinstance(o, bytes) else str(o))
             log(f"\nwrote {args.json}")
         if args.keep:

@@ -84,6 +84,7 @@ PHASES = {
     "noop-state": "no-op re-run with a state file (imgsync only)",
     "noop-immutable": "no-op re-run with a state file, every tag immutable (imgsync only)",
     "moved": "re-run, one tag moved",
+    "budget": "cold sync through a 429 request budget at the source (imgsync only)",
 }
 # skopeo has no memory between runs: imgsync's phases with a state are
 # compared with skopeo's plain no-op of the same run.
@@ -189,6 +190,7 @@ class Bench:
         self.registries = Registries(registry_bin, workdir / "registries", args.rtt_ms)
         self.results: list[RunResult] = []
         self.scale: dict[str, Any] = {}
+        self.budget: dict[str, Any] = {}
         self.meta: dict[str, Any] = {}
         self.src: Endpoint | None = None
         self.diff_ids: dict[str, list[str]] = {}  # "repo:tag" -> DiffIDs
@@ -331,9 +333,12 @@ class Bench:
         `state`, `--state state`; with `all_immutable`, every tag of the
         entry is declared immutable (`immutable-tags: ['.*']`)."""
         cfg = self.workdir / f"{name}.yaml"
+        limit = self.args.imgsync_max_requests
         cfg.write_text(
             "version: 1\n"
-            "sync:\n"
+            + ("registries:\n" + "".join(f"  - host: {ep.addr}\n    max-requests: {limit}\n" for ep in (src, dst))
+               if limit else "")
+            + "sync:\n"
             f"  - source: {src.addr}/{prefix}/\n"
             f"    target: {dst.addr}/{DST_PREFIX}/\n"
             + ("    immutable-tags: ['.*']\n" if all_immutable else "")
@@ -378,6 +383,9 @@ class Bench:
         src_proxy, dst_proxy = endpoints[0].proxy, endpoints[-1].proxy
         res.traffic["source_bytes_out"] = src_proxy.last["bytes_from_registry"]
         res.traffic["target_bytes_in"] = dst_proxy.last["bytes_to_registry"]
+        for side, proxy in (("source", src_proxy), ("target", dst_proxy)):
+            res.traffic[f"{side}_inflight_mean"] = proxy.last["inflight_mean"]
+            res.traffic[f"{side}_inflight_max"] = proxy.last["inflight_max"]
         if tool == "imgsync":
             try:
                 report = json.loads(stdout_path.read_text())
@@ -404,6 +412,7 @@ class Bench:
         self.results.append(res)
         log(f"  {phase:5s} {tool:8s} run {run + 1}: {sample.wall_s:7.3f} s  cpu {sample.user_s + sample.sys_s:6.3f} s"
             f"  {sample.maxrss_kib / 1024:6.1f} MiB  {traffic['requests']:5d} requests"
+            + f"  in flight {traffic['inflight_mean']:.1f}/{traffic['inflight_max']}"
             + f"  ({res.images_copied} copied, {res.images_up_to_date} up to date)")
         return res
 

@@ -15,11 +15,28 @@ the tool and the registry (see _Latency): messages are held back in the
 connection's own thread, so the kernel needs no traffic shaping (tc/netem),
 concurrent connections wait independently, and waiting is sleeping, not CPU.
 Requests are counted when they arrive, before any wait.
+
+Requests in flight: a request is in flight from when its head reaches the
+proxy until its response has been forwarded in full (or its connection
+ended); take() reports the time-weighted mean over the span from the first
+request to the last response, and the maximum (harness/budget.py).
+
+With a budget (N, W) the proxy also plays a rate-limited registry: it
+answers at most N requests per fixed window of W seconds (every request
+counts, whatever its method or path) and refuses the rest itself with
+`429 Too Many Requests`, `Retry-After: <seconds to the end of the window,
+rounded up>`, `ratelimit-limit: N;w=W`, `ratelimit-remaining: 0;w=W` and a
+distribution error body (TOOMANYREQUESTS), without forwarding them; a
+refused request's body is read and dropped, so the connection stays
+usable.  The answers it forwards carry `ratelimit-limit` and
+`ratelimit-remaining` (what is left of the window's budget).  The decision
+is taken when the request would reach the registry (after RTT/2).
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import socket
 import threading
@@ -28,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import MIB
+from harness.budget import RequestBudget, inflight_stats
 
 SOCKET_BUFFER = 4 * MIB
 PIPE_SIZE = 1 * MIB
@@ -175,6 +193,66 @@ def _tokens(value: str | None) -> list[str]:
     return [t.strip().lower() for t in (value or "").split(",") if t.strip()]
 
 
+class _Discard:
+    """Where the body of a refused request goes: nowhere."""
+
+    @staticmethod
+    def sendall(data: bytes | memoryview) -> None:
+        pass
+
+
+def _too_many_requests(method: str, budget: RequestBudget, retry: int, close: bool) -> bytes:
+    """The whole 429 answer to a request over the budget."""
+    body = json.dumps({"errors": [{
+        "code": "TOOMANYREQUESTS",
+        "message": f"request budget of {budget.limit} per {budget.window_s:g}s used up; retry in {retry}s",
+    }]}).encode()
+    head = (
+        "HTTP/1.1 429 Too Many Requests\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"Retry-After: {retry}\r\n"
+        f"ratelimit-limit: {budget.limit};{budget.policy}\r\n"
+        f"ratelimit-remaining: 0;{budget.policy}\r\n"
+        + ("Connection: close\r\n" if close else "")
+        + "\r\n"
+    ).encode()
+    return head if method == "HEAD" else head + body
+
+
+class _Connection:
+    """One proxied connection: the tool's side, the registry's side (opened
+    at the first request forwarded), the splice pipe, the latency."""
+
+    def __init__(self, client: _Peer, latency: _Latency):
+        self.client = client
+        self.latency = latency
+        self.upstream: _Peer | None = None
+        self.pipe: tuple[int, int] | None = None
+
+    def upstream_peer(self, addr: tuple[str, int], splice_ok: bool) -> _Peer:
+        if self.upstream is None:
+            usock = socket.create_connection(addr)
+            self.upstream = _Peer(usock)
+            tune_socket(usock)
+            if splice_ok:
+                self.pipe = os.pipe()
+                try:
+                    fcntl.fcntl(self.pipe[1], fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+                except (OSError, AttributeError):
+                    pass
+        return self.upstream
+
+    def close(self) -> None:
+        self.client.sock.close()
+        if self.upstream is not None:
+            self.upstream.sock.close()
+        if self.pipe:
+            os.close(self.pipe[0])
+            os.close(self.pipe[1])
+            self.pipe = None
+
+
 class CountingProxy:
     """HTTP/1.1 forwarding proxy in front of one registry that counts requests.
 
@@ -187,13 +265,16 @@ class CountingProxy:
     connection that starts with a TLS handshake record is closed.
     rtt_ms > 0 adds the latency of a network with that round-trip time
     (see _Latency); rtt_s may be changed between runs (new connections
-    take the value they find).
+    take the value they find).  budget=(N, W) refuses requests over N per
+    W seconds with 429 (see the module's docstring).
     """
 
     splice_ok = hasattr(os, "splice")
 
-    def __init__(self, upstream_port: int, label: str, rtt_ms: float = 0.0):
+    def __init__(self, upstream_port: int, label: str, rtt_ms: float = 0.0,
+                 budget: tuple[int, float] | None = None):
         self.upstream = ("127.0.0.1", upstream_port)
+        self.budget = RequestBudget(*budget) if budget else None
         self.label = label
         self.rtt_s = rtt_ms / 1000
         self.lock = threading.Lock()
@@ -219,20 +300,35 @@ class CountingProxy:
         self.tls_refused = 0
         self.bytes_up = 0
         self.bytes_down = 0
+        self.refused = 0
+        # (monotonic time, +1) when a request's head arrives, (time, -1)
+        # when its response has been forwarded: requests in flight.
+        self.inflight_events: list[tuple[float, int]] = []
+        if self.budget:
+            self.budget.reset()
 
     def take(self) -> dict[str, Any]:
-        """The counters since the last take(), which resets them; also kept as `last`."""
+        """The counters since the last take(), which resets them; also kept
+        as `last` (without the in-flight events, which merge_traffic uses
+        to count the requests in flight of several proxies together).  With
+        a budget, its account is under "budget"."""
         with self.lock:
-            out = {
+            events = self.inflight_events
+            out: dict[str, Any] = {
                 "requests": self.requests,
                 "by_method": dict(sorted(self.by_method.items())),
                 "connections": self.connections,
                 "tls_refused": self.tls_refused,
                 "bytes_to_registry": self.bytes_up,
                 "bytes_from_registry": self.bytes_down,
+                "refused_429": self.refused,
+                **inflight_stats(events),
             }
+            if self.budget:
+                out["budget"] = self.budget.take()
             self._zero()
-            self.last = out
+            self.last = dict(out)
+        out["inflight_events"] = events
         return out
 
     def close(self) -> None:
@@ -254,12 +350,11 @@ class CountingProxy:
     # -- one connection ----------------------------------------------------
 
     def _serve(self, csock: socket.socket) -> None:
-        usock: socket.socket | None = None
-        pipe: tuple[int, int] | None = None
         latency = _Latency(self.rtt_s, time.monotonic())
+        conn = _Connection(_Peer(csock), latency)
         try:
             tune_socket(csock)
-            client = _Peer(csock)
+            client = conn.client
             if not client.fill():
                 return
             if client.buf[0] == TLS_HANDSHAKE:
@@ -271,71 +366,96 @@ class CountingProxy:
                 return
             with self.lock:
                 self.connections += 1
-            upstream: _Peer | None = None
             while True:
                 head = client.read_head()
                 if head is None:
                     return
                 start, headers = parse_head(head)
-                method = start.split(" ", 1)[0].upper()
+                method, _, rest = start.partition(" ")
+                method = method.upper()
+                arrived = client.filled_at
                 with self.lock:
                     self.requests += 1
                     self.by_method[method] = self.by_method.get(method, 0) + 1
-                if upstream is None:
-                    usock = socket.create_connection(self.upstream)
-                    tune_socket(usock)
-                    upstream = _Peer(usock)
-                    if self.splice_ok:
-                        pipe = os.pipe()
-                        try:
-                            fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-                        except (OSError, AttributeError):
-                            pass
-                arrived = client.filled_at
-                if "100-continue" in _tokens(headers.get("expect")):
-                    # Answered here; the registry gets the request without it.
-                    latency.round_trip(arrived)
-                    csock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    head = b"\r\n".join(
-                        l for l in head.split(b"\r\n") if not l.lower().startswith(b"expect:")
-                    )
-                    # The body leaves the tool only now.
-                    arrived = time.monotonic()
-                latency.request(arrived)
-                upstream.sock.sendall(head)
-                n = self._body(client, usock, headers, request=True, pipe=pipe)
-                with self.lock:
-                    self.bytes_up += n
-                while True:
-                    rhead = upstream.read_head()
-                    if rhead is None:
-                        return
-                    status_line, rheaders = parse_head(rhead)
-                    latency.response(upstream.filled_at)
-                    csock.sendall(rhead)
-                    parts = status_line.split(" ", 2)
-                    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-                    if 100 <= status < 200 and status != 101:
-                        continue  # interim response; the final one follows
-                    break
-                bodiless = method == "HEAD" or status in (204, 304) or 100 <= status < 200
-                n = 0 if bodiless else self._body(upstream, csock, rheaders, request=False, pipe=pipe)
-                with self.lock:
-                    self.bytes_down += max(n, 0)
-                if n < 0 or "close" in _tokens(headers.get("connection")) or "close" in _tokens(rheaders.get("connection")):
-                    return
-                if status_line.startswith("HTTP/1.0") and "keep-alive" not in _tokens(rheaders.get("connection")):
+                    self.inflight_events.append((arrived, 1))
+                try:
+                    keep = self._exchange(conn, head, headers, method, rest.split(" ", 1)[0], arrived)
+                finally:
+                    with self.lock:
+                        self.inflight_events.append((time.monotonic(), -1))
+                if not keep:
                     return
         except (OSError, ValueError) as e:
             if not self.closed and len(self.errors) < 20:
                 self.errors.append(str(e))
         finally:
-            for s in (csock, usock):
-                if s is not None:
-                    s.close()
-            if pipe:
-                os.close(pipe[0])
-                os.close(pipe[1])
+            conn.close()
+
+    def _refuse(self, conn: "_Connection", headers: dict[str, str], method: str, retry: int,
+                expect: bool) -> bool:
+        """Answers a request over the budget with 429 without forwarding it;
+        whether the connection goes on."""
+        # A body announced with 100-continue may or may not follow a final
+        # answer: the connection is closed instead of guessing.
+        if not expect:
+            self._body(conn.client, _Discard(), headers, request=True, pipe=None)
+        conn.latency.response(time.monotonic())
+        close = expect or "close" in _tokens(headers.get("connection"))
+        conn.client.sock.sendall(_too_many_requests(method, self.budget, retry, close))
+        return not close
+
+    def _exchange(self, conn: "_Connection", head: bytes, headers: dict[str, str], method: str, path: str,
+                  arrived: float) -> bool:
+        """Forwards one request and its response; whether the connection goes on."""
+        client, latency = conn.client, conn.latency
+        csock = client.sock
+        expect = "100-continue" in _tokens(headers.get("expect"))
+        ratelimit = b""
+        if self.budget:
+            # The registry decides when the request reaches it.
+            latency.request(arrived)
+            ok, left, retry = self.budget.admit(f"{method} {path}", time.monotonic())
+            if not ok:
+                with self.lock:
+                    self.refused += 1
+                return self._refuse(conn, headers, method, retry, expect)
+            ratelimit = (f"ratelimit-limit: {self.budget.limit};{self.budget.policy}\r\n"
+                         f"ratelimit-remaining: {left};{self.budget.policy}\r\n").encode()
+        upstream = conn.upstream_peer(self.upstream, self.splice_ok)
+        pipe = conn.pipe
+        if expect:
+            # Answered here; the registry gets the request without it.
+            latency.round_trip(arrived)
+            csock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            head = b"\r\n".join(l for l in head.split(b"\r\n") if not l.lower().startswith(b"expect:"))
+            # The body leaves the tool only now.
+            arrived = time.monotonic()
+        latency.request(arrived)
+        upstream.sock.sendall(head)
+        n = self._body(client, upstream.sock, headers, request=True, pipe=pipe)
+        with self.lock:
+            self.bytes_up += n
+        while True:
+            rhead = upstream.read_head()
+            if rhead is None:
+                return False
+            status_line, rheaders = parse_head(rhead)
+            parts = status_line.split(" ", 2)
+            status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            interim = 100 <= status < 200 and status != 101
+            if ratelimit and not interim:
+                rhead = rhead[:-2] + ratelimit + b"\r\n"
+            latency.response(upstream.filled_at)
+            csock.sendall(rhead)
+            if not interim:
+                break  # else the final response follows
+        bodiless = method == "HEAD" or status in (204, 304) or 100 <= status < 200
+        n = 0 if bodiless else self._body(upstream, csock, rheaders, request=False, pipe=pipe)
+        with self.lock:
+            self.bytes_down += max(n, 0)
+        if n < 0 or "close" in _tokens(headers.get("connection")) or "close" in _tokens(rheaders.get("connection")):
+            return False
+        return not (status_line.startswith("HTTP/1.0") and "keep-alive" not in _tokens(rheaders.get("connection")))
 
     def _body(self, src: _Peer, dst: socket.socket, headers: dict[str, str], request: bool,
               pipe: tuple[int, int] | None) -> int:

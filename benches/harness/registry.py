@@ -20,6 +20,7 @@ from typing import Any
 
 from harness import MIB, BenchError, log
 from harness.disk import dir_bytes
+from harness.budget import inflight_stats
 from harness.proxy import RECV_SIZE, CountingProxy
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
@@ -100,6 +101,7 @@ class Endpoint:
 
     registry: Registry
     proxy: CountingProxy
+    owns_registry: bool = True
 
     @property
     def addr(self) -> str:
@@ -111,9 +113,11 @@ class Endpoint:
 
     def close(self, remove: bool = True) -> None:
         self.proxy.close()
-        self.registry.stop()
         if self.proxy.errors:
             log(f"  proxy {self.proxy.label}: {len(self.proxy.errors)} connection errors, first: {self.proxy.errors[0]}")
+        if not self.owns_registry:
+            return
+        self.registry.stop()
         if remove:
             shutil.rmtree(self.registry.root, ignore_errors=True)
 
@@ -138,6 +142,14 @@ class Registries:
         ep = Endpoint(reg, CountingProxy(reg.port, label, self.rtt_ms))
         self.live.append(ep)
         return ep
+
+    def budget_proxy(self, ep: Endpoint, label: str, budget: tuple[int, float]) -> Endpoint:
+        """Another proxy in front of ep's registry, with the run's latency
+        and a request budget (see harness/proxy.py); stop() closes the
+        proxy only, the registry stays ep's."""
+        out = Endpoint(ep.registry, CountingProxy(ep.registry.port, label, self.rtt_ms, budget), owns_registry=False)
+        self.live.append(out)
+        return out
 
     def stop(self, ep: Endpoint) -> None:
         ep.close()
@@ -195,14 +207,22 @@ def measure_proxy(ep: Endpoint, repo: str, manifest_body: bytes) -> dict[str, An
 
 
 def merge_traffic(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The counters of several proxies' take() as one run's: sums, and the
+    requests in flight of all of them together (mean over the span from the
+    first request to the last response, maximum of the sum), from their
+    in-flight events, which are not kept."""
     out: dict[str, Any] = {"requests": 0, "by_method": {}, "connections": 0, "tls_refused": 0,
-                           "bytes_to_registry": 0, "bytes_from_registry": 0}
+                           "bytes_to_registry": 0, "bytes_from_registry": 0, "refused_429": 0}
+    events: list[tuple[float, int]] = []
     for t in parts:
         for k, v in t.items():
             if k == "by_method":
                 for m, c in v.items():
                     out["by_method"][m] = out["by_method"].get(m, 0) + c
-            else:
+            elif k == "inflight_events":
+                events += v
+            elif k in out:
                 out[k] += v
     out["by_method"] = dict(sorted(out["by_method"].items()))
+    out.update(inflight_stats(events))
     return out
