@@ -20,7 +20,7 @@ use super::credentials::{self, Credential};
 use super::endpoint::{Endpoint, same_origin};
 use super::failure::{ErrorBody, error_chain, transport_failure};
 use super::pacing::Pacer;
-use super::quota::{Quota, QuotaReading, counts_against_quota, held_back};
+use super::quota::{PullGate, Quota, QuotaReading, counts_against_quota, held_back, pulls_allowed};
 use super::retry::{Retry, is_transient_status, retry_after, sleep_backoff};
 use super::scopes::request_scopes;
 use super::tls::{TlsSetup, install_crypto_provider};
@@ -143,6 +143,8 @@ pub struct RegistryClient {
     pacer: Mutex<Pacer>,
     /// The quota the registry's latest answer announced.
     quota: Mutex<Option<Quota>>,
+    /// Pulls in flight, held to what the quota has left.
+    pulls: PullGate,
     pub(super) retry_times: u32,
     pub(super) requests: AtomicU64,
     /// Whether the registry serves the referrers API, once learned.
@@ -180,6 +182,7 @@ impl RegistryClient {
             slots: Slots::new(max),
             pacer: Mutex::new(Pacer::new(settings.requests_per_second, Instant::now())),
             quota: Mutex::new(None),
+            pulls: PullGate::default(),
             retry_times: settings.retry_times.unwrap_or(3),
             requests: AtomicU64::new(0),
             referrers_api: Mutex::new(None),
@@ -242,6 +245,21 @@ impl RegistryClient {
         build: impl Fn(&Client, &str) -> RequestBuilder,
     ) -> Result<Response> {
         let base = self.base()?;
+        // A pull (a GET that counts against a quota) waits, before it
+        // takes a slot, until the quota has room for it among the pulls
+        // in flight; other requests never wait for it. Only a request that
+        // may be sent again is built to be looked at: one that is not (a
+        // streamed upload) builds its body once, and is never a pull.
+        let counted = retry == Retry::Yes
+            && build(&self.http, &base)
+                .build()
+                .is_ok_and(|r| counts_against_quota(r.method().as_str(), r.url().path()));
+        let _pull = counted.then(|| {
+            self.pulls.enter(|| {
+                let reserve = self.settings.rate_limit_reserve.unwrap_or(0);
+                pulls_allowed(self.quota().as_ref(), reserve, Instant::now())
+            })
+        });
         let mut slot = self.slots.acquire(retry == Retry::No);
         let mut attempt = 0;
         let mut refreshed = false;
@@ -367,6 +385,8 @@ impl RegistryClient {
         if let Some(reading) = QuotaReading::from_headers(r.headers()) {
             let mut q = self.quota.lock().unwrap_or_else(|e| e.into_inner());
             *q = Some(Quota::update(*q, reading, Instant::now()));
+            drop(q);
+            self.pulls.quota_moved();
         }
     }
 

@@ -219,6 +219,85 @@ impl Quota {
     }
 }
 
+/// How many counted requests (pulls) may be in flight at `now`: what the
+/// quota has left above the reserve, and at least one, so that a spent
+/// quota is probed one request at a time (the registry's 429 and its
+/// `Retry-After` then pause every request) instead of by a burst that is
+/// refused whole. `None`: no count is known, or it no longer holds.
+pub fn pulls_allowed(q: Option<&Quota>, reserve: u64, now: Instant) -> Option<usize> {
+    let q = q?;
+    let remaining = q.reading.remaining?;
+    let current = match q.returns_after().and_then(|d| q.seen.checked_add(d)) {
+        Some(until) => now < until,
+        None => true,
+    };
+    current.then(|| {
+        usize::try_from(remaining.saturating_sub(reserve))
+            .unwrap_or(usize::MAX)
+            .max(1)
+    })
+}
+
+/// Counted requests in flight to one registry, held to what its quota has
+/// left (see [`pulls_allowed`]).
+#[derive(Default)]
+pub struct PullGate {
+    in_flight: std::sync::Mutex<usize>,
+    moved: std::sync::Condvar,
+}
+
+/// A pull's place at the gate; freed when dropped.
+pub struct Pull<'a> {
+    gate: &'a PullGate,
+}
+
+impl PullGate {
+    /// Takes a place if fewer than `allowed` pulls are in flight (`None`:
+    /// no limit).
+    pub fn try_enter(&self, allowed: Option<usize>) -> Option<Pull<'_>> {
+        let mut n = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if allowed.is_some_and(|a| *n >= a) {
+            return None;
+        }
+        *n += 1;
+        Some(Pull { gate: self })
+    }
+
+    /// Waits for a place; `allowed` is asked again whenever a pull ends or
+    /// the quota moves (see [`PullGate::quota_moved`]).
+    pub fn enter(&self, allowed: impl Fn() -> Option<usize>) -> Pull<'_> {
+        loop {
+            if let Some(p) = self.try_enter(allowed()) {
+                return p;
+            }
+            let n = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            // A bounded wait: a quota's window may end with nothing in
+            // flight to say so.
+            let _ = self
+                .moved
+                .wait_timeout(n, std::time::Duration::from_millis(250));
+        }
+    }
+
+    /// An answer brought a new count: waiting pulls look again.
+    pub fn quota_moved(&self) {
+        self.moved.notify_all();
+    }
+}
+
+impl Drop for Pull<'_> {
+    fn drop(&mut self) {
+        let mut n = self
+            .gate
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        drop(n);
+        self.gate.moved.notify_all();
+    }
+}
+
 /// The error of a request held back by `reserve`: one line naming the
 /// registry, what is left of the quota and when it returns (from `now`).
 pub fn held_back(host: &str, what: &str, q: &Quota, reserve: u64, now: Instant) -> Error {
@@ -455,5 +534,46 @@ mod tests {
             &format!("{v2}/blobs/uploads/x")
         ));
         assert!(!counts_against_quota("GET", "/v2/"));
+    }
+
+    #[test]
+    fn pulls_in_flight_follow_what_the_quota_has_left() {
+        let now = Instant::now();
+        let quota = |remaining: u64, window: Option<u64>| Quota {
+            reading: QuotaReading {
+                remaining: Some(remaining),
+                limit: Some(100),
+                window,
+                reset: None,
+            },
+            seen: now,
+        };
+        assert_eq!(pulls_allowed(None, 0, now), None, "nothing announced");
+        assert_eq!(pulls_allowed(Some(&quota(40, Some(60))), 0, now), Some(40));
+        assert_eq!(pulls_allowed(Some(&quota(40, Some(60))), 10, now), Some(30));
+        // Spent (or down to the reserve): one at a time, never none.
+        assert_eq!(pulls_allowed(Some(&quota(0, Some(60))), 0, now), Some(1));
+        assert_eq!(pulls_allowed(Some(&quota(5, Some(60))), 10, now), Some(1));
+        // Past its window the count says nothing.
+        let later = now + std::time::Duration::from_secs(61);
+        assert_eq!(pulls_allowed(Some(&quota(0, Some(60))), 0, later), None);
+        // No window: it holds until the next answer says otherwise.
+        assert_eq!(pulls_allowed(Some(&quota(3, None)), 0, later), Some(3));
+    }
+
+    #[test]
+    fn the_gate_lets_as_many_pulls_through_as_allowed() {
+        let gate = PullGate::default();
+        let a = gate.try_enter(Some(2)).expect("first");
+        let b = gate.try_enter(Some(2)).expect("second");
+        assert!(gate.try_enter(Some(2)).is_none(), "a third waits");
+        assert!(gate.try_enter(None).is_some(), "no count known: no limit");
+        drop(a);
+        let c = gate.try_enter(Some(2)).expect("a place freed");
+        assert!(
+            gate.try_enter(Some(3)).is_some(),
+            "a higher count lets one more"
+        );
+        drop((b, c));
     }
 }
