@@ -20,7 +20,8 @@ use super::credentials::{self, Credential};
 use super::endpoint::{Endpoint, same_origin};
 use super::failure::{ErrorBody, error_chain, transport_failure};
 use super::pacing::Pacer;
-use super::quota::{PullGate, Quota, QuotaReading, counts_against_quota, held_back, pulls_allowed};
+use super::quota::{Quota, QuotaReading, counts_against_quota, held_back};
+use super::quota_gate::QuotaGate;
 use super::retry::{Retry, is_transient_status, retry_after, sleep_backoff};
 use super::scopes::request_scopes;
 use super::tls::{TlsSetup, install_crypto_provider};
@@ -143,8 +144,12 @@ pub struct RegistryClient {
     pacer: Mutex<Pacer>,
     /// The quota the registry's latest answer announced.
     quota: Mutex<Option<Quota>>,
-    /// Pulls in flight, held to what the quota has left.
-    pulls: PullGate,
+    /// Counted requests in flight, held to what the quota has left.
+    gate: QuotaGate,
+    /// The registry refused a request that is not a pull with 429: it
+    /// counts every request against its quota, not only pulls (as Docker
+    /// Hub does), and every request goes through the gate from then on.
+    counts_all: std::sync::atomic::AtomicBool,
     pub(super) retry_times: u32,
     pub(super) requests: AtomicU64,
     /// Whether the registry serves the referrers API, once learned.
@@ -182,7 +187,8 @@ impl RegistryClient {
             slots: Slots::new(max),
             pacer: Mutex::new(Pacer::new(settings.requests_per_second, Instant::now())),
             quota: Mutex::new(None),
-            pulls: PullGate::default(),
+            gate: QuotaGate::new(settings.rate_limit_reserve.unwrap_or(0)),
+            counts_all: Default::default(),
             retry_times: settings.retry_times.unwrap_or(3),
             requests: AtomicU64::new(0),
             referrers_api: Mutex::new(None),
@@ -245,21 +251,18 @@ impl RegistryClient {
         build: impl Fn(&Client, &str) -> RequestBuilder,
     ) -> Result<Response> {
         let base = self.base()?;
-        // A pull (a GET that counts against a quota) waits, before it
-        // takes a slot, until the quota has room for it among the pulls
-        // in flight; other requests never wait for it. Only a request that
-        // may be sent again is built to be looked at: one that is not (a
-        // streamed upload) builds its body once, and is never a pull.
+        // A request the quota counts (a pull: a GET of a manifest or blob;
+        // any request, once the registry has refused one that is not a
+        // pull) waits, before it takes a slot, until the quota has room
+        // for it among those in flight. Only a request that may be sent
+        // again is built to be looked at: one that is not (a streamed
+        // upload) builds its body once, and is never gated.
         let counted = retry == Retry::Yes
-            && build(&self.http, &base)
-                .build()
-                .is_ok_and(|r| counts_against_quota(r.method().as_str(), r.url().path()));
-        let _pull = counted.then(|| {
-            self.pulls.enter(|| {
-                let reserve = self.settings.rate_limit_reserve.unwrap_or(0);
-                pulls_allowed(self.quota().as_ref(), reserve, Instant::now())
-            })
-        });
+            && build(&self.http, &base).build().is_ok_and(|r| {
+                counts_against_quota(r.method().as_str(), r.url().path())
+                    || self.counts_all.load(Ordering::Relaxed)
+            });
+        let mut pass = counted.then(|| self.gate.enter());
         let mut slot = self.slots.acquire(retry == Retry::No);
         let mut attempt = 0;
         let mut refreshed = false;
@@ -272,6 +275,11 @@ impl RegistryClient {
                 self.check_reserve(what)?;
             }
             self.pace();
+            // The registry turned out to count every request while this
+            // one waited: it goes through the gate too.
+            if pass.is_none() && retry == Retry::Yes && self.counts_all.load(Ordering::Relaxed) {
+                pass = Some(self.gate.enter());
+            }
             self.requests.fetch_add(1, Ordering::Relaxed);
             // Credentials go to the registry's own origin only: an upload
             // `Location` or a `Link` may name any host, and what it names
@@ -297,7 +305,10 @@ impl RegistryClient {
             let answer = execute(&req_client, built);
             if let Ok(r) = &answer {
                 slot.answered(r.status().as_u16(), sent.elapsed());
-                self.observe_quota(r);
+                self.observe_quota(r, pass.is_some());
+                if r.status().as_u16() == 429 && !counts_against_quota(&method, url.path()) {
+                    self.counts_all.store(true, Ordering::Relaxed);
+                }
                 if matches!(r.status().as_u16(), 429 | 503)
                     && let Some(pause) = retry_after(r)
                 {
@@ -344,7 +355,17 @@ impl RegistryClient {
                         && retry == Retry::Yes
                         && attempt < self.retry_times =>
                 {
+                    // Refused for the quota: the place at the gate is
+                    // given up while waiting, and taken again, so that
+                    // what was refused does not all come back at once.
+                    let refused = r.status() == StatusCode::TOO_MANY_REQUESTS;
+                    if refused {
+                        drop(pass.take());
+                    }
                     sleep_backoff(attempt, retry_after(&r));
+                    if refused && (counted || self.counts_all.load(Ordering::Relaxed)) {
+                        pass = Some(self.gate.enter());
+                    }
                 }
                 Ok(r) => return Ok(r),
                 Err(e) => {
@@ -381,12 +402,13 @@ impl RegistryClient {
     }
 
     /// Keeps what an answer says about the quota.
-    pub(super) fn observe_quota(&self, r: &Response) {
+    pub(super) fn observe_quota(&self, r: &Response, holds_pass: bool) {
         if let Some(reading) = QuotaReading::from_headers(r.headers()) {
             let mut q = self.quota.lock().unwrap_or_else(|e| e.into_inner());
-            *q = Some(Quota::update(*q, reading, Instant::now()));
+            let updated = Quota::update(*q, reading, Instant::now());
+            *q = Some(updated);
             drop(q);
-            self.pulls.quota_moved();
+            self.gate.observe(&updated, holds_pass);
         }
     }
 

@@ -133,7 +133,7 @@ impl RegistryClient {
             self.requests.fetch_add(1, Ordering::Relaxed);
             let answer = block_on(self.http.get(format!("{base}/v2/")).send()).map(Response::new);
             if let Ok(r) = &answer {
-                self.observe_quota(r);
+                self.observe_quota(r, false);
             }
             match answer {
                 Ok(r) if is_transient_status(r.status()) && attempt < self.retry_times => {

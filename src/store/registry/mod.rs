@@ -40,6 +40,7 @@ mod manifest;
 mod mount;
 mod pacing;
 pub mod quota;
+mod quota_gate;
 mod referrers;
 mod retry;
 mod scopes;

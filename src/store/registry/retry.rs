@@ -37,8 +37,10 @@ pub(super) fn retry_after(r: &Response) -> Option<Duration> {
         .map(|s| Duration::from_secs(s.min(120)))
 }
 
-/// Waits before retry `attempt` (0-based): 250 ms doubling, ±25 % jitter,
-/// at least `retry_after`.
+/// Waits before retry `attempt` (0-based): 250 ms doubling, ±25 % jitter;
+/// or, when the registry said when to come back (`Retry-After`), that long
+/// and no longer: it knows when its window ends, and a longer wait only
+/// leaves quota unused.
 pub fn sleep_backoff(attempt: u32, retry_after: Option<Duration>) {
     std::thread::sleep(backoff(attempt, retry_after));
 }
@@ -50,8 +52,11 @@ fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
     h.write_u32(attempt);
     let jitter = (h.finish() % 500) as f64 / 1000.0 - 0.25;
     let wait = base.mul_f64(1.0 + jitter);
-    retry_after.map_or(wait, |ra| ra.max(wait))
+    retry_after.map_or(wait, |ra| ra.max(RETRY_AFTER_FLOOR))
 }
+
+/// A `Retry-After: 0` still waits a little.
+const RETRY_AFTER_FLOOR: Duration = Duration::from_millis(50);
 
 #[cfg(test)]
 mod tests {
@@ -69,6 +74,10 @@ mod tests {
         }
         let long = Duration::from_secs(30);
         assert_eq!(backoff(0, Some(long)), long);
+        // What the registry asked for, however many tries came before.
+        let one = Duration::from_secs(1);
+        assert_eq!(backoff(6, Some(one)), one, "not 16 s of doubling");
+        assert_eq!(backoff(0, Some(Duration::ZERO)), RETRY_AFTER_FLOOR);
     }
 
     #[test]
