@@ -2,6 +2,7 @@
 //! fault-injecting proxy of [`proxy`]: the tests assert which retries and
 //! resumes happened from what the proxy recorded, without measuring time.
 
+mod pages;
 mod pipeline;
 mod proxy;
 mod rate_limits;

@@ -54,6 +54,9 @@ pub(super) enum Fault {
     IgnoreRange,
     /// Send response bodies at this many bytes a second.
     Throttle(u64),
+    /// Ask the registry for pages of at most this many names (`n=`), as a
+    /// registry that caps its pages (ACR, Quay: 100) answers.
+    CapPage(u32),
 }
 
 struct Rule {
@@ -488,6 +491,24 @@ fn answer(w: &mut impl Write, code: u16, retry_after: Option<u32>, method: &str)
     w.flush()
 }
 
+/// A listing's target asking for at most `cap` names: its `n=` lowered
+/// (or added).
+fn cap_page(target: &str, cap: u32) -> String {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut params: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("n="))
+        .map(str::to_string)
+        .collect();
+    let asked = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("n="))
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(u32::MAX);
+    params.push(format!("n={}", asked.min(cap)));
+    format!("{path}?{}", params.join("&"))
+}
+
 /// One client connection, forwarded over one registry connection.
 fn serve(client: TcpStream, state: &State) -> io::Result<()> {
     let mut first = [0u8; 1];
@@ -539,6 +560,13 @@ fn serve(client: TcpStream, state: &State) -> io::Result<()> {
                     pump(&mut from_client, &mut io::sink(), framing, &mut |_, _| None)?;
                     answer(&mut to_client, code, retry_after, &method)?;
                     continue 'requests;
+                }
+                Fault::CapPage(cap) if state.fire(id, &target) => {
+                    let capped = cap_page(&target, cap);
+                    let line = format!("{method} {capped} {}", req.word(2));
+                    if let Some(first) = req.0.first_mut() {
+                        *first = line;
+                    }
                 }
                 Fault::IgnoreRange if req.get("range").is_some() && state.fire(id, &target) => {
                     req.0
