@@ -407,6 +407,40 @@ pub fn put_blob(layout: &Path, media_type: &str, bytes: &[u8]) -> Value {
     serde_json::json!({"mediaType": media_type, "digest": format!("sha256:{hex}"), "size": bytes.len()})
 }
 
+/// Builds an OCI layout of `n` images from one (the fixture image
+/// `hello.tar:@0`, each manifest told apart by an annotation), image `i`
+/// named `name(i)`: a registry is seeded with many repositories or tags
+/// by one `imgsync copy` of it.
+pub fn many_images_layout(t: &TestDir, n: usize, name: impl Fn(usize) -> String) -> PathBuf {
+    let layout = t.path("many-images");
+    let hello = format!("docker-archive:{}:@0", fixture("hello.tar").display());
+    t.imgsync(&[
+        "copy",
+        "-q",
+        &hello,
+        &format!("oci:{}:first", layout.display()),
+    ])
+    .ok();
+    let index_path = layout.join("index.json");
+    let mut index = read_json(&index_path);
+    let first = index["manifests"][0].clone();
+    let digest = first["digest"].as_str().unwrap().to_string();
+    let manifest: Value = serde_json::from_slice(&layout_blob(&layout, &digest)).unwrap();
+    let media_type = first["mediaType"].as_str().unwrap().to_string();
+    let named: Vec<Value> = (0..n)
+        .map(|i| {
+            let mut m = manifest.clone();
+            m["annotations"] = serde_json::json!({ "n": i.to_string() });
+            let mut d = put_blob(&layout, &media_type, &serde_json::to_vec(&m).unwrap());
+            d["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": name(i) });
+            d
+        })
+        .collect();
+    index["manifests"] = Value::Array(named);
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    layout
+}
+
 /// Builds an OCI layout holding one multi-platform image (an index of
 /// linux/amd64, linux/arm64 and a buildkit-style attestation), named `tag`.
 /// Returns the index digest.

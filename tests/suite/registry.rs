@@ -442,7 +442,7 @@ fn token_auth_registry_enforces_scopes() {
     assert_eq!(tags, "1\n");
 }
 
-/// A sync of many repositories under one prefix asks the token endpoint
+/// A sync of 100 repositories under one prefix asks the token endpoint
 /// for tokens scoped to the repositories each request works on (a source
 /// and its target, and a mount's source), not for one token naming every
 /// repository of the run: that token's URL would grow with the mirror and
@@ -456,23 +456,23 @@ fn tokens_of_a_prefix_sync_name_only_the_repositories_used_together() {
     let cfg = t.path("empty-config");
     std::fs::create_dir_all(&cfg).unwrap();
     let env = [("DOCKER_CONFIG", cfg.to_str().unwrap())];
-    let repos = 12;
-    for i in 0..repos {
-        t.imgsync_env(
-            &[
-                "copy",
-                "-q",
-                "--dest-cert-dir",
-                &certs,
-                "--dest-creds",
-                &pusher,
-                &format!("{}:{HELLO}:1.0", hello()),
-                &format!("{}/fleet/svc{i}:1", reg.host),
-            ],
-            &env,
-        )
-        .ok();
-    }
+    let repos: usize = 100;
+    // 100 repositories under `fleet/`, pushed in one run.
+    let layout = many_images_layout(&t, repos, |i| format!("reg.example/svc{i:03}:1"));
+    t.imgsync_env(
+        &[
+            "copy",
+            "-q",
+            "--dest-cert-dir",
+            &certs,
+            "--dest-creds",
+            &pusher,
+            &format!("oci:{}", layout.display()),
+            &format!("{}/fleet", reg.host),
+        ],
+        &env,
+    )
+    .ok();
     let before = reg.token_requests().len();
     let config = t.path("mirror.yaml");
     std::fs::write(

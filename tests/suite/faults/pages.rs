@@ -7,42 +7,14 @@
 use super::super::harness::*;
 use super::super::registry_harness::{Kind, Registry};
 use super::proxy::{Fault, Path, Proxy};
-use super::{copy, hello};
 
 #[test]
 fn a_catalog_listed_100_a_page_is_mirrored_whole() {
     let t = TestDir::new();
     let src = Registry::start(Kind::Plain);
     let dst = Registry::start(Kind::Plain);
-    // 250 images (one manifest told apart by an annotation), named
-    // `reg.example/r000:1` to `reg.example/r249:1` in a layout, copied in
-    // below `team/` in one run.
-    let layout = t.path("many");
-    copy(
-        &t,
-        &hello("1.0"),
-        &format!("oci:{}:first", layout.display()),
-    );
-    let index_path = layout.join("index.json");
-    let mut index = read_json(&index_path);
-    let first = index["manifests"][0].clone();
-    let digest = first["digest"].as_str().unwrap().to_string();
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&layout_blob(&layout, &digest)).unwrap();
-    let media_type = first["mediaType"].as_str().unwrap().to_string();
-    let named: Vec<serde_json::Value> = (0..250)
-        .map(|i| {
-            let mut m = manifest.clone();
-            m["annotations"] = serde_json::json!({ "n": i.to_string() });
-            let mut d = put_blob(&layout, &media_type, &serde_json::to_vec(&m).unwrap());
-            d["annotations"] = serde_json::json!({
-                "org.opencontainers.image.ref.name": format!("reg.example/r{i:03}:1")
-            });
-            d
-        })
-        .collect();
-    index["manifests"] = serde_json::Value::Array(named);
-    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    // 250 repositories `team/r000` to `team/r249`, seeded in one run.
+    let layout = many_images_layout(&t, 250, |i| format!("reg.example/r{i:03}:1"));
     let many = format!("oci:{}", layout.display());
     t.imgsync(&["copy", "-q", &many, &format!("{}/team", src.host)])
         .ok();
