@@ -629,7 +629,7 @@ fn save_takes_the_images_a_sync_config_selects() {
     std::fs::write(
         &cfg,
         format!(
-            "version: 1\nsync:\n  - source: {s}/library/alpine\n    target: {d}/mirror/alpine\n    tags:\n      allow: ['^3\\.']\n      deny: ['-rc']\n  - source: {s}/team/svc@{pinned}\n    target: {d}/pinned/svc\n",
+            "version: 1\nsync:\n  - source: {s}/library/alpine\n    targets: [{d}/mirror/alpine, {d}/dr/alpine]\n    tags:\n      allow: ['^3\\.']\n      deny: ['-rc']\n  - source: {s}/team/svc@{pinned}\n    target: {d}/pinned/svc\n",
             s = src.host,
             d = far.host
         ),
@@ -661,7 +661,8 @@ fn save_takes_the_images_a_sync_config_selects() {
             format!("{}/team/svc@{pinned}", src.host),
         ]
     );
-    // The shared base layer is carried once.
+    // An image a fan-out entry sends to two targets is carried once; the
+    // shared base layer too.
     let base_entry = format!("blobs/sha256/{}", sha256_hex(&base));
     assert_eq!(
         tar_names(&t.path("b.tar"))
