@@ -47,6 +47,37 @@ impl Emitter<'_> {
         }
     }
 
+    /// The digests of the blobs a node stands on at the sink (configs and
+    /// layers, as written), each once.
+    pub(super) fn blobs(&self, node: &Node) -> Vec<Digest> {
+        let mut out = Vec::new();
+        self.blobs_once(node, &mut HashSet::new(), &mut out);
+        out
+    }
+
+    fn blobs_once(&self, node: &Node, seen: &mut HashSet<*const Node>, out: &mut Vec<Digest>) {
+        let mut add = |id: JobId| {
+            if let Some(Some(o)) = self.outputs.get(id)
+                && !out.contains(&o.desc.digest)
+            {
+                out.push(o.desc.digest.clone());
+            }
+        };
+        match node {
+            Node::Blob { job } => add(*job),
+            Node::Manifest { config, layers, .. } => {
+                config.iter().chain(layers).for_each(|id| add(*id));
+            }
+            Node::Index { children, .. } => {
+                for (_, c) in children {
+                    if seen.insert(Arc::as_ptr(c)) {
+                        self.blobs_once(c, seen, out);
+                    }
+                }
+            }
+        }
+    }
+
     fn arrived(&self, id: JobId) -> bool {
         self.outputs.get(id).is_some_and(Option::is_some)
     }

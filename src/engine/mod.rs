@@ -125,6 +125,10 @@ pub struct ImageResult {
     /// The destination held it already under these names: nothing written.
     #[serde(skip)]
     pub up_to_date: bool,
+    /// The blobs (configs, layers) the destination holds for it now, as
+    /// far as this copy saw them (none when it was up to date).
+    #[serde(skip)]
+    pub blobs: Vec<Digest>,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -228,6 +232,7 @@ pub fn copy_images(
                 media_type: plan.image.root.media_type.clone(),
                 names: plan.names.iter().map(|n| n.to_string()).collect(),
                 up_to_date: true,
+                blobs: Vec::new(),
             });
             continue;
         }
@@ -272,6 +277,7 @@ pub fn copy_images(
             }
             Err(e) => return Err(e),
         };
+        let blobs = emitter.blobs(&node);
         emitted_nodes.push(Some(node.clone()));
         sink.add_image(&out, &plan.names)?;
         progress.image_done(&plan.image.label(), &out.digest);
@@ -282,6 +288,7 @@ pub fn copy_images(
             media_type: out.media_type.clone(),
             names: plan.names.iter().map(|n| n.to_string()).collect(),
             up_to_date: false,
+            blobs,
         });
     }
     let mut subjects = Vec::new();

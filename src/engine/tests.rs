@@ -60,6 +60,16 @@ fn copies_an_image_byte_for_byte() {
 
     assert_eq!(report.blobs_copied, 3, "config and two layers");
     assert_eq!(report.images[0].digest, root.digest);
+    // What the destination now holds for the image, each blob once.
+    let mut blobs = report.images[0].blobs.clone();
+    blobs.sort();
+    let mut want: Vec<Digest> = source
+        .digests()
+        .into_iter()
+        .filter(|d| *d != root.digest)
+        .collect();
+    want.sort();
+    assert_eq!(blobs, want);
     assert!(report.conversions.is_empty());
     assert_eq!(sink.resolve(&name("reg.example/app:1")), Some(root.clone()));
     // The destination holds exactly the source's content.

@@ -30,3 +30,4 @@ mod sync_fanout;
 mod sync_isolation;
 mod sync_referrers;
 mod sync_state;
+mod sync_state_blobs;

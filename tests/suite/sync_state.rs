@@ -19,7 +19,7 @@ pub(super) struct Measured {
 }
 
 impl Measured {
-    fn to(&self, host: &str) -> Vec<&(String, String, String)> {
+    pub(super) fn to(&self, host: &str) -> Vec<&(String, String, String)> {
         self.requests.iter().filter(|r| r.1 == host).collect()
     }
 

@@ -195,6 +195,7 @@ impl Copier<'_> {
                 media_type: image.root.media_type.clone(),
                 names: vec![r.to_string()],
                 up_to_date: false,
+                blobs: Vec::new(),
             });
             Ok(Some(report))
         };

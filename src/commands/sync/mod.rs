@@ -81,7 +81,7 @@ pub fn run(
         config,
         opts,
         pool,
-        mounts: Arc::new(MountIndex::default()),
+        mounts: Arc::new(remembered_blobs(memory)),
     };
     // The copy of a group (one source image, one or more targets); a
     // retry names the failure it follows.
@@ -142,6 +142,10 @@ pub fn run(
             )
             && !unreachable(config, item, opts, pool);
         if failed_transient {
+            // What an earlier run remembered of its target may be gone.
+            if let TargetRef::Registry(r) = &item.target {
+                copier.mounts.forget_repo(&r.domain, &r.path);
+            }
             let cause = image.1.take();
             if let Some(again) = copy(std::slice::from_ref(item), cause.as_ref())
                 .into_iter()
@@ -155,6 +159,22 @@ pub fn run(
     let report =
         RunReport::new(images, started.elapsed(), pool.requests()).with_quota(pool.quotas());
     Ok((planned, report))
+}
+
+/// What the state says target repositories hold, as a run's record of
+/// blobs: copies to them skip asking, and other repositories of the
+/// registry mount from them.
+fn remembered_blobs(memory: Option<&state::State>) -> MountIndex {
+    let mounts = MountIndex::default();
+    for (repository, digests) in memory.map(|m| &m.blobs).into_iter().flatten() {
+        let Some((host, repo)) = repository.split_once('/') else {
+            continue;
+        };
+        for digest in digests.iter().filter_map(|d| d.parse().ok()) {
+            mounts.remember(host, &digest, repo);
+        }
+    }
+    mounts
 }
 
 /// The report of an item the copiers never had: rejected, unlisted or up

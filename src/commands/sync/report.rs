@@ -54,6 +54,10 @@ pub struct ImageReport {
     /// Up to date on the word of the state file: its target was not asked.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub state_skipped: bool,
+    /// The blobs the copy saw at the target (configs, layers): the state
+    /// remembers them for the target repository.
+    #[serde(skip)]
+    pub blobs: Vec<String>,
 }
 
 /// A referrer copied with its subject.
@@ -89,6 +93,7 @@ pub fn up_to_date(item: &Item) -> ImageReport {
         referrer_errors: Vec::new(),
         listing_failed: false,
         state_skipped: item.state_skipped,
+        blobs: Vec::new(),
     }
 }
 
@@ -140,6 +145,7 @@ pub fn image_report(
                 };
             if let Some(img) = c.images.first() {
                 rep.source_digest = Some(img.source_digest.to_string());
+                rep.blobs = img.blobs.iter().map(ToString::to_string).collect();
             }
             rep.bytes = c.bytes_copied;
             rep.blobs_copied = c.blobs_copied;

@@ -12,7 +12,7 @@
 //! `state-verify-every`) asks every target again and rewrites the state.
 //! It is written after the run only, atomically, with what succeeded.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::report::{Action, RunReport};
 use crate::commands::mirror::check::Known;
 use crate::commands::mirror::config::Config;
-use crate::commands::mirror::plan::Item;
+use crate::commands::mirror::plan::{Item, TargetRef};
 use crate::commands::mirror::shard_of;
 use crate::content::Digest;
 use crate::error::Result;
@@ -43,6 +43,11 @@ pub struct State {
     pub verified_at: Option<u64>,
     /// What was mirrored, by target (see [`key`]).
     pub images: BTreeMap<String, Record>,
+    /// The blobs (configs, layers) copies saw at each target repository
+    /// (`host/path`): a later copy to it skips asking about them, and
+    /// another repository of the registry may mount them from it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub blobs: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// One target tag (or pinned digest) and what was mirrored there.
@@ -200,22 +205,46 @@ pub fn updated(
         config: identity.to_string(),
         verified_at: None,
         images: BTreeMap::new(),
+        blobs: BTreeMap::new(),
     });
+    // A full check trusts nothing it did not see this run.
+    if full_check {
+        state.blobs.clear();
+    }
     let mut planned = HashSet::new();
+    let mut repositories = HashSet::new();
     for (item, image) in items.iter().zip(&report.images) {
         if !item.is_copyable() || !item.platforms.is_empty() {
             continue;
         }
         let key = key(item);
         planned.insert(key.clone());
+        let repository = match &item.target {
+            TargetRef::Registry(r) => Some(format!("{}/{}", r.domain, r.path)),
+            TargetRef::Layout { .. } => None,
+        };
+        if let Some(r) = &repository {
+            repositories.insert(r.clone());
+        }
         let digest = match (&image.action, &image.source_digest) {
             (Action::Copied | Action::UpToDate, Some(d)) => d.clone(),
-            // A failure is forgotten: the next run tries it again.
+            // A failure is forgotten: the next run tries it again, and
+            // asks about every blob of its repository again.
             _ => {
                 state.images.remove(&key);
+                if let Some(r) = &repository {
+                    state.blobs.remove(r);
+                }
                 continue;
             }
         };
+        if let Some(r) = repository.filter(|_| !image.blobs.is_empty()) {
+            state
+                .blobs
+                .entry(r)
+                .or_default()
+                .extend(image.blobs.iter().cloned());
+        }
         let mirrored_at = match state.images.get(&key) {
             Some(r) if r.digest == digest => r.mirrored_at,
             _ => now,
@@ -236,6 +265,11 @@ pub fn updated(
         state
             .images
             .retain(|key, r| planned.contains(key) || !ours(r));
+        // Target repositories are not split by shard: only a run over
+        // every shard knows which ones the config still fills.
+        if shard.is_none() {
+            state.blobs.retain(|r, _| repositories.contains(r));
+        }
         if full_check {
             state.verified_at = Some(now);
         }
@@ -253,6 +287,7 @@ mod tests {
             config: "id".into(),
             verified_at,
             images: BTreeMap::new(),
+            blobs: BTreeMap::new(),
         }
     }
 
@@ -480,5 +515,47 @@ mod tests {
                 .values()
                 .all(|r| crate::commands::mirror::shard_of(&r.repository, 2) != shard)
         );
+    }
+
+    #[test]
+    fn blobs_seen_are_remembered_per_repository_and_forgotten_on_failure_or_full_check() {
+        let items = [item("app", "1"), item("lib", "1")];
+        let seen = |rep: &mut RunReport, k: usize, blobs: &[&str]| {
+            rep.images[k].blobs = blobs.iter().map(|b| b.to_string()).collect();
+        };
+        let run = |prev: Option<State>, rep: &RunReport, full_check: bool| {
+            let coverage = Coverage {
+                shard: None,
+                full_check,
+                partial: false,
+            };
+            updated(prev, "id", &items, rep, coverage, 100)
+        };
+        let mut ok = report(
+            &items,
+            &[(Action::Copied, Some(D1)), (Action::Copied, Some(D2))],
+        );
+        seen(&mut ok, 0, &[D1, D2]);
+        seen(&mut ok, 1, &[D2]);
+        let s = run(None, &ok, false);
+        let app = "dst.example/app";
+        assert_eq!(s.blobs[app].len(), 2);
+        assert_eq!(s.blobs["dst.example/lib"].len(), 1);
+        // An image of `app` fails: nothing is trusted of `app` any more.
+        let failed = report(
+            &items,
+            &[(Action::Failed, None), (Action::UpToDate, Some(D2))],
+        );
+        let s = run(Some(s), &failed, false);
+        assert!(!s.blobs.contains_key(app), "{:?}", s.blobs);
+        assert!(s.blobs.contains_key("dst.example/lib"));
+        // A full check keeps only what it saw.
+        let mut checked = report(
+            &items,
+            &[(Action::Copied, Some(D1)), (Action::UpToDate, Some(D2))],
+        );
+        seen(&mut checked, 0, &[D1]);
+        let s = run(Some(s), &checked, true);
+        assert_eq!(s.blobs.keys().collect::<Vec<_>>(), [app]);
     }
 }

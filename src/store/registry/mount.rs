@@ -99,6 +99,17 @@ impl MountIndex {
         self.note(host, digest, repo);
     }
 
+    /// Forgets what is known of `repo` on `host` (an image copied there
+    /// failed: what an earlier run remembered may be gone).
+    pub fn forget_repo(&self, host: &str, repo: &str) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        for ((h, _), repos) in known.iter_mut() {
+            if h == host {
+                repos.retain(|r| r != repo);
+            }
+        }
+    }
+
     /// Does this run know `repo` holds the blob?
     pub(super) fn holds(&self, host: &str, digest: &Digest, repo: &str) -> bool {
         self.known

@@ -104,6 +104,14 @@ impl ImageSink for RegistrySink {
     }
 
     fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+        // This run put it there, found it there, or an earlier run did
+        // (the sync state): not asked again.
+        if self
+            .mounts
+            .holds(self.client.host(), &desc.digest, &self.repo)
+        {
+            return Ok(true);
+        }
         // A repository the registry did not know at the start (no tag)
         // holds what this run put there, and what an interrupted earlier
         // push left: small blobs are sent again rather than asked about,
