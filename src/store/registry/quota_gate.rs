@@ -11,9 +11,11 @@
 //! refused whole. When the count's window (or reset) ends, a new window
 //! holds the whole limit.
 //!
-//! Only short windows are waited for: a quota that returns in hours
-//! (Docker Hub's six) is the `rate-limit-reserve`'s business, which fails
-//! such requests at once rather than holding a run for hours.
+//! Only short windows are waited for: a count that does not say when it
+//! ends would hold requests with nothing to end the wait, and a quota that
+//! returns in hours (Docker Hub's six) is the `rate-limit-reserve`'s
+//! business, which fails such requests at once rather than holding a run
+//! for hours.
 
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -35,9 +37,17 @@ struct GateState {
     in_flight: usize,
     /// Requests that may still go; `None`: nothing known limits them.
     budget: Option<i64>,
-    /// When the announced window ends, and the limit a new one holds.
-    renews: Option<(Instant, Option<u64>)>,
+    /// When the announced window ends, and the limit the next one holds.
+    renews: Option<Renewal>,
+    /// How long the registry's windows last, as its latest count said.
+    period: Option<Duration>,
     reserve: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Renewal {
+    at: Instant,
+    limit: Option<u64>,
 }
 
 /// A counted request's place at the gate; freed when dropped.
@@ -73,18 +83,21 @@ impl QuotaGate {
         let budget = left.saturating_sub(i64::try_from(others).unwrap_or(i64::MAX));
         // Answers arrive in any order: within a window, one counted early
         // (a higher count) arriving late says nothing new.
-        let same_window = s.renews.is_some_and(|(at, _)| q.seen < at);
+        let same_window = s.renews.is_some_and(|r| q.seen < r.at);
         s.budget = match s.budget {
             Some(b) if same_window => Some(b.min(budget)),
             _ => Some(budget),
         };
         // The window ends when the first answer of it said, however many
         // answers follow.
+        s.period = q.returns_after();
         if !same_window {
-            s.renews = q
-                .returns_after()
-                .and_then(|d| q.seen.checked_add(d))
-                .map(|at| (at, q.reading.limit));
+            s.renews = q.returns_after().and_then(|period| {
+                Some(Renewal {
+                    at: q.seen.checked_add(period)?,
+                    limit: q.reading.limit,
+                })
+            });
         }
         drop(s);
         self.moved.notify_all();
@@ -93,18 +106,19 @@ impl QuotaGate {
     /// Takes a place now if the budget allows; `None` to wait.
     pub fn try_enter(&self, now: Instant) -> Option<Pass<'_>> {
         let mut s = self.lock();
-        if let Some((at, limit)) = s.renews
-            && now >= at
+        if let Some(r) = s.renews
+            && now >= r.at
         {
+            // The next window's end is the one its first answer gives.
             s.renews = None;
-            s.budget = limit.map(|l| {
+            s.budget = r.limit.map(|l| {
                 let fresh = i64::try_from(l.saturating_sub(s.reserve)).unwrap_or(i64::MAX);
                 fresh.saturating_sub(i64::try_from(s.in_flight).unwrap_or(i64::MAX))
             });
         }
-        let far = s
-            .renews
-            .is_some_and(|(at, _)| at.saturating_duration_since(now) > LONGEST_WAIT);
+        // A count whose window is unknown, or hours long, is not waited
+        // for.
+        let far = s.period.is_none_or(|p| p > LONGEST_WAIT);
         let go = match s.budget {
             None => true,
             Some(_) if far => true,
@@ -221,6 +235,17 @@ mod tests {
         let later = now + Duration::from_secs(3);
         let passes: Vec<_> = (0..60).filter_map(|_| gate.try_enter(later)).collect();
         assert_eq!(passes.len(), 40);
+    }
+
+    #[test]
+    fn a_count_without_a_window_is_not_waited_for() {
+        let gate = QuotaGate::new(0);
+        let now = Instant::now();
+        let mut q = quota(0, 100, 60, now);
+        q.reading.window = None;
+        gate.observe(&q, false);
+        let passes: Vec<_> = (0..10).filter_map(|_| gate.try_enter(now)).collect();
+        assert_eq!(passes.len(), 10, "nothing says when to go again");
     }
 
     #[test]
