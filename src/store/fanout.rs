@@ -15,6 +15,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::mpsc;
 
+use bytes::Bytes;
+
 use super::{ImageName, ImageSink, SinkCaps};
 use crate::content::{Descriptor, Digest, RawManifest};
 use crate::error::{Error, Result};
@@ -119,14 +121,14 @@ impl FanOut {
                 let Some(t) = self.targets.get(k) else {
                     continue;
                 };
-                let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(CHUNKS_AHEAD);
+                let (tx, rx) = mpsc::sync_channel::<io::Result<Bytes>>(CHUNKS_AHEAD);
                 feeds.push(Some(tx));
                 writers.push((
                     k,
                     s.spawn(move || {
                         let mut fed = Fed {
                             rx,
-                            chunk: Vec::new(),
+                            chunk: Bytes::new(),
                             at: 0,
                         };
                         t.sink.put_blob(desc, &mut fed)
@@ -137,7 +139,8 @@ impl FanOut {
             loop {
                 let chunk = match reader.read(&mut buf) {
                     Ok(0) => break,
-                    Ok(n) => Ok(buf.get(..n).unwrap_or_default().to_vec()),
+                    // One copy of the chunk, shared by every sink.
+                    Ok(n) => Ok(Bytes::copy_from_slice(buf.get(..n).unwrap_or_default())),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => Err(e),
                 };
@@ -187,8 +190,8 @@ impl FanOut {
 /// The reading end of one target's feed: the source's bytes as the
 /// fan-out read them, or the error it read.
 struct Fed {
-    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
-    chunk: Vec<u8>,
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    chunk: Bytes,
     at: usize,
 }
 

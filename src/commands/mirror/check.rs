@@ -88,32 +88,35 @@ impl<'a> Checker<'a> {
             return group;
         };
         let source_ref = first.source.clone();
-        let (source, targets) = std::thread::scope(|s| {
-            let source = asks_source.then(|| {
-                s.spawn(|| {
-                    head(self.config, self.opts, self.clients, &source_ref)
-                        .ok()
-                        .flatten()
-                })
-            });
-            let targets: Vec<Option<Option<Digest>>> = group
-                .iter()
-                .zip(&knowns)
-                .map(|(item, k)| match &item.target {
-                    TargetRef::Registry(t)
-                        if item.is_copyable()
-                            && k.is_none()
-                            && item.platforms.is_empty()
-                            && t.tag.is_some() =>
-                    {
-                        Some(head(self.config, self.opts, self.clients, t).ok().flatten())
-                    }
-                    _ => None,
-                })
-                .collect();
-            let source = source.and_then(|h| h.join().ok()).flatten();
-            (source, targets)
-        });
+        // The targets whose tag will be asked whatever the source says.
+        let tagged: Vec<Option<&Reference>> = group
+            .iter()
+            .zip(&knowns)
+            .map(|(item, k)| match &item.target {
+                TargetRef::Registry(t)
+                    if item.is_copyable()
+                        && k.is_none()
+                        && item.platforms.is_empty()
+                        && t.tag.is_some() =>
+                {
+                    Some(t)
+                }
+                _ => None,
+            })
+            .collect();
+        let ask = |r: &Reference| head(self.config, self.opts, self.clients, r).ok().flatten();
+        let ask_targets =
+            || -> Vec<Option<Option<Digest>>> { tagged.iter().map(|t| t.map(&ask)).collect() };
+        let (source, targets) = match (asks_source, tagged.iter().any(Option::is_some)) {
+            // Both: at the same time, one round trip for the image.
+            (true, true) => std::thread::scope(|s| {
+                let source = s.spawn(|| ask(&source_ref));
+                let targets = ask_targets();
+                (source.join().ok().flatten(), targets)
+            }),
+            (true, false) => (ask(&source_ref), ask_targets()),
+            (false, _) => (None, ask_targets()),
+        };
         group
             .into_iter()
             .zip(knowns)

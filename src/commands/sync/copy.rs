@@ -70,21 +70,30 @@ impl Copier<'_> {
             }
         }
         if !targets.is_empty() {
-            let copied = match targets.len() {
-                1 => single(
-                    targets,
-                    &source,
-                    &image,
-                    &self.copy_options(first),
-                    progress,
-                ),
-                _ => {
+            let copy_opts = self.copy_options(first);
+            // One target: straight into its sink, as `copy` does (a
+            // registry sink streams recompressed layers; a fan-out spools
+            // them once for all its sinks).
+            let copied = match <[fanout::Target; 1]>::try_from(targets) {
+                Ok([t]) => {
+                    let plan = ImagePlan {
+                        image: image.clone(),
+                        names: t.names,
+                    };
+                    crate::engine::copy_and_commit(
+                        &source,
+                        t.sink.as_ref(),
+                        &[plan],
+                        &copy_opts,
+                        progress,
+                    )
+                }
+                Err(targets) => {
                     let fan = FanOut::new(targets);
                     let plan = ImagePlan {
                         image: image.clone(),
                         names: fan.image_names().to_vec(),
                     };
-                    let copy_opts = self.copy_options(first);
                     crate::engine::copy_and_commit(&source, &fan, &[plan], &copy_opts, progress)
                 }
             };
@@ -102,24 +111,6 @@ impl Copier<'_> {
             .map(|r| r.unwrap_or_else(|| Err(Error::NotFound("no copy was made".into()))))
             .collect()
     }
-}
-
-/// The copy to one target, as the `copy` verb makes it.
-fn single(
-    mut targets: Vec<fanout::Target>,
-    source: &RegistrySource,
-    image: &SourceImage,
-    copy_opts: &CopyOptions,
-    progress: &dyn Progress,
-) -> Result<CopyReport> {
-    let Some(t) = targets.pop() else {
-        return Ok(CopyReport::default());
-    };
-    let plan = ImagePlan {
-        image: image.clone(),
-        names: t.names,
-    };
-    crate::engine::copy_and_commit(source, t.sink.as_ref(), &[plan], copy_opts, progress)
 }
 
 impl Copier<'_> {

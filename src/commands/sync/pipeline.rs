@@ -102,9 +102,9 @@ pub fn run<O: Send>(
                         if stop.load(Ordering::Relaxed) {
                             continue;
                         }
-                        let items: Vec<Item> = work.iter().map(|(_, item)| item.clone()).collect();
+                        let (places, items): (Vec<usize>, Vec<Item>) = work.into_iter().unzip();
                         let outcomes = copy(&items);
-                        settle(at, work, Some(outcomes));
+                        settle(at, places.into_iter().zip(items).collect(), Some(outcomes));
                     }
                 });
             }

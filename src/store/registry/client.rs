@@ -251,18 +251,7 @@ impl RegistryClient {
         build: impl Fn(&Client, &str) -> RequestBuilder,
     ) -> Result<Response> {
         let base = self.base()?;
-        // A request the quota counts (a pull: a GET of a manifest or blob;
-        // any request, once the registry has refused one that is not a
-        // pull) waits, before it takes a slot, until the quota has room
-        // for it among those in flight. Only a request that may be sent
-        // again is built to be looked at: one that is not (a streamed
-        // upload) builds its body once, and is never gated.
-        let counted = retry == Retry::Yes
-            && build(&self.http, &base).build().is_ok_and(|r| {
-                counts_against_quota(r.method().as_str(), r.url().path())
-                    || self.counts_all.load(Ordering::Relaxed)
-            });
-        let mut pass = counted.then(|| self.gate.enter());
+        let mut pass = None;
         let mut slot = self.slots.acquire(retry == Retry::No);
         let mut attempt = 0;
         let mut refreshed = false;
@@ -271,15 +260,19 @@ impl RegistryClient {
             let (req_client, built) = req.build_split();
             let mut built =
                 built.map_err(|e| Error::Usage(format!("{what} on {}: {e}", self.host)))?;
-            if counts_against_quota(built.method().as_str(), built.url().path()) {
+            let counted = counts_against_quota(built.method().as_str(), built.url().path());
+            if counted {
                 self.check_reserve(what)?;
             }
-            self.pace();
-            // The registry turned out to count every request while this
-            // one waited: it goes through the gate too.
-            if pass.is_none() && retry == Retry::Yes && self.counts_all.load(Ordering::Relaxed) {
+            // A request the quota counts (a pull: a GET of a manifest or
+            // blob; any request, once the registry has refused one that is
+            // not a pull) waits until the quota has room for it among those
+            // in flight. The gate only holds requests for a window of two
+            // minutes at most, so the slot held meanwhile is freed in time.
+            if pass.is_none() && (counted || self.counts_all.load(Ordering::Relaxed)) {
                 pass = Some(self.gate.enter());
             }
+            self.pace();
             self.requests.fetch_add(1, Ordering::Relaxed);
             // Credentials go to the registry's own origin only: an upload
             // `Location` or a `Link` may name any host, and what it names
@@ -356,16 +349,13 @@ impl RegistryClient {
                         && attempt < self.retry_times =>
                 {
                     // Refused for the quota: the place at the gate is
-                    // given up while waiting, and taken again, so that
-                    // what was refused does not all come back at once.
-                    let refused = r.status() == StatusCode::TOO_MANY_REQUESTS;
-                    if refused {
+                    // given up while waiting, and taken again when the
+                    // request is built anew, so that what was refused does
+                    // not all come back at once.
+                    if r.status() == StatusCode::TOO_MANY_REQUESTS {
                         drop(pass.take());
                     }
                     sleep_backoff(attempt, retry_after(&r));
-                    if refused && (counted || self.counts_all.load(Ordering::Relaxed)) {
-                        pass = Some(self.gate.enter());
-                    }
                 }
                 Ok(r) => return Ok(r),
                 Err(e) => {

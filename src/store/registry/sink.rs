@@ -113,18 +113,11 @@ impl ImageSink for RegistrySink {
             return Ok(true);
         }
         // A repository the registry did not know at the start (no tag)
-        // holds what this run put there, and what an interrupted earlier
-        // push left: small blobs are sent again rather than asked about,
-        // large ones are worth a `HEAD`.
-        if self.new_repo.load(Ordering::Relaxed)
-            && (desc.size < NEW_REPO_HEAD_MIN
-                || self
-                    .mounts
-                    .holds(self.client.host(), &desc.digest, &self.repo))
-        {
-            return Ok(self
-                .mounts
-                .holds(self.client.host(), &desc.digest, &self.repo));
+        // holds only what this run put there (known above), and what an
+        // interrupted earlier push left: small blobs are sent again rather
+        // than asked about, large ones are worth a `HEAD`.
+        if self.new_repo.load(Ordering::Relaxed) && desc.size < NEW_REPO_HEAD_MIN {
+            return Ok(false);
         }
         let repo = self.repo.clone();
         let what = format!("HEAD blob {} in {repo}", desc.digest);
